@@ -1,0 +1,152 @@
+//! Byte and text encodings the protocol needs: unpadded base64url
+//! ([RFC 4648 §5](https://www.rfc-editor.org/rfc/rfc4648#section-5), as JOSE and PKCE use it),
+//! `application/x-www-form-urlencoded`, and SHA-256.
+
+use sha2::{Digest, Sha256};
+
+const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Encodes bytes as base64url without padding.
+pub fn base64url_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let sextets = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
+        for &sextet in &sextets[..chunk.len() + 1] {
+            out.push(char::from(BASE64URL[sextet as usize]));
+        }
+    }
+    out
+}
+
+/// Decodes unpadded base64url; `None` on any character outside the alphabet, on padding,
+/// on an impossible length, or on non-zero trailing bits (so each input has one decoding).
+pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'-' => Some(62),
+            b'_' => Some(63),
+            _ => None,
+        }
+    }
+    let input = text.as_bytes();
+    if input.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    for chunk in input.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= value(c)? << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let keep = chunk.len() - 1;
+        if bytes[keep..].iter().any(|&b| b != 0) && chunk.len() < 4 {
+            return None;
+        }
+        out.extend_from_slice(&bytes[..keep]);
+    }
+    Some(out)
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Serializes name/value pairs as `application/x-www-form-urlencoded`.
+pub fn form_encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+/// Percent-encodes one component the way `application/x-www-form-urlencoded` does
+/// (used for the client id and secret of `client_secret_basic`, RFC 6749 §2.3.1).
+pub fn form_encode_component(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// Parses `application/x-www-form-urlencoded` (a query string or a form body) into pairs,
+/// in order, duplicates kept.
+pub fn form_decode(body: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(body.as_bytes())
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect()
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_matches_rfc4648_vectors_without_padding() {
+        // RFC 4648 §10, padding removed.
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64url_encode(plain.as_bytes()), encoded);
+            assert_eq!(base64url_decode(encoded).as_deref(), Some(plain.as_bytes()));
+        }
+        assert_eq!(base64url_encode(&[0xfb, 0xff]), "-_8");
+        assert_eq!(base64url_decode("-_8"), Some(vec![0xfb, 0xff]));
+    }
+
+    #[test]
+    fn base64url_rejects_padding_other_alphabets_and_bad_lengths() {
+        assert_eq!(base64url_decode("Zg=="), None);
+        assert_eq!(base64url_decode("+/8"), None);
+        assert_eq!(base64url_decode("Zm9vY"), None);
+        // "Zh" has non-zero trailing bits: a second spelling of "f" that must not decode.
+        assert_eq!(base64url_decode("Zh"), None);
+    }
+
+    #[test]
+    fn form_encoding_round_trips_and_keeps_duplicates() {
+        let body = form_encode([("a b", "c&d=e"), ("x", "1"), ("x", "2")]);
+        assert_eq!(body, "a+b=c%26d%3De&x=1&x=2");
+        assert_eq!(
+            form_decode(&body),
+            vec![
+                ("a b".to_owned(), "c&d=e".to_owned()),
+                ("x".to_owned(), "1".to_owned()),
+                ("x".to_owned(), "2".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn sha256_of_abc() {
+        // FIPS 180-2 Appendix B.1.
+        assert_eq!(
+            base64url_encode(&sha256(b"abc")),
+            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
+        );
+    }
+
+    #[test]
+    fn constant_time_eq_compares_content_and_length() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

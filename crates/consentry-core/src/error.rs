@@ -1,0 +1,334 @@
+//! The error taxonomy: RFC error strings kept exactly, and the SDK's own stable snake_case codes.
+//!
+//! Every failure in consentry is an [`Error`]: a [`ErrorCode`] that machines match on and a
+//! human `description`. The same `{ code, description }` pair reaches JavaScript unchanged.
+//! A description never holds a raw response body, a JWT, a code, a verifier or a token.
+
+use std::fmt;
+
+/// An error code defined by an RFC, kept exactly as the authorization server sent it.
+///
+/// Covers [RFC 6749 §4.1.2.1](https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1)
+/// (authorization errors), [§5.2](https://www.rfc-editor.org/rfc/rfc6749#section-5.2)
+/// (token errors), [OpenID Connect Core §3.1.2.6](https://openid.net/specs/openid-connect-core-1_0.html#AuthError),
+/// [RFC 9126 §2.3](https://www.rfc-editor.org/rfc/rfc9126#section-2.3) and
+/// [RFC 9449 §5](https://www.rfc-editor.org/rfc/rfc9449#section-5). Any other string is
+/// kept as [`OAuthErrorCode::Extension`], so `as_str` always gives back what was received.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OAuthErrorCode {
+    /// `invalid_request`
+    InvalidRequest,
+    /// `unauthorized_client`
+    UnauthorizedClient,
+    /// `access_denied`
+    AccessDenied,
+    /// `unsupported_response_type`
+    UnsupportedResponseType,
+    /// `invalid_scope`
+    InvalidScope,
+    /// `server_error`
+    ServerError,
+    /// `temporarily_unavailable`
+    TemporarilyUnavailable,
+    /// `invalid_client`
+    InvalidClient,
+    /// `invalid_grant`
+    InvalidGrant,
+    /// `unsupported_grant_type`
+    UnsupportedGrantType,
+    /// `interaction_required`
+    InteractionRequired,
+    /// `login_required`
+    LoginRequired,
+    /// `account_selection_required`
+    AccountSelectionRequired,
+    /// `consent_required`
+    ConsentRequired,
+    /// `invalid_request_uri`
+    InvalidRequestUri,
+    /// `invalid_request_object`
+    InvalidRequestObject,
+    /// `request_not_supported`
+    RequestNotSupported,
+    /// `request_uri_not_supported`
+    RequestUriNotSupported,
+    /// `registration_not_supported`
+    RegistrationNotSupported,
+    /// `invalid_dpop_proof`
+    InvalidDpopProof,
+    /// `use_dpop_nonce`
+    UseDpopNonce,
+    /// Any other error string, kept verbatim.
+    Extension(String),
+}
+
+const OAUTH_ERROR_CODES: &[(&str, OAuthErrorCode)] = &[
+    ("invalid_request", OAuthErrorCode::InvalidRequest),
+    ("unauthorized_client", OAuthErrorCode::UnauthorizedClient),
+    ("access_denied", OAuthErrorCode::AccessDenied),
+    ("unsupported_response_type", OAuthErrorCode::UnsupportedResponseType),
+    ("invalid_scope", OAuthErrorCode::InvalidScope),
+    ("server_error", OAuthErrorCode::ServerError),
+    ("temporarily_unavailable", OAuthErrorCode::TemporarilyUnavailable),
+    ("invalid_client", OAuthErrorCode::InvalidClient),
+    ("invalid_grant", OAuthErrorCode::InvalidGrant),
+    ("unsupported_grant_type", OAuthErrorCode::UnsupportedGrantType),
+    ("interaction_required", OAuthErrorCode::InteractionRequired),
+    ("login_required", OAuthErrorCode::LoginRequired),
+    ("account_selection_required", OAuthErrorCode::AccountSelectionRequired),
+    ("consent_required", OAuthErrorCode::ConsentRequired),
+    ("invalid_request_uri", OAuthErrorCode::InvalidRequestUri),
+    ("invalid_request_object", OAuthErrorCode::InvalidRequestObject),
+    ("request_not_supported", OAuthErrorCode::RequestNotSupported),
+    ("request_uri_not_supported", OAuthErrorCode::RequestUriNotSupported),
+    ("registration_not_supported", OAuthErrorCode::RegistrationNotSupported),
+    ("invalid_dpop_proof", OAuthErrorCode::InvalidDpopProof),
+    ("use_dpop_nonce", OAuthErrorCode::UseDpopNonce),
+];
+
+impl OAuthErrorCode {
+    /// Maps an `error` string as received; unknown strings become [`OAuthErrorCode::Extension`].
+    pub fn parse(error: &str) -> Self {
+        OAUTH_ERROR_CODES
+            .iter()
+            .find(|(name, _)| *name == error)
+            .map(|(_, code)| code.clone())
+            .unwrap_or_else(|| OAuthErrorCode::Extension(error.to_owned()))
+    }
+
+    /// The exact string of this code, as it appears on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            OAuthErrorCode::Extension(other) => other,
+            known => OAUTH_ERROR_CODES
+                .iter()
+                .find(|(_, code)| code == known)
+                .map(|(name, _)| *name)
+                .unwrap_or("server_error"),
+        }
+    }
+}
+
+impl fmt::Display for OAuthErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+macro_rules! sdk_error_codes {
+    ($($(#[$doc:meta])* $variant:ident => $code:literal,)*) => {
+        /// A stable machine-readable code for an [`Error`].
+        ///
+        /// [`ErrorCode::OAuth`] carries an RFC error string from the authorization server;
+        /// every other variant is one of the SDK's own snake_case codes, which never change
+        /// once published.
+        #[non_exhaustive]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            /// The authorization server answered with an RFC error (`access_denied`, ...).
+            OAuth(OAuthErrorCode),
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// The code's wire string: the RFC string for [`ErrorCode::OAuth`], else the SDK code.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    ErrorCode::OAuth(code) => code.as_str(),
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+
+            /// Reads a wire string back: SDK codes first, anything else as an RFC error string.
+            pub fn parse(code: &str) -> Self {
+                match code {
+                    $($code => ErrorCode::$variant,)*
+                    other => ErrorCode::OAuth(OAuthErrorCode::parse(other)),
+                }
+            }
+        }
+    };
+}
+
+sdk_error_codes! {
+    /// The browser blocked the popup window.
+    PopupBlocked => "popup_blocked",
+    /// The user closed the popup and no outcome was recorded.
+    PopupClosed => "popup_closed",
+    /// The flow did not finish within its time limit.
+    Timeout => "timeout",
+    /// Another flow is already pending in this client.
+    FlowInProgress => "flow_in_progress",
+    /// The `state` returned does not match the one sent.
+    StateMismatch => "state_mismatch",
+    /// A `state` value is not acceptable (length or characters).
+    InvalidState => "invalid_state",
+    /// The `iss` authorization response parameter does not match the issuer (RFC 9207).
+    IssMismatch => "iss_mismatch",
+    /// The `iss` parameter is required by the issuer's metadata but absent (RFC 9207).
+    IssMissing => "iss_missing",
+    /// No pending transaction for this `state` (unknown, expired or already consumed).
+    UnknownTransaction => "unknown_transaction",
+    /// The transaction is not bound to this browser (binding cookie absent or wrong).
+    TransactionNotBound => "transaction_not_bound",
+    /// A parameter occurs more than once where it must occur at most once.
+    DuplicateParameter => "duplicate_parameter",
+    /// A required parameter is absent.
+    MissingParameter => "missing_parameter",
+    /// A parameter is present that must never be (e.g. a token in an authorization response).
+    ForbiddenParameter => "forbidden_parameter",
+    /// A PKCE code verifier is not 43-128 characters of `[A-Za-z0-9-._~]` (RFC 7636 §4.1).
+    InvalidVerifier => "invalid_verifier",
+    /// The token endpoint could not be reached, answered 5xx, or answered something not JSON.
+    TokenExchangeFailed => "token_exchange_failed",
+    /// The token endpoint answered JSON that is not a valid token response.
+    InvalidTokenResponse => "invalid_token_response",
+    /// `openid` was requested but the token response has no `id_token`.
+    IdTokenMissing => "id_token_missing",
+    /// The id_token's claims fail OpenID Connect Core §3.1.3.7.
+    IdTokenInvalid => "id_token_invalid",
+    /// A JWT is not a well-formed compact JWS.
+    JwtMalformed => "jwt_malformed",
+    /// A JWT's `alg` is not on the allow-list pinned for this provider.
+    JwtAlgNotAllowed => "jwt_alg_not_allowed",
+    /// A JWT header carries `crit`, which consentry does not understand.
+    JwtCritUnsupported => "jwt_crit_unsupported",
+    /// A JWT's signature does not verify.
+    JwtSignatureInvalid => "jwt_signature_invalid",
+    /// No key in the JWKS fits the JWT (wrong or missing `kid`, wrong type).
+    JwkNotFound => "jwk_not_found",
+    /// A JWK or JWKS is not well formed.
+    JwkInvalid => "jwk_invalid",
+    /// Discovery metadata is malformed or does not fit the configured issuer.
+    DiscoveryInvalid => "discovery_invalid",
+    /// The authorization server does not support PKCE with S256.
+    PkceNotSupported => "pkce_not_supported",
+    /// The provider configuration is malformed or incomplete.
+    InvalidConfiguration => "invalid_configuration",
+    /// No provider is configured under this id.
+    UnknownProvider => "unknown_provider",
+    /// A pushed authorization request failed (RFC 9126).
+    ParFailed => "par_failed",
+    /// A URL is malformed or not allowed (only `https`, or `http` on a loopback host).
+    InvalidUrl => "invalid_url",
+    /// The request's `Origin` is not on the allow-list.
+    OriginNotAllowed => "origin_not_allowed",
+    /// The anti-CSRF header `X-Consentry: 1` is absent.
+    CsrfHeaderMissing => "csrf_header_missing",
+    /// An outcome message does not match the wire schema.
+    InvalidOutcome => "invalid_outcome",
+    /// The app-user reference is not acceptable.
+    InvalidUser => "invalid_user",
+    /// A request parameter is not acceptable.
+    InvalidParameter => "invalid_parameter",
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A consentry failure: a stable [`ErrorCode`] and a human description.
+///
+/// The description explains; it never quotes a response body, a JWT or a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    code: ErrorCode,
+    description: String,
+}
+
+impl Error {
+    /// An error with this code and description.
+    pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
+        Error {
+            code,
+            description: description.into(),
+        }
+    }
+
+    /// An error the authorization server reported, its RFC `error` string kept exactly.
+    pub fn oauth(error: &str, description: Option<&str>) -> Self {
+        Error::new(
+            ErrorCode::OAuth(OAuthErrorCode::parse(error)),
+            description.unwrap_or_default(),
+        )
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &ErrorCode {
+        &self.code
+    }
+
+    /// The human description (may be empty when the server sent none).
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.description.is_empty() {
+            write!(f, "{}", self.code)
+        } else {
+            write!(f, "{}: {}", self.code, self.description)
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// `Result` with consentry's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_error_strings_round_trip_exactly() {
+        for (name, code) in OAUTH_ERROR_CODES {
+            assert_eq!(&OAuthErrorCode::parse(name), code);
+            assert_eq!(code.as_str(), *name);
+        }
+        let unknown = OAuthErrorCode::parse("mh_consent_expired");
+        assert_eq!(
+            unknown,
+            OAuthErrorCode::Extension("mh_consent_expired".into())
+        );
+        assert_eq!(unknown.as_str(), "mh_consent_expired");
+    }
+
+    #[test]
+    fn sdk_codes_are_stable_snake_case_and_parse_back() {
+        for code in [
+            ErrorCode::PopupBlocked,
+            ErrorCode::StateMismatch,
+            ErrorCode::IssMismatch,
+            ErrorCode::UnknownTransaction,
+            ErrorCode::TokenExchangeFailed,
+            ErrorCode::IdTokenInvalid,
+            ErrorCode::OriginNotAllowed,
+            ErrorCode::CsrfHeaderMissing,
+            ErrorCode::InvalidVerifier,
+            ErrorCode::UnknownProvider,
+        ] {
+            let text = code.as_str();
+            assert!(text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert_eq!(ErrorCode::parse(text), code);
+        }
+        assert_eq!(ErrorCode::PopupClosed.as_str(), "popup_closed");
+        assert_eq!(
+            ErrorCode::parse("access_denied"),
+            ErrorCode::OAuth(OAuthErrorCode::AccessDenied)
+        );
+    }
+
+    #[test]
+    fn display_joins_code_and_description() {
+        let error = Error::oauth("access_denied", Some("The user said no"));
+        assert_eq!(error.to_string(), "access_denied: The user said no");
+        assert_eq!(Error::oauth("server_error", None).to_string(), "server_error");
+    }
+}

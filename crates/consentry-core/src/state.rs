@@ -1,0 +1,145 @@
+//! The `state` parameter ([RFC 6749 §10.12](https://www.rfc-editor.org/rfc/rfc6749#section-10.12))
+//! and the OpenID Connect `nonce`: opaque random values that bind a response to its request.
+
+use crate::encoding::{base64url_encode, sha256};
+use crate::error::{Error, ErrorCode, Result};
+
+/// Minimum random bytes in a generated `state` or `nonce` (128 bits).
+pub const MIN_RANDOM_BYTES: usize = 16;
+
+/// Longest `state` accepted from outside.
+pub const MAX_STATE_LEN: usize = 255;
+
+fn opaque_from_random(random: &[u8], what: &str) -> Result<String> {
+    if random.len() < MIN_RANDOM_BYTES {
+        return Err(Error::new(
+            ErrorCode::InvalidParameter,
+            format!("a {what} needs at least {MIN_RANDOM_BYTES} random bytes"),
+        ));
+    }
+    Ok(base64url_encode(random))
+}
+
+/// An opaque `state` value.
+///
+/// Generated from at least 16 random bytes; when it comes back, it must be 1 to 255
+/// characters of `[A-Za-z0-9-._~]` (unreserved URL characters, so it never needs escaping).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State(String);
+
+impl State {
+    /// A fresh state from the platform's random bytes (at least 16).
+    pub fn from_random_bytes(random: &[u8]) -> Result<Self> {
+        opaque_from_random(random, "state").map(State)
+    }
+
+    /// Accepts a state that arrived from a browser or a redirect.
+    pub fn parse(state: &str) -> Result<Self> {
+        let valid_length = (1..=MAX_STATE_LEN).contains(&state.len());
+        let valid_chars = state
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        if valid_length && valid_chars {
+            Ok(State(state.to_owned()))
+        } else {
+            Err(Error::new(
+                ErrorCode::InvalidState,
+                "state must be 1 to 255 characters of A-Z a-z 0-9 - . _ ~",
+            ))
+        }
+    }
+
+    /// The state string, as sent on the wire.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key a transaction is stored under: base64url(SHA-256(state)), so the raw value
+    /// that travels through URLs is never a database key.
+    pub fn storage_key(&self) -> StateKey {
+        StateKey(base64url_encode(&sha256(self.0.as_bytes())))
+    }
+}
+
+/// The storage key of a transaction, derived from its [`State`] by [`State::storage_key`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StateKey(String);
+
+impl StateKey {
+    /// The key as text (43 base64url characters).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An OpenID Connect `nonce`
+/// ([Core §3.1.2.1](https://openid.net/specs/openid-connect-core-1_0.html#AuthRequest)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nonce(String);
+
+impl Nonce {
+    /// A fresh nonce from the platform's random bytes (at least 16).
+    pub fn from_random_bytes(random: &[u8]) -> Result<Self> {
+        opaque_from_random(random, "nonce").map(Nonce)
+    }
+
+    /// A nonce read back from storage.
+    pub fn new(nonce: impl Into<String>) -> Self {
+        Nonce(nonce.into())
+    }
+
+    /// The nonce string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_state_has_at_least_128_bits_and_parses_back() {
+        let state = State::from_random_bytes(&[42; 16]).expect("16 bytes suffice");
+        assert_eq!(state.as_str().len(), 22);
+        assert_eq!(State::parse(state.as_str()), Ok(state));
+        let error = State::from_random_bytes(&[1; 15]).expect_err("15 bytes are too few");
+        assert_eq!(error.code(), &ErrorCode::InvalidParameter);
+    }
+
+    #[test]
+    fn incoming_state_length_and_charset_are_enforced() {
+        assert!(State::parse(&"s".repeat(255)).is_ok());
+        for bad in [
+            String::new(),
+            "s".repeat(256),
+            "a b".into(),
+            "a&b=c".into(),
+            "<script>".into(),
+            "é".into(),
+        ] {
+            let code = State::parse(&bad).map_err(|e| e.code().clone());
+            assert_eq!(code, Err(ErrorCode::InvalidState), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn storage_key_is_a_hash_not_the_state() {
+        let state = State::parse("af0ifjsldkj").expect("valid");
+        let key = state.storage_key();
+        assert_ne!(key.as_str(), state.as_str());
+        assert!(!key.as_str().contains("af0ifjsldkj"));
+        assert_eq!(key.as_str().len(), 43);
+        assert_eq!(key, State::parse("af0ifjsldkj").expect("valid").storage_key());
+        assert_ne!(key, State::parse("af0ifjsldkk").expect("valid").storage_key());
+    }
+
+    #[test]
+    fn nonce_needs_enough_randomness() {
+        assert_eq!(
+            Nonce::from_random_bytes(&[9; 32]).expect("32 bytes").as_str().len(),
+            43
+        );
+        assert!(Nonce::from_random_bytes(&[9; 8]).is_err());
+    }
+}
