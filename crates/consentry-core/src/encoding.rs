@@ -5,9 +5,20 @@
 use sha2::{Digest, Sha256};
 
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Encodes bytes as base64url without padding.
 pub fn base64url_encode(bytes: &[u8]) -> String {
+    base64_encode_with(bytes, BASE64URL, false)
+}
+
+/// Encodes bytes as standard padded base64
+/// ([RFC 4648 §4](https://www.rfc-editor.org/rfc/rfc4648#section-4)), as HTTP Basic uses it.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    base64_encode_with(bytes, BASE64, true)
+}
+
+fn base64_encode_with(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -18,7 +29,10 @@ pub fn base64url_encode(bytes: &[u8]) -> String {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let sextets = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
         for &sextet in &sextets[..chunk.len() + 1] {
-            out.push(char::from(BASE64URL[sextet as usize]));
+            out.push(char::from(alphabet[sextet as usize]));
+        }
+        if pad {
+            out.extend(std::iter::repeat_n('=', 3 - chunk.len()));
         }
     }
     out
@@ -108,6 +122,9 @@ mod tests {
             assert_eq!(base64url_decode(encoded).as_deref(), Some(plain.as_bytes()));
         }
         assert_eq!(base64url_encode(&[0xfb, 0xff]), "-_8");
+        assert_eq!(base64_encode(&[0xfb, 0xff]), "+/8=");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
         assert_eq!(base64url_decode("-_8"), Some(vec![0xfb, 0xff]));
     }
 

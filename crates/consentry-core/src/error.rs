@@ -67,22 +67,43 @@ const OAUTH_ERROR_CODES: &[(&str, OAuthErrorCode)] = &[
     ("invalid_request", OAuthErrorCode::InvalidRequest),
     ("unauthorized_client", OAuthErrorCode::UnauthorizedClient),
     ("access_denied", OAuthErrorCode::AccessDenied),
-    ("unsupported_response_type", OAuthErrorCode::UnsupportedResponseType),
+    (
+        "unsupported_response_type",
+        OAuthErrorCode::UnsupportedResponseType,
+    ),
     ("invalid_scope", OAuthErrorCode::InvalidScope),
     ("server_error", OAuthErrorCode::ServerError),
-    ("temporarily_unavailable", OAuthErrorCode::TemporarilyUnavailable),
+    (
+        "temporarily_unavailable",
+        OAuthErrorCode::TemporarilyUnavailable,
+    ),
     ("invalid_client", OAuthErrorCode::InvalidClient),
     ("invalid_grant", OAuthErrorCode::InvalidGrant),
-    ("unsupported_grant_type", OAuthErrorCode::UnsupportedGrantType),
+    (
+        "unsupported_grant_type",
+        OAuthErrorCode::UnsupportedGrantType,
+    ),
     ("interaction_required", OAuthErrorCode::InteractionRequired),
     ("login_required", OAuthErrorCode::LoginRequired),
-    ("account_selection_required", OAuthErrorCode::AccountSelectionRequired),
+    (
+        "account_selection_required",
+        OAuthErrorCode::AccountSelectionRequired,
+    ),
     ("consent_required", OAuthErrorCode::ConsentRequired),
     ("invalid_request_uri", OAuthErrorCode::InvalidRequestUri),
-    ("invalid_request_object", OAuthErrorCode::InvalidRequestObject),
+    (
+        "invalid_request_object",
+        OAuthErrorCode::InvalidRequestObject,
+    ),
     ("request_not_supported", OAuthErrorCode::RequestNotSupported),
-    ("request_uri_not_supported", OAuthErrorCode::RequestUriNotSupported),
-    ("registration_not_supported", OAuthErrorCode::RegistrationNotSupported),
+    (
+        "request_uri_not_supported",
+        OAuthErrorCode::RequestUriNotSupported,
+    ),
+    (
+        "registration_not_supported",
+        OAuthErrorCode::RegistrationNotSupported,
+    ),
     ("invalid_dpop_proof", OAuthErrorCode::InvalidDpopProof),
     ("use_dpop_nonce", OAuthErrorCode::UseDpopNonce),
 ];
@@ -329,6 +350,9 @@ mod tests {
     fn display_joins_code_and_description() {
         let error = Error::oauth("access_denied", Some("The user said no"));
         assert_eq!(error.to_string(), "access_denied: The user said no");
-        assert_eq!(Error::oauth("server_error", None).to_string(), "server_error");
+        assert_eq!(
+            Error::oauth("server_error", None).to_string(),
+            "server_error"
+        );
     }
 }

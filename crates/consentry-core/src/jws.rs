@@ -130,7 +130,10 @@ mod tests {
         let header: Value =
             serde_json::from_slice(&base64url_decode(header).expect("b64")).expect("json");
         assert_eq!(header, json!({"alg": "ES256", "typ": "JWT", "kid": "k1"}));
-        assert_eq!(base64url_decode(claims).expect("b64"), br#"{"iss":"client"}"#);
+        assert_eq!(
+            base64url_decode(claims).expect("b64"),
+            br#"{"iss":"client"}"#
+        );
         let jws = input.assemble(&[0xfb, 0xff]);
         assert!(jws.ends_with(".-_8"));
         assert_eq!(jws.split('.').count(), 3);

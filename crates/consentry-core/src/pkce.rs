@@ -100,7 +100,9 @@ mod tests {
             format!("{} ", "a".repeat(42)),
             format!("{}é", "a".repeat(41)),
         ] {
-            let error = PkceCodeVerifier::parse(&bad).err().map(|e| e.code().clone());
+            let error = PkceCodeVerifier::parse(&bad)
+                .err()
+                .map(|e| e.code().clone());
             assert_eq!(error, Some(ErrorCode::InvalidVerifier), "{bad:?}");
         }
     }

@@ -108,7 +108,10 @@ mod tests {
             format!("{:?}", RefreshToken::new("tGzv3JOkF0XG5Qx2TlKWIA")),
             "RefreshToken([redacted])"
         );
-        assert_eq!(format!("{:?}", IdToken::new("eyJ.x.y")), "IdToken([redacted])");
+        assert_eq!(
+            format!("{:?}", IdToken::new("eyJ.x.y")),
+            "IdToken([redacted])"
+        );
         assert_eq!(
             format!("{:?}", PrivateKeyJwk::new(r#"{"d":"x"}"#)),
             "PrivateKeyJwk([redacted])"

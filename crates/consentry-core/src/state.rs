@@ -130,14 +130,23 @@ mod tests {
         assert_ne!(key.as_str(), state.as_str());
         assert!(!key.as_str().contains("af0ifjsldkj"));
         assert_eq!(key.as_str().len(), 43);
-        assert_eq!(key, State::parse("af0ifjsldkj").expect("valid").storage_key());
-        assert_ne!(key, State::parse("af0ifjsldkk").expect("valid").storage_key());
+        assert_eq!(
+            key,
+            State::parse("af0ifjsldkj").expect("valid").storage_key()
+        );
+        assert_ne!(
+            key,
+            State::parse("af0ifjsldkk").expect("valid").storage_key()
+        );
     }
 
     #[test]
     fn nonce_needs_enough_randomness() {
         assert_eq!(
-            Nonce::from_random_bytes(&[9; 32]).expect("32 bytes").as_str().len(),
+            Nonce::from_random_bytes(&[9; 32])
+                .expect("32 bytes")
+                .as_str()
+                .len(),
             43
         );
         assert!(Nonce::from_random_bytes(&[9; 8]).is_err());

@@ -34,7 +34,10 @@ fn check_url(url: &str, what: &str) -> Result<()> {
     if url.contains('#') {
         return invalid("must not contain a fragment");
     }
-    if url.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b >= 0x80) {
+    if url
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b >= 0x80)
+    {
         return invalid("must not contain spaces, control or non-ASCII characters");
     }
     Ok(())
@@ -172,7 +175,10 @@ mod tests {
     #[test]
     fn query_is_appended_to_existing_query() {
         let plain = EndpointUrl::parse("https://bank.example/auth").expect("valid");
-        assert_eq!(plain.with_query([("a", "1 2")]), "https://bank.example/auth?a=1+2");
+        assert_eq!(
+            plain.with_query([("a", "1 2")]),
+            "https://bank.example/auth?a=1+2"
+        );
         let with_query = EndpointUrl::parse("https://bank.example/auth?t=x").expect("valid");
         assert_eq!(
             with_query.with_query([("a", "1")]),

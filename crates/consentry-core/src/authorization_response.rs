@@ -1,0 +1,313 @@
+//! The authorization response at the redirect URI
+//! ([RFC 6749 §4.1.2](https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2)), as a query
+//! string or a `form_post` body, and its validation in the order that defends best:
+//! `iss` ([RFC 9207](https://www.rfc-editor.org/rfc/rfc9207)), then `state`, then `error`.
+
+use crate::encoding::{constant_time_eq, form_decode};
+use crate::error::{Error, ErrorCode, Result};
+use crate::secret::AuthorizationCode;
+use crate::state::State;
+use crate::url::IssuerUrl;
+
+/// Parameters that would mean an implicit or hybrid response: never accepted.
+const FORBIDDEN_PARAMS: &[&str] = &["access_token", "id_token", "token"];
+
+/// Longest `error_description` kept; a longer one is cut (it is shown to people, not parsed).
+const MAX_ERROR_DESCRIPTION_LEN: usize = 512;
+
+/// A parsed, not yet validated, authorization response.
+///
+/// Its [`state`](Self::state) finds the pending transaction; then
+/// [`validate_authorization_response`] checks it against that transaction.
+#[derive(Clone)]
+pub struct AuthorizationResponse {
+    params: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for AuthorizationResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.params.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("AuthorizationResponse")
+            .field("params", &names)
+            .finish()
+    }
+}
+
+impl AuthorizationResponse {
+    /// Parses a redirect's query string (without `?`) or a `form_post` body. Every parameter
+    /// may occur at most once ([RFC 6749 §3.1](https://www.rfc-editor.org/rfc/rfc6749#section-3.1)).
+    pub fn parse(query_or_form: &str) -> Result<Self> {
+        let params = form_decode(query_or_form.strip_prefix('?').unwrap_or(query_or_form));
+        for (index, (name, _)) in params.iter().enumerate() {
+            if params[..index].iter().any(|(earlier, _)| earlier == name) {
+                return Err(Error::new(
+                    ErrorCode::DuplicateParameter,
+                    format!("authorization response parameter {name} occurs more than once"),
+                ));
+            }
+        }
+        if let Some((name, _)) = params
+            .iter()
+            .find(|(name, _)| FORBIDDEN_PARAMS.contains(&name.as_str()))
+        {
+            return Err(Error::new(
+                ErrorCode::ForbiddenParameter,
+                format!("authorization response must not carry {name}: only the code flow is used"),
+            ));
+        }
+        Ok(AuthorizationResponse { params })
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(known, _)| known == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The `state` as received, to look the transaction up by; `None` when absent or not a
+    /// well-formed state (such a response can match no transaction).
+    pub fn state(&self) -> Option<State> {
+        self.param("state")
+            .and_then(|state| State::parse(state).ok())
+    }
+}
+
+/// An authorization response that passed [`validate_authorization_response`]: it holds the
+/// code, and only that function can make one. The token request takes nothing else.
+#[derive(Debug)]
+pub struct ValidatedAuthorizationResponse {
+    code: AuthorizationCode,
+}
+
+impl ValidatedAuthorizationResponse {
+    pub(crate) fn into_code(self) -> AuthorizationCode {
+        self.code
+    }
+}
+
+/// Validates `response` against the transaction's `expected_state` and the provider's
+/// `issuer`, in this order:
+///
+/// 1. `iss` (RFC 9207 §2.4): when present it must equal the issuer exactly; when absent it
+///    is an error if `iss_required` (discovery advertised
+///    `authorization_response_iss_parameter_supported`, or the profile demands it).
+/// 2. `state`: present and equal (constant time).
+/// 3. `error`: the provider's error, its RFC string kept ([`ErrorCode::OAuth`]).
+/// 4. `code`: present and non-empty.
+pub fn validate_authorization_response(
+    response: AuthorizationResponse,
+    expected_state: &State,
+    issuer: &IssuerUrl,
+    iss_required: bool,
+) -> Result<ValidatedAuthorizationResponse> {
+    match response.param("iss") {
+        Some(iss) if iss != issuer.as_str() => {
+            return Err(Error::new(
+                ErrorCode::IssMismatch,
+                format!("the response's iss is not the issuer {}", issuer.as_str()),
+            ))
+        }
+        None if iss_required => {
+            return Err(Error::new(
+                ErrorCode::IssMissing,
+                "the authorization server sends iss with every response, but this one has none",
+            ))
+        }
+        _ => {}
+    }
+    let state_matches = response.param("state").is_some_and(|state| {
+        constant_time_eq(state.as_bytes(), expected_state.as_str().as_bytes())
+    });
+    if !state_matches {
+        return Err(Error::new(
+            ErrorCode::StateMismatch,
+            "the response's state does not match this flow",
+        ));
+    }
+    if let Some(error) = response.param("error") {
+        let description = response.param("error_description").map(|text| {
+            text.chars()
+                .take(MAX_ERROR_DESCRIPTION_LEN)
+                .collect::<String>()
+        });
+        return Err(Error::oauth(error, description.as_deref()));
+    }
+    match response.param("code") {
+        Some(code) if !code.is_empty() => Ok(ValidatedAuthorizationResponse {
+            code: AuthorizationCode::new(code),
+        }),
+        _ => Err(Error::new(
+            ErrorCode::MissingParameter,
+            "the authorization response has neither code nor error",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::OAuthErrorCode;
+
+    const ISSUER: &str = "https://bank.example";
+
+    fn validate(query: &str, iss_required: bool) -> Result<ValidatedAuthorizationResponse> {
+        let issuer = IssuerUrl::parse(ISSUER).expect("valid");
+        let state = State::parse("xyz").expect("valid");
+        validate_authorization_response(
+            AuthorizationResponse::parse(query)?,
+            &state,
+            &issuer,
+            iss_required,
+        )
+    }
+
+    fn code_of(result: Result<ValidatedAuthorizationResponse>) -> ErrorCode {
+        result.expect_err("must fail").code().clone()
+    }
+
+    #[test]
+    fn valid_response_yields_the_code() {
+        let validated = validate(
+            "code=SplxlOBeZQQYbYS6WxSbIA&state=xyz&iss=https%3A%2F%2Fbank.example",
+            true,
+        )
+        .expect("valid");
+        assert_eq!(validated.into_code().secret(), "SplxlOBeZQQYbYS6WxSbIA");
+        assert!(
+            validate("?code=c&state=xyz", false).is_ok(),
+            "iss optional when not advertised"
+        );
+    }
+
+    #[test]
+    fn a_parameter_given_twice_is_rejected() {
+        assert_eq!(
+            code_of(validate("code=a&code=b&state=xyz", false)),
+            ErrorCode::DuplicateParameter
+        );
+        assert_eq!(
+            code_of(validate("code=a&state=xyz&state=xyz", false)),
+            ErrorCode::DuplicateParameter
+        );
+    }
+
+    #[test]
+    fn tokens_in_the_authorization_response_are_rejected() {
+        for name in ["access_token", "id_token", "token"] {
+            let query = format!("code=a&state=xyz&{name}=t");
+            assert_eq!(
+                code_of(validate(&query, false)),
+                ErrorCode::ForbiddenParameter,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn iss_is_checked_exactly_and_first() {
+        assert_eq!(
+            code_of(validate(
+                "code=a&state=xyz&iss=https%3A%2F%2Fbank.example%2F",
+                false
+            )),
+            ErrorCode::IssMismatch
+        );
+        assert_eq!(
+            code_of(validate(
+                "code=a&state=xyz&iss=https%3A%2F%2Fevil.example",
+                false
+            )),
+            ErrorCode::IssMismatch
+        );
+        assert_eq!(
+            code_of(validate("code=a&state=xyz", true)),
+            ErrorCode::IssMissing
+        );
+        // iss is checked before state: a mix-up attack is named as such.
+        assert_eq!(
+            code_of(validate(
+                "code=a&state=other&iss=https%3A%2F%2Fevil.example",
+                false
+            )),
+            ErrorCode::IssMismatch
+        );
+    }
+
+    #[test]
+    fn state_is_checked_before_error() {
+        assert_eq!(
+            code_of(validate("code=a&state=xyZ", false)),
+            ErrorCode::StateMismatch
+        );
+        assert_eq!(code_of(validate("code=a", false)), ErrorCode::StateMismatch);
+        // A forged error with the wrong state is a state mismatch, not a denial.
+        assert_eq!(
+            code_of(validate("error=access_denied&state=nope", false)),
+            ErrorCode::StateMismatch
+        );
+    }
+
+    #[test]
+    fn provider_errors_keep_their_rfc_string() {
+        let error = validate(
+            "error=access_denied&error_description=The+user+said+no&state=xyz",
+            false,
+        )
+        .expect_err("denied");
+        assert_eq!(
+            error.code(),
+            &ErrorCode::OAuth(OAuthErrorCode::AccessDenied)
+        );
+        assert_eq!(error.description(), "The user said no");
+        for rfc in [
+            "invalid_request",
+            "server_error",
+            "temporarily_unavailable",
+            "mh_custom_error",
+        ] {
+            let error = validate(&format!("error={rfc}&state=xyz"), false).expect_err("error");
+            assert_eq!(error.code().as_str(), rfc);
+        }
+        let html = validate(
+            "error=access_denied&error_description=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state=xyz",
+            false,
+        )
+        .expect_err("denied");
+        assert_eq!(
+            html.description(),
+            "<script>alert(1)</script>",
+            "kept as data; escaping is the renderer's job"
+        );
+        let long = validate(
+            &format!(
+                "error=server_error&error_description={}&state=xyz",
+                "a".repeat(5000)
+            ),
+            false,
+        )
+        .expect_err("error");
+        assert_eq!(long.description().len(), MAX_ERROR_DESCRIPTION_LEN);
+    }
+
+    #[test]
+    fn missing_code_is_an_error_and_form_post_bodies_parse() {
+        assert_eq!(
+            code_of(validate("state=xyz", false)),
+            ErrorCode::MissingParameter
+        );
+        assert_eq!(
+            code_of(validate("state=xyz&code=", false)),
+            ErrorCode::MissingParameter
+        );
+        let response = AuthorizationResponse::parse("code=abc&state=xyz").expect("parses");
+        assert_eq!(
+            response.state().map(|s| s.as_str().to_owned()),
+            Some("xyz".to_owned())
+        );
+        assert!(
+            !format!("{response:?}").contains("abc"),
+            "Debug hides the code"
+        );
+    }
+}

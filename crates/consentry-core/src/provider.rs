@@ -1,0 +1,698 @@
+//! Provider configuration (`CONSENTRY_PROVIDERS`) and the profiles that decide how each kind
+//! of provider is spoken to: generic OIDC / OAuth 2, TrueLayer, Connect, Moneyhub, FAPI 2.0.
+//!
+//! A profile turns into concrete choices once, here: whether the request is pushed (PAR),
+//! whether it is a signed request object, how the client authenticates, which id_token
+//! algorithms are trusted, whether `iss` is required and whether tokens are DPoP-bound.
+//! A configuration that would weaken what a profile demands is refused, not corrected.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::authorization_request::AuthorizationRequest;
+use crate::client_auth::{ClientAuthMethod, ClientId};
+use crate::discovery::ProviderMetadata;
+use crate::error::{Error, ErrorCode, Result};
+use crate::jws::JwsAlgorithm;
+use crate::pkce::PkceCodeChallenge;
+use crate::scope::Scopes;
+use crate::state::{Nonce, State};
+use crate::url::{EndpointUrl, IssuerUrl, RedirectUrl};
+
+/// The kind of provider, which fixes the protocol choices (DESIGN.md, "Providers").
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// A standard OpenID Connect or OAuth 2 provider: query request, PKCE, discovery.
+    Generic,
+    /// TrueLayer: auth link with `providers`, `client_secret_post`, no id_token.
+    TrueLayer,
+    /// A Fewlines-style Connect provider: query request, JWT access tokens.
+    Connect,
+    /// Moneyhub: PAR with a request object, `claims`, `prompt=consent`.
+    Moneyhub,
+    /// FAPI 2.0 Security Profile: PAR only, JAR, `private_key_jwt`, `iss`, DPoP.
+    Fapi2,
+}
+
+impl Profile {
+    fn parse(profile: &str) -> Result<Self> {
+        match profile {
+            "generic" | "oidc" | "oauth2" => Ok(Profile::Generic),
+            "truelayer" => Ok(Profile::TrueLayer),
+            "connect" => Ok(Profile::Connect),
+            "moneyhub" => Ok(Profile::Moneyhub),
+            "fapi2" => Ok(Profile::Fapi2),
+            _ => Err(config_error(
+                "profile must be generic, truelayer, connect, moneyhub or fapi2",
+            )),
+        }
+    }
+
+    /// The profile's name in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Generic => "generic",
+            Profile::TrueLayer => "truelayer",
+            Profile::Connect => "connect",
+            Profile::Moneyhub => "moneyhub",
+            Profile::Fapi2 => "fapi2",
+        }
+    }
+
+    fn default_auth_method(self) -> ClientAuthMethod {
+        match self {
+            Profile::TrueLayer | Profile::Connect => ClientAuthMethod::ClientSecretPost,
+            Profile::Moneyhub | Profile::Fapi2 => ClientAuthMethod::PrivateKeyJwt,
+            Profile::Generic => ClientAuthMethod::ClientSecretBasic,
+        }
+    }
+}
+
+fn config_error(why: &str) -> Error {
+    Error::new(ErrorCode::InvalidConfiguration, why.to_owned())
+}
+
+/// One entry of `CONSENTRY_PROVIDERS` as written by the operator.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderEntry {
+    id: String,
+    profile: String,
+    issuer: String,
+    client_id: String,
+    #[serde(default)]
+    auth_method: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
+    #[serde(default)]
+    jwks_uri: Option<String>,
+    #[serde(default)]
+    pushed_authorization_request_endpoint: Option<String>,
+    #[serde(default)]
+    revocation_endpoint: Option<String>,
+    #[serde(default)]
+    par: Option<bool>,
+    #[serde(default)]
+    request_object: Option<bool>,
+    #[serde(default)]
+    dpop: Option<bool>,
+    #[serde(default)]
+    require_iss: Option<bool>,
+    #[serde(default)]
+    signing_alg: Option<String>,
+    #[serde(default)]
+    key_id: Option<String>,
+    #[serde(default)]
+    id_token_signing_algs: Option<Vec<String>>,
+    #[serde(default)]
+    authorization_params: Map<String, Value>,
+    #[serde(default)]
+    api_base_url: Option<String>,
+    #[serde(default)]
+    api_paths: Vec<String>,
+    #[serde(default)]
+    consent_days: Option<u64>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// A provider, validated: everything the Worker needs to run a flow with it.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    id: String,
+    name: String,
+    profile: Profile,
+    issuer: IssuerUrl,
+    explicit_metadata: Option<ProviderMetadata>,
+    client_id: ClientId,
+    auth_method: ClientAuthMethod,
+    scopes: Scopes,
+    par: bool,
+    request_object: bool,
+    dpop: bool,
+    require_iss: Option<bool>,
+    signing_alg: JwsAlgorithm,
+    key_id: Option<String>,
+    id_token_signing_algs: Vec<JwsAlgorithm>,
+    authorization_params: Vec<(String, String)>,
+    api_base_url: Option<EndpointUrl>,
+    api_paths: Vec<String>,
+    consent_days: Option<u64>,
+}
+
+impl ProviderConfig {
+    /// Parses `CONSENTRY_PROVIDERS`: a JSON array of providers with unique ids.
+    pub fn parse_list(json: &str) -> Result<Vec<ProviderConfig>> {
+        let entries: Vec<ProviderEntry> = serde_json::from_str(json).map_err(|error| {
+            config_error(&format!(
+                "CONSENTRY_PROVIDERS is not a valid provider list (line {}, column {}): {}",
+                error.line(),
+                error.column(),
+                match error.classify() {
+                    serde_json::error::Category::Data =>
+                        "a field is missing, unknown or of the wrong type",
+                    _ => "malformed JSON",
+                }
+            ))
+        })?;
+        let mut providers: Vec<ProviderConfig> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let provider = ProviderConfig::from_entry(entry)?;
+            if providers.iter().any(|known| known.id == provider.id) {
+                return Err(config_error(&format!(
+                    "provider id {} is used twice",
+                    provider.id
+                )));
+            }
+            providers.push(provider);
+        }
+        Ok(providers)
+    }
+
+    fn from_entry(entry: ProviderEntry) -> Result<Self> {
+        let id_ok = (1..=32).contains(&entry.id.len())
+            && entry
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !id_ok {
+            return Err(config_error(
+                "provider id must be 1-32 characters of a-z 0-9 -",
+            ));
+        }
+        let profile = Profile::parse(&entry.profile)?;
+        let issuer = IssuerUrl::parse(&entry.issuer)?;
+        let auth_method = match &entry.auth_method {
+            Some(method) => ClientAuthMethod::parse(method)?,
+            None => profile.default_auth_method(),
+        };
+        let strict = matches!(profile, Profile::Fapi2);
+        let pushed = matches!(profile, Profile::Fapi2 | Profile::Moneyhub);
+        let par = entry.par.unwrap_or(pushed);
+        let request_object = entry.request_object.unwrap_or(pushed);
+        let dpop = entry.dpop.unwrap_or(strict);
+        if strict
+            && !(par && request_object && dpop && auth_method == ClientAuthMethod::PrivateKeyJwt)
+        {
+            return Err(config_error(
+                "the fapi2 profile requires par, request_object, dpop and private_key_jwt",
+            ));
+        }
+        if strict && entry.require_iss == Some(false) {
+            return Err(config_error("the fapi2 profile requires the iss parameter"));
+        }
+        if request_object && !par {
+            return Err(config_error("request_object is sent by PAR: set par too"));
+        }
+        let signing_alg = match &entry.signing_alg {
+            Some(alg) => JwsAlgorithm::parse(alg)
+                .map_err(|_| config_error("signing_alg is not supported"))?,
+            None => JwsAlgorithm::PS256,
+        };
+        let strict_algs = [
+            JwsAlgorithm::PS256,
+            JwsAlgorithm::ES256,
+            JwsAlgorithm::EdDSA,
+        ];
+        if signing_alg == JwsAlgorithm::HS256 || (strict && !strict_algs.contains(&signing_alg)) {
+            return Err(config_error(
+                "signing_alg must be asymmetric (PS256 or ES256 under fapi2)",
+            ));
+        }
+        let id_token_signing_algs = match &entry.id_token_signing_algs {
+            Some(algs) => algs
+                .iter()
+                .map(|alg| {
+                    JwsAlgorithm::parse(alg)
+                        .map_err(|_| config_error("id_token_signing_algs has an unsupported alg"))
+                })
+                .collect::<Result<Vec<_>>>()?,
+            None if strict => vec![JwsAlgorithm::PS256, JwsAlgorithm::ES256],
+            None => vec![
+                JwsAlgorithm::RS256,
+                JwsAlgorithm::PS256,
+                JwsAlgorithm::ES256,
+            ],
+        };
+        if id_token_signing_algs.is_empty()
+            || (strict
+                && id_token_signing_algs
+                    .iter()
+                    .any(|alg| !strict_algs.contains(alg)))
+        {
+            return Err(config_error(
+                "id_token_signing_algs must be non-empty (PS256/ES256 under fapi2)",
+            ));
+        }
+        let scopes = Scopes::from_tokens(entry.scopes.iter().map(String::as_str))
+            .map_err(|_| config_error("scopes has an invalid scope token"))?;
+        let explicit_metadata = explicit_metadata(&entry, &issuer)?;
+        let authorization_params = entry
+            .authorization_params
+            .iter()
+            .map(|(name, value)| match value {
+                Value::String(text) => Ok((name.clone(), text.clone())),
+                Value::Number(_) | Value::Bool(_) | Value::Object(_) | Value::Array(_) => {
+                    Ok((name.clone(), value.to_string()))
+                }
+                Value::Null => Err(config_error("authorization_params values must not be null")),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Fail at configuration time, not at the first login, when an extra is not allowed.
+        for (name, value) in &authorization_params {
+            AuthorizationRequest::check_param(name, value)?;
+        }
+        let api_base_url = entry
+            .api_base_url
+            .as_deref()
+            .map(EndpointUrl::parse)
+            .transpose()?;
+        if entry
+            .api_paths
+            .iter()
+            .any(|path| !path.starts_with('/') || path.contains(".."))
+        {
+            return Err(config_error(
+                "api_paths entries must start with / and not contain ..",
+            ));
+        }
+        let provider = ProviderConfig {
+            name: entry.name.clone().unwrap_or_else(|| entry.id.clone()),
+            id: entry.id,
+            profile,
+            issuer,
+            explicit_metadata,
+            client_id: ClientId::new(entry.client_id),
+            auth_method,
+            scopes,
+            par,
+            request_object,
+            dpop,
+            require_iss: if strict {
+                Some(true)
+            } else {
+                entry.require_iss
+            },
+            signing_alg,
+            key_id: entry.key_id,
+            id_token_signing_algs,
+            authorization_params,
+            api_base_url,
+            api_paths: entry.api_paths,
+            consent_days: entry.consent_days.or(match profile {
+                Profile::TrueLayer => Some(90),
+                _ => None,
+            }),
+        };
+        Ok(provider)
+    }
+
+    /// The provider's id, as used in `/auth/start` and `/api/{provider}/...`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A display name (the id unless configured).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// The configured issuer identifier.
+    pub fn issuer(&self) -> &IssuerUrl {
+        &self.issuer
+    }
+
+    /// Endpoints given in the configuration; `None` means the Worker must run discovery
+    /// against [`IssuerUrl::openid_configuration_url`].
+    pub fn explicit_metadata(&self) -> Option<&ProviderMetadata> {
+        self.explicit_metadata.as_ref()
+    }
+
+    /// The client id at this provider.
+    pub fn client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    /// How the client authenticates.
+    pub fn auth_method(&self) -> ClientAuthMethod {
+        self.auth_method
+    }
+
+    /// The scopes requested by default; a start request may ask for a subset only.
+    pub fn scopes(&self) -> &Scopes {
+        &self.scopes
+    }
+
+    /// Whether the authorization request is pushed (RFC 9126).
+    pub fn uses_par(&self) -> bool {
+        self.par
+    }
+
+    /// Whether the pushed request is a signed request object (RFC 9101).
+    pub fn uses_request_object(&self) -> bool {
+        self.request_object
+    }
+
+    /// Whether tokens are DPoP-bound (RFC 9449).
+    pub fn uses_dpop(&self) -> bool {
+        self.dpop
+    }
+
+    /// Whether the authorization response must carry `iss`: the configuration's word, or
+    /// else what discovery advertised (RFC 9207 §3).
+    pub fn requires_iss(&self, metadata: &ProviderMetadata) -> bool {
+        self.require_iss
+            .unwrap_or(metadata.authorization_response_iss_parameter_supported)
+    }
+
+    /// The algorithm for client assertions, request objects and DPoP proofs.
+    pub fn signing_alg(&self) -> JwsAlgorithm {
+        self.signing_alg
+    }
+
+    /// The `kid` of the client's signing key, if configured.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
+    /// The id_token `alg` allow-list pinned for this provider.
+    pub fn id_token_signing_algs(&self) -> &[JwsAlgorithm] {
+        &self.id_token_signing_algs
+    }
+
+    /// The data API's base URL, if the Worker proxies one for this provider.
+    pub fn api_base_url(&self) -> Option<&EndpointUrl> {
+        self.api_base_url.as_ref()
+    }
+
+    /// Whether `path` may be proxied to the data API: it must start with an allow-listed
+    /// prefix at a segment boundary and hold no `..`.
+    pub fn allows_api_path(&self, path: &str) -> bool {
+        !path.contains("..")
+            && self.api_paths.iter().any(|prefix| {
+                path == prefix
+                    || path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                        prefix.ends_with('/') || rest.starts_with('/') || rest.starts_with('?')
+                    })
+            })
+    }
+
+    /// How long a consent lasts, in days, when the provider's terms fix it (TrueLayer: 90).
+    pub fn consent_days(&self) -> Option<u64> {
+        self.consent_days
+    }
+
+    /// The name of the Worker secret holding this provider's client secret:
+    /// `{ID}_CLIENT_SECRET`, the id upper-cased with `-` as `_`.
+    pub fn client_secret_name(&self) -> String {
+        format!("{}_CLIENT_SECRET", self.secret_prefix())
+    }
+
+    /// The name of the Worker secret holding this provider's private JWK: `{ID}_PRIVATE_JWK`.
+    pub fn private_jwk_name(&self) -> String {
+        format!("{}_PRIVATE_JWK", self.secret_prefix())
+    }
+
+    fn secret_prefix(&self) -> String {
+        self.id.to_ascii_uppercase().replace('-', "_")
+    }
+
+    /// The scopes for one flow: the configured ones, or `requested` if it is a subset.
+    pub fn scopes_for(&self, requested: Option<&Scopes>) -> Result<Scopes> {
+        match requested {
+            Some(requested) if !requested.is_empty() => {
+                match requested.iter().find(|scope| !self.scopes.contains(scope)) {
+                    Some(extra) => Err(Error::new(
+                        ErrorCode::OAuth(crate::error::OAuthErrorCode::InvalidScope),
+                        format!("scope {extra} is not configured for provider {}", self.id),
+                    )),
+                    None => Ok(requested.clone()),
+                }
+            }
+            _ => Ok(self.scopes.clone()),
+        }
+    }
+
+    /// Builds the authorization request for one flow, with the profile's parameters and
+    /// the configured `authorization_params`. `nonce` must be given when `scopes` has
+    /// `openid`. `provider_hint` becomes `provider_id` (TrueLayer), the requested `sub`
+    /// (Moneyhub) or `login_hint` (others).
+    pub fn build_authorization_request(
+        &self,
+        redirect_uri: &RedirectUrl,
+        scopes: &Scopes,
+        state: &State,
+        code_challenge: &PkceCodeChallenge,
+        nonce: Option<&Nonce>,
+        provider_hint: Option<&str>,
+    ) -> Result<AuthorizationRequest> {
+        let mut request =
+            AuthorizationRequest::new(&self.client_id, redirect_uri, scopes, state, code_challenge);
+        match (scopes.contains("openid"), nonce) {
+            (true, Some(nonce)) => request = request.with_nonce(nonce),
+            (true, None) => {
+                return Err(Error::new(
+                    ErrorCode::InvalidParameter,
+                    "an openid request needs a nonce",
+                ))
+            }
+            (false, _) => {}
+        }
+        self.apply_extras(request, provider_hint)
+    }
+
+    fn apply_extras(
+        &self,
+        mut request: AuthorizationRequest,
+        provider_hint: Option<&str>,
+    ) -> Result<AuthorizationRequest> {
+        for (name, value) in &self.authorization_params {
+            request = request.with_param(name, value)?;
+        }
+        let hint = provider_hint.filter(|hint| !hint.is_empty());
+        match self.profile {
+            Profile::TrueLayer => {
+                if let Some(hint) = hint {
+                    request = request.with_param("provider_id", hint)?;
+                }
+            }
+            Profile::Moneyhub => {
+                if request.param("prompt").is_none() {
+                    request = request.with_param("prompt", "consent")?;
+                }
+                if request.param("claims").is_none() {
+                    let mut id_token = serde_json::json!({"mh:con_id": {"essential": true}});
+                    if let Some(sub) = hint {
+                        id_token["sub"] = serde_json::json!({"essential": true, "value": sub});
+                    }
+                    request = request.with_param(
+                        "claims",
+                        &serde_json::json!({"id_token": id_token}).to_string(),
+                    )?;
+                }
+            }
+            Profile::Generic | Profile::Connect | Profile::Fapi2 => {
+                if let Some(hint) = hint {
+                    request = request.with_param("login_hint", hint)?;
+                }
+            }
+        }
+        Ok(request)
+    }
+}
+
+fn explicit_metadata(
+    entry: &ProviderEntry,
+    issuer: &IssuerUrl,
+) -> Result<Option<ProviderMetadata>> {
+    let (authorization, token) = match (&entry.authorization_endpoint, &entry.token_endpoint) {
+        (None, None) => return Ok(None),
+        (Some(authorization), Some(token)) => (authorization, token),
+        _ => {
+            return Err(config_error(
+                "give both authorization_endpoint and token_endpoint, or neither (discovery)",
+            ))
+        }
+    };
+    let optional = |url: &Option<String>| url.as_deref().map(EndpointUrl::parse).transpose();
+    let mut metadata = ProviderMetadata::new(
+        issuer.clone(),
+        EndpointUrl::parse(authorization)?,
+        EndpointUrl::parse(token)?,
+    );
+    metadata.jwks_uri = optional(&entry.jwks_uri)?;
+    metadata.pushed_authorization_request_endpoint =
+        optional(&entry.pushed_authorization_request_endpoint)?;
+    metadata.revocation_endpoint = optional(&entry.revocation_endpoint)?;
+    Ok(Some(metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pkce::PkceCodeVerifier;
+
+    fn one(json: &str) -> Result<ProviderConfig> {
+        ProviderConfig::parse_list(&format!("[{json}]")).map(|mut list| list.remove(0))
+    }
+
+    fn request_for(
+        provider: &ProviderConfig,
+        scope: &str,
+        hint: Option<&str>,
+    ) -> Result<AuthorizationRequest> {
+        let scopes = Scopes::parse(scope).expect("valid");
+        provider.build_authorization_request(
+            &RedirectUrl::parse("https://consent.example/auth/callback").expect("valid"),
+            &scopes,
+            &State::parse("st").expect("valid"),
+            &PkceCodeVerifier::from_random_bytes(&[2; 32]).challenge(),
+            Some(&Nonce::new("n")),
+            hint,
+        )
+    }
+
+    #[test]
+    fn generic_provider_uses_discovery_and_defaults() {
+        let provider = one(r#"{"id":"local-bank","profile":"generic","issuer":"http://localhost:9000","client_id":"app","scopes":["openid","accounts","offline_access"]}"#)
+            .expect("valid");
+        assert_eq!(provider.auth_method(), ClientAuthMethod::ClientSecretBasic);
+        assert!(provider.explicit_metadata().is_none());
+        assert!(!provider.uses_par() && !provider.uses_dpop());
+        assert_eq!(provider.client_secret_name(), "LOCAL_BANK_CLIENT_SECRET");
+        assert_eq!(provider.private_jwk_name(), "LOCAL_BANK_PRIVATE_JWK");
+        let request =
+            request_for(&provider, "openid accounts", Some("alice@example.com")).expect("valid");
+        assert_eq!(request.param("nonce"), Some("n"));
+        assert_eq!(request.param("login_hint"), Some("alice@example.com"));
+    }
+
+    #[test]
+    fn truelayer_moneyhub_and_fapi2_profiles() {
+        let truelayer = one(r#"{"id":"truelayer","profile":"truelayer","issuer":"https://auth.truelayer-sandbox.com","client_id":"sandbox-app","scopes":["info","accounts","offline_access"],
+            "authorization_endpoint":"https://auth.truelayer-sandbox.com/","token_endpoint":"https://auth.truelayer-sandbox.com/connect/token",
+            "authorization_params":{"providers":"uk-ob-all uk-oauth-all","response_mode":"form_post"}}"#).expect("valid");
+        assert_eq!(truelayer.auth_method(), ClientAuthMethod::ClientSecretPost);
+        assert_eq!(truelayer.consent_days(), Some(90));
+        let request = request_for(&truelayer, "info accounts", Some("ob-monzo")).expect("valid");
+        assert_eq!(request.param("providers"), Some("uk-ob-all uk-oauth-all"));
+        assert_eq!(request.param("provider_id"), Some("ob-monzo"));
+        assert_eq!(request.param("response_mode"), Some("form_post"));
+
+        let moneyhub = one(r#"{"id":"moneyhub","profile":"moneyhub","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh","scopes":["openid","id:test","accounts:read"]}"#).expect("valid");
+        assert!(moneyhub.uses_par() && moneyhub.uses_request_object());
+        let request =
+            request_for(&moneyhub, "openid accounts:read", Some("mh-user-1")).expect("valid");
+        assert_eq!(request.param("prompt"), Some("consent"));
+        let claims: Value =
+            serde_json::from_str(request.param("claims").expect("claims")).expect("json");
+        assert_eq!(claims["id_token"]["sub"]["value"], "mh-user-1");
+        assert_eq!(claims["id_token"]["mh:con_id"]["essential"], true);
+
+        let fapi = one(r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","scopes":["openid","accounts"],"signing_alg":"ES256","key_id":"k1"}"#).expect("valid");
+        assert!(fapi.uses_par() && fapi.uses_request_object() && fapi.uses_dpop());
+        assert_eq!(fapi.auth_method(), ClientAuthMethod::PrivateKeyJwt);
+        assert_eq!(
+            fapi.id_token_signing_algs(),
+            [JwsAlgorithm::PS256, JwsAlgorithm::ES256]
+        );
+        let metadata = ProviderMetadata::new(
+            fapi.issuer().clone(),
+            EndpointUrl::parse("https://ofp.example/auth").expect("valid"),
+            EndpointUrl::parse("https://ofp.example/token").expect("valid"),
+        );
+        assert!(
+            fapi.requires_iss(&metadata),
+            "fapi2 requires iss even if discovery is silent"
+        );
+    }
+
+    #[test]
+    fn configurations_that_weaken_a_profile_are_refused() {
+        for bad in [
+            r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","auth_method":"client_secret_basic"}"#,
+            r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","par":false}"#,
+            r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","signing_alg":"RS256"}"#,
+            r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","id_token_signing_algs":["RS256"]}"#,
+            r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","require_iss":false}"#,
+            r#"{"id":"Bad_Id","profile":"generic","issuer":"https://b.example","client_id":"c"}"#,
+            r#"{"id":"b","profile":"nope","issuer":"https://b.example","client_id":"c"}"#,
+            r#"{"id":"b","profile":"generic","issuer":"http://b.example","client_id":"c"}"#,
+            r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","authorization_endpoint":"https://b.example/a"}"#,
+            r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","authorization_params":{"state":"fixed"}}"#,
+            r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","client_secret":"oops"}"#,
+            r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","signing_alg":"HS256"}"#,
+            r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","api_paths":["/../admin"]}"#,
+        ] {
+            let code = one(bad).map(|_| ()).map_err(|e| e.code().clone());
+            assert!(
+                matches!(
+                    code,
+                    Err(ErrorCode::InvalidConfiguration
+                        | ErrorCode::InvalidUrl
+                        | ErrorCode::InvalidParameter)
+                ),
+                "{bad}: {code:?}"
+            );
+        }
+        let twice = ProviderConfig::parse_list(
+            r#"[{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c"},{"id":"b","profile":"generic","issuer":"https://c.example","client_id":"c"}]"#,
+        );
+        assert!(twice.is_err());
+        let secret_in_error =
+            ProviderConfig::parse_list(r#"[{"id":"b","client_secret":"hunter2"}]"#)
+                .expect_err("unknown field");
+        assert!(!secret_in_error.description().contains("hunter2"));
+    }
+
+    #[test]
+    fn scopes_for_a_flow_are_a_subset_of_the_configured_ones() {
+        let provider = one(r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","scopes":["openid","accounts"]}"#).expect("valid");
+        assert_eq!(
+            provider.scopes_for(None).expect("default").to_wire(),
+            "openid accounts"
+        );
+        let narrower = Scopes::parse("accounts").expect("valid");
+        assert_eq!(
+            provider.scopes_for(Some(&narrower)).expect("subset"),
+            narrower
+        );
+        let wider = Scopes::parse("accounts payments").expect("valid");
+        assert_eq!(
+            provider
+                .scopes_for(Some(&wider))
+                .map_err(|e| e.code().as_str().to_owned()),
+            Err("invalid_scope".to_owned())
+        );
+        let missing_nonce = provider.build_authorization_request(
+            &RedirectUrl::parse("https://consent.example/cb").expect("valid"),
+            &Scopes::parse("openid").expect("valid"),
+            &State::parse("s").expect("valid"),
+            &PkceCodeVerifier::from_random_bytes(&[2; 32]).challenge(),
+            None,
+            None,
+        );
+        assert!(missing_nonce.is_err());
+    }
+
+    #[test]
+    fn api_paths_are_allow_listed_at_segment_boundaries() {
+        let provider = one(r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","api_base_url":"https://api.b.example/data/v1","api_paths":["/accounts","/cards/"]}"#).expect("valid");
+        assert!(provider.allows_api_path("/accounts"));
+        assert!(provider.allows_api_path("/accounts/123/transactions"));
+        assert!(provider.allows_api_path("/cards/9"));
+        assert!(!provider.allows_api_path("/accountsx"));
+        assert!(!provider.allows_api_path("/accounts/../admin"));
+        assert!(!provider.allows_api_path("/admin"));
+    }
+}
