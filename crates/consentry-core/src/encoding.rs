@@ -97,6 +97,13 @@ pub fn form_decode(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether `text` is only RFC 3986 unreserved characters, `[A-Za-z0-9-._~]`: the alphabet
+/// of PKCE verifiers and of the states consentry accepts, which never need escaping.
+pub fn is_unreserved(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

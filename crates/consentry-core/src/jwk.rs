@@ -172,7 +172,7 @@ impl JwkSet {
     ///
     /// Candidates are keys with `use` absent or `sig`, `alg` absent or equal to the header's,
     /// and a type that fits it (RSA for PS256/RS256, EC P-256 for ES256, OKP Ed25519 for
-    /// EdDSA; never any key for HS256). With a header `kid`, the one candidate with that `kid`;
+    /// EdDSA; HS256 is [`ErrorCode::JwtAlgNotAllowed`]). With a header `kid`, the one candidate with that `kid`;
     /// without, the only candidate. Anything else is [`ErrorCode::JwkNotFound`].
     ///
     /// The provider may have rotated its keys: on `JwkNotFound` the adapter fetches the JWKS
@@ -180,7 +180,9 @@ impl JwkSet {
     pub fn select(&self, header: &JwtHeader) -> Result<&Jwk> {
         let alg = header.alg();
         if alg == JwsAlgorithm::HS256 {
-            return Err(not_found(
+            // Not JwkNotFound: that would send the adapter to refetch the JWKS for nothing.
+            return Err(Error::new(
+                ErrorCode::JwtAlgNotAllowed,
                 "HS256 JWTs are verified with the shared secret, never with a JWKS key",
             ));
         }
@@ -314,8 +316,12 @@ mod tests {
         ]);
         assert_eq!(set.keys().len(), 1);
         assert_eq!(set.keys()[0].kty(), "RSA");
-        not_found_description(&set, JwsAlgorithm::HS256, Some("hmac"));
-        not_found_description(&set, JwsAlgorithm::HS256, None);
+        for kid in [Some("hmac"), None] {
+            let error = set
+                .select(&header(JwsAlgorithm::HS256, kid))
+                .expect_err("HS256 never selects a JWKS key");
+            assert_eq!(error.code(), &ErrorCode::JwtAlgNotAllowed);
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Proof Key for Code Exchange ([RFC 7636](https://www.rfc-editor.org/rfc/rfc7636)), S256 only.
 
-use crate::encoding::{base64url_encode, sha256};
+use crate::encoding::{base64url_encode, is_unreserved, sha256};
 use crate::error::{Error, ErrorCode, Result};
 use crate::secret::secret_type;
 
@@ -25,9 +25,7 @@ impl PkceCodeVerifier {
     /// 43 to 128 characters of `[A-Za-z0-9-._~]`, as RFC 7636 §4.1 requires.
     pub fn parse(verifier: &str) -> Result<Self> {
         let valid_length = (43..=128).contains(&verifier.len());
-        let valid_chars = verifier
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        let valid_chars = is_unreserved(verifier);
         if valid_length && valid_chars {
             Ok(PkceCodeVerifier(verifier.to_owned()))
         } else {

@@ -1,7 +1,7 @@
 //! The `state` parameter ([RFC 6749 §10.12](https://www.rfc-editor.org/rfc/rfc6749#section-10.12))
 //! and the OpenID Connect `nonce`: opaque random values that bind a response to its request.
 
-use crate::encoding::{base64url_encode, sha256};
+use crate::encoding::{base64url_encode, is_unreserved, sha256};
 use crate::error::{Error, ErrorCode, Result};
 
 /// Minimum random bytes in a generated `state` or `nonce` (128 bits).
@@ -36,9 +36,7 @@ impl State {
     /// Accepts a state that arrived from a browser or a redirect.
     pub fn parse(state: &str) -> Result<Self> {
         let valid_length = (1..=MAX_STATE_LEN).contains(&state.len());
-        let valid_chars = state
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        let valid_chars = is_unreserved(state);
         if valid_length && valid_chars {
             Ok(State(state.to_owned()))
         } else {
