@@ -1,0 +1,198 @@
+// The local bank: an OpenID provider built on oidc-provider (OpenID Certified), playing the
+// bank for the demo and the end-to-end tests. PKCE is required, the RFC 9207 `iss` response
+// parameter is on, PAR and revocation are enabled, refresh tokens come with offline_access.
+//
+// Configuration (environment):
+//   BANK_PORT             port to listen on (default 9000); the issuer is http://localhost:PORT
+//   BANK_REDIRECT_URIS    comma-separated redirect URIs (default http://localhost:8787/auth/callback)
+//   BANK_CLIENT_SECRET    secret of the client_secret_basic client `consentry-demo`
+//   BANK_PKJWT_JWKS       JSON JWKS (public) of the private_key_jwt client `consentry-pkjwt`
+//   BANK_COOP             if set, sent as Cross-Origin-Opener-Policy on the bank's pages
+//
+// Test controls (loopback only, for fault injection): POST /__test/token-mode with a body of
+// `normal`, `500`, `hang` or `garbage` changes how the token endpoint answers.
+
+import { createServer } from 'node:http';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import Provider, { errors } from 'oidc-provider';
+
+export const ACCOUNTS = {
+  alice: { password: 'alice', name: 'Alice Martin', email: 'alice@bank.example' },
+  bob: { password: 'bob', name: 'Bob Nguyen', email: 'bob@bank.example' },
+  carol: { password: 'carol', name: 'Carol Okafor', email: 'carol@bank.example' },
+};
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function page(title, body) {
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font:16px system-ui,sans-serif;background:#0f3d3e;margin:0;display:grid;place-items:center;min-height:100vh}
+main{background:#fff;border-radius:12px;padding:28px 32px;width:320px;box-shadow:0 8px 30px #0004}
+h1{font-size:20px;margin:0 0 4px}p{color:#555;margin:0 0 16px}label{display:block;margin:10px 0 4px;font-size:14px}
+input{width:100%;box-sizing:border-box;padding:9px;border:1px solid #bbb;border-radius:6px}
+button{margin-top:16px;padding:10px 14px;border:0;border-radius:6px;font-weight:600;cursor:pointer}
+.allow{background:#1f7a5c;color:#fff}.deny{background:#eee;margin-left:8px}.error{color:#b00020}
+ul{padding-left:20px;color:#333}</style></head><body><main>${body}</main></body></html>`;
+}
+
+async function readForm(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+export async function startBank({
+  port = Number(process.env.BANK_PORT || 9000),
+  redirectUris = (process.env.BANK_REDIRECT_URIS || 'http://localhost:8787/auth/callback').split(','),
+  clientSecret = process.env.BANK_CLIENT_SECRET || 'consentry-demo-secret-change-me-0123456789',
+  pkjwtJwks = process.env.BANK_PKJWT_JWKS ? JSON.parse(process.env.BANK_PKJWT_JWKS) : null,
+  coop = process.env.BANK_COOP || '',
+} = {}) {
+  const issuer = `http://localhost:${port}`;
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: `bank-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'RS256' };
+
+  const clients = [{
+    client_id: 'consentry-demo',
+    client_secret: clientSecret,
+    redirect_uris: redirectUris,
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: 'openid profile accounts balance offline_access',
+  }];
+  if (pkjwtJwks) {
+    clients.push({
+      client_id: 'consentry-pkjwt',
+      redirect_uris: redirectUris,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      jwks: pkjwtJwks,
+      scope: 'openid profile accounts balance offline_access',
+    });
+  }
+
+  const provider = new Provider(issuer, {
+    clients,
+    jwks: { keys: [signingKey] },
+    pkce: { required: () => true },
+    scopes: ['openid', 'profile', 'accounts', 'balance', 'offline_access'],
+    claims: { openid: ['sub'], profile: ['name'], email: ['email'] },
+    features: {
+      devInteractions: { enabled: false },
+      revocation: { enabled: true },
+      pushedAuthorizationRequests: { enabled: true },
+    },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    findAccount: (_ctx, id) => (ACCOUNTS[id] ? {
+      accountId: id,
+      claims: () => ({ sub: id, name: ACCOUNTS[id].name, email: ACCOUNTS[id].email }),
+    } : undefined),
+    ttl: { AccessToken: 3600, AuthorizationCode: 60, RefreshToken: 30 * 24 * 3600, Interaction: 600, Session: 3600, Grant: 3600 },
+    cookies: { keys: [randomBytes(32).toString('hex')] },
+    renderError: (ctx, out) => {
+      ctx.type = 'html';
+      ctx.body = page('Error', `<h1>Something went wrong</h1><p class="error">${escapeHtml(out.error)}: ${escapeHtml(out.error_description || '')}</p>`);
+    },
+  });
+  provider.proxy = false;
+
+  let tokenMode = 'normal';
+  provider.use(async (ctx, next) => {
+    if (coop) ctx.set('Cross-Origin-Opener-Policy', coop);
+    if (ctx.path === '/token' && ctx.method === 'POST' && tokenMode !== 'normal') {
+      if (tokenMode === 'hang') {
+        await new Promise((resolve) => { setTimeout(resolve, 120_000).unref(); });
+      }
+      ctx.status = tokenMode === 'garbage' ? 200 : 500;
+      ctx.type = tokenMode === 'garbage' ? 'text/html' : 'text/plain';
+      ctx.body = tokenMode === 'garbage' ? '<html>definitely not a token response</html>' : 'internal error';
+      return;
+    }
+    await next();
+  });
+
+  async function interaction(req, res, uid) {
+    const details = await provider.interactionDetails(req, res);
+    if (details.uid !== uid) throw new errors.SessionNotFound('interaction mismatch');
+    const action = `/interaction/${escapeHtml(uid)}`;
+    if (req.method === 'GET') {
+      res.setHeader('Content-Type', 'text/html; charset=utf-8');
+      res.setHeader('Cache-Control', 'no-store');
+      if (coop) res.setHeader('Cross-Origin-Opener-Policy', coop);
+      if (details.prompt.name === 'login') {
+        res.end(page('Sign in to Local Bank', `<h1>Local Bank</h1><p>Sign in to continue</p>
+<form method="post" action="${action}"><input type="hidden" name="prompt" value="login">
+<label for="login">Username</label><input id="login" name="login" autocomplete="username" required autofocus>
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
+<button class="allow" type="submit">Sign in</button></form>`));
+      } else {
+        const scopes = String(details.params.scope || '').split(' ').filter(Boolean);
+        res.end(page('Share your data', `<h1>Share your data?</h1><p><b>${escapeHtml(details.params.client_id)}</b> asks for:</p>
+<ul>${scopes.map((s) => `<li>${escapeHtml(s)}</li>`).join('')}</ul>
+<form method="post" action="${action}"><input type="hidden" name="prompt" value="consent">
+<button class="allow" name="decision" value="allow" type="submit">Allow</button><button class="deny" name="decision" value="deny" type="submit">Deny</button></form>`));
+      }
+      return;
+    }
+    const form = await readForm(req);
+    if (form.get('prompt') === 'login') {
+      const account = ACCOUNTS[form.get('login')];
+      if (!account || account.password !== form.get('password')) {
+        res.statusCode = 303;
+        res.setHeader('Location', action);
+        res.end();
+        return;
+      }
+      await provider.interactionFinished(req, res, { login: { accountId: form.get('login') } }, { mergeWithLastSubmission: false });
+      return;
+    }
+    if (form.get('decision') !== 'allow') {
+      await provider.interactionFinished(req, res, { error: 'access_denied', error_description: 'The account holder declined to share their data' }, { mergeWithLastSubmission: false });
+      return;
+    }
+    const grant = details.grantId ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+    if (details.prompt.details.missingOIDCScope) grant.addOIDCScope(details.prompt.details.missingOIDCScope.join(' '));
+    if (details.prompt.details.missingOIDCClaims) grant.addOIDCClaims(details.prompt.details.missingOIDCClaims);
+    for (const [indicator, scope] of Object.entries(details.prompt.details.missingResourceScopes || {})) {
+      grant.addResourceScope(indicator, scope.join(' '));
+    }
+    await provider.interactionFinished(req, res, { consent: { grantId: await grant.save() } }, { mergeWithLastSubmission: true });
+  }
+
+  const handle = provider.callback();
+  const server = createServer(async (req, res) => {
+    try {
+      const url = new URL(req.url, issuer);
+      if (url.pathname === '/__test/token-mode' && req.method === 'POST') {
+        const mode = (await readForm(req)).keys().next().value || 'normal';
+        tokenMode = ['normal', '500', 'hang', 'garbage'].includes(mode) ? mode : 'normal';
+        res.end(tokenMode);
+        return;
+      }
+      const match = url.pathname.match(/^\/interaction\/([\w-]+)$/);
+      if (match) {
+        await interaction(req, res, match[1]);
+        return;
+      }
+      handle(req, res);
+    } catch (error) {
+      res.statusCode = 400;
+      res.setHeader('Content-Type', 'text/html; charset=utf-8');
+      res.end(page('Error', `<h1>Something went wrong</h1><p class="error">${escapeHtml(error.message)}</p>`));
+    }
+  });
+  await new Promise((resolve) => { server.listen(port, resolve); });
+  return { issuer, server, close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }) };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { issuer } = await startBank();
+  console.log(`local bank listening at ${issuer} (accounts: ${Object.keys(ACCOUNTS).join(', ')}; password = username)`);
+}
