@@ -161,12 +161,7 @@ impl AuthorizationRequest {
         now: u64,
         jti_random: &[u8; 16],
     ) -> Result<JwsSigningInput> {
-        if alg == JwsAlgorithm::HS256 {
-            return Err(Error::new(
-                ErrorCode::JwtAlgNotAllowed,
-                "request objects are signed with an asymmetric algorithm",
-            ));
-        }
+        let alg = alg.require_asymmetric("a request object")?;
         let mut claims = Map::new();
         for (name, value) in self.params() {
             let value = match JSON_VALUED_PARAMS.contains(&name) {

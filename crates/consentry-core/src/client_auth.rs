@@ -159,12 +159,7 @@ pub fn build_client_assertion(
     now: u64,
     jti_random: &[u8; 16],
 ) -> Result<JwsSigningInput> {
-    if alg == JwsAlgorithm::HS256 {
-        return Err(Error::new(
-            ErrorCode::JwtAlgNotAllowed,
-            "private_key_jwt needs an asymmetric algorithm (PS256, ES256, RS256 or EdDSA)",
-        ));
-    }
+    let alg = alg.require_asymmetric("a private_key_jwt client assertion")?;
     let claims = json!({
         "iss": client_id.as_str(),
         "sub": client_id.as_str(),

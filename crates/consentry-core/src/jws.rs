@@ -40,6 +40,19 @@ impl JwsAlgorithm {
         }
     }
 
+    /// This algorithm if it signs with a private key; HS256 is refused with
+    /// [`ErrorCode::JwtAlgNotAllowed`], naming `purpose` (client assertions, request objects
+    /// and DPoP proofs are never signed with a shared secret).
+    pub fn require_asymmetric(self, purpose: &str) -> Result<Self> {
+        match self {
+            JwsAlgorithm::HS256 => Err(Error::new(
+                ErrorCode::JwtAlgNotAllowed,
+                format!("{purpose} must be signed with PS256, ES256, RS256 or EdDSA, not HS256"),
+            )),
+            asymmetric => Ok(asymmetric),
+        }
+    }
+
     /// The `alg` string.
     pub fn as_str(self) -> &'static str {
         match self {
