@@ -9,8 +9,9 @@
 //   BANK_PKJWT_JWKS       JSON JWKS (public) of the private_key_jwt client `consentry-pkjwt`
 //   BANK_COOP             if set, sent as Cross-Origin-Opener-Policy on the bank's pages
 //
-// Test controls (loopback only, for fault injection): POST /__test/token-mode with a body of
-// `normal`, `500`, `hang` or `garbage` changes how the token endpoint answers.
+//   BANK_TEST_CONTROLS    `1` turns on fault injection for tests (off for the demo):
+//                         POST /__test/token-mode with a body of `normal`, `500`, `hang` or
+//                         `garbage` changes how the token endpoint answers.
 
 import { createServer } from 'node:http';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -50,6 +51,7 @@ export async function startBank({
   clientSecret = process.env.BANK_CLIENT_SECRET || 'consentry-demo-secret-change-me-0123456789',
   pkjwtJwks = process.env.BANK_PKJWT_JWKS ? JSON.parse(process.env.BANK_PKJWT_JWKS) : null,
   coop = process.env.BANK_COOP || '',
+  testControls = process.env.BANK_TEST_CONTROLS === '1',
 } = {}) {
   const issuer = `http://localhost:${port}`;
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -170,7 +172,7 @@ export async function startBank({
   const server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url, issuer);
-      if (url.pathname === '/__test/token-mode' && req.method === 'POST') {
+      if (testControls && url.pathname === '/__test/token-mode' && req.method === 'POST') {
         const mode = (await readForm(req)).keys().next().value || 'normal';
         tokenMode = ['normal', '500', 'hang', 'garbage'].includes(mode) ? mode : 'normal';
         res.end(tokenMode);

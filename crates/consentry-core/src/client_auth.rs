@@ -76,6 +76,7 @@ impl ClientAuthMethod {
 /// For `private_key_jwt`, build the assertion with [`build_client_assertion`], have the
 /// platform sign it, and wrap the result in [`ClientAssertion`]: one assertion per request.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ClientAuthentication {
     /// `client_secret_basic`.
     ClientSecretBasic(ClientId, ClientSecret),

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::encoding::{base64url_encode, sha256};
 use crate::error::{Error, ErrorCode, Result};
+use crate::jwk::PRIVATE_MEMBERS;
 use crate::jws::{JwsAlgorithm, JwsSigningInput};
 use crate::secret::AccessToken;
 use crate::url::EndpointUrl;
@@ -19,10 +20,6 @@ pub const DPOP_PROOF_TYPE: &str = "dpop+jwt";
 /// Random bytes in a proof's `jti`: 128 bits, above the 96 that
 /// [RFC 9449 §4.2](https://www.rfc-editor.org/rfc/rfc9449#section-4.2) suggests.
 pub const JTI_RANDOM_BYTES: usize = 16;
-
-/// JWK members that hold private or symmetric key material
-/// ([RFC 7518 §6.2.2, §6.3.2, §6.4.1](https://www.rfc-editor.org/rfc/rfc7518#section-6)).
-const PRIVATE_JWK_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 fn jwk_invalid(description: impl Into<String>) -> Error {
     Error::new(ErrorCode::JwkInvalid, description)
@@ -65,34 +62,9 @@ pub fn jwk_thumbprint(public_jwk: &Map<String, Value>) -> Result<String> {
     )))
 }
 
-/// The `kty` (and for ES256 the `crv`) a key must have to sign with `alg`.
-fn check_key_fits_algorithm(alg: JwsAlgorithm, public_jwk: &Map<String, Value>) -> Result<()> {
-    let (kty, crv) = match alg {
-        JwsAlgorithm::PS256 | JwsAlgorithm::RS256 => ("RSA", None),
-        JwsAlgorithm::ES256 => ("EC", Some("P-256")),
-        JwsAlgorithm::EdDSA => ("OKP", None),
-        JwsAlgorithm::HS256 => {
-            return Err(Error::new(
-                ErrorCode::JwtAlgNotAllowed,
-                "a DPoP proof needs an asymmetric alg (PS256, ES256, RS256 or EdDSA)",
-            ))
-        }
-    };
-    let fits = jwk_string(public_jwk, "kty")? == kty
-        && crv.is_none_or(|crv| public_jwk.get("crv").and_then(Value::as_str) == Some(crv));
-    if fits {
-        Ok(())
-    } else {
-        Err(jwk_invalid(format!(
-            "a {} DPoP key must be a {kty} JWK{}",
-            alg.as_str(),
-            crv.map(|crv| format!(" on {crv}")).unwrap_or_default()
-        )))
-    }
-}
-
 fn check_public_jwk(alg: JwsAlgorithm, public_jwk: &Map<String, Value>) -> Result<()> {
-    if let Some(member) = PRIVATE_JWK_MEMBERS
+    alg.require_asymmetric("a DPoP proof")?;
+    if let Some(member) = PRIVATE_MEMBERS
         .iter()
         .find(|member| public_jwk.contains_key(**member))
     {
@@ -100,7 +72,13 @@ fn check_public_jwk(alg: JwsAlgorithm, public_jwk: &Map<String, Value>) -> Resul
             "the DPoP jwk header must be a public key, but it has the private member {member}"
         )));
     }
-    check_key_fits_algorithm(alg, public_jwk)?;
+    let crv = public_jwk.get("crv").and_then(Value::as_str);
+    if !alg.fits_jwk(jwk_string(public_jwk, "kty")?, crv) {
+        return Err(jwk_invalid(format!(
+            "the DPoP jwk is not a key {} can sign with",
+            alg.as_str()
+        )));
+    }
     jwk_thumbprint(public_jwk)?;
     Ok(())
 }
@@ -369,5 +347,26 @@ mod tests {
             ps256.err().map(|e| e.code().clone()),
             Some(ErrorCode::JwkInvalid)
         );
+        // EdDSA signs with Ed25519 keys only: an X25519 (key agreement) key is refused.
+        let x25519 = object(
+            json!({"kty": "OKP", "crv": "X25519", "x": "hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"}),
+        );
+        let ed25519 = object(
+            json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
+        );
+        let eddsa = |jwk: &Map<String, Value>| {
+            DpopProof::new(
+                JwsAlgorithm::EdDSA,
+                jwk,
+                "POST",
+                "https://as.example/token",
+                0,
+                &[1; 16],
+            )
+            .map(|_| ())
+            .map_err(|e| e.code().clone())
+        };
+        assert_eq!(eddsa(&x25519), Err(ErrorCode::JwkInvalid));
+        assert_eq!(eddsa(&ed25519), Ok(()));
     }
 }

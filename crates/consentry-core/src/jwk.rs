@@ -17,7 +17,7 @@ use crate::jwt::JwtHeader;
 /// ([RFC 7518 §6.2.2](https://www.rfc-editor.org/rfc/rfc7518#section-6.2.2),
 /// [§6.3.2](https://www.rfc-editor.org/rfc/rfc7518#section-6.3.2),
 /// [§6.4.1](https://www.rfc-editor.org/rfc/rfc7518#section-6.4.1)): never kept.
-const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+pub(crate) const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// Key types consentry verifies with: RSA (PS256, RS256), EC (ES256), OKP (EdDSA).
 const SIGNATURE_KEY_TYPES: &[&str] = &["RSA", "EC", "OKP"];
@@ -108,16 +108,7 @@ impl Jwk {
     fn can_verify(&self, alg: JwsAlgorithm) -> bool {
         let for_signatures = self.key_use().is_none_or(|key_use| key_use == "sig");
         let for_this_alg = self.alg().is_none_or(|key_alg| key_alg == alg.as_str());
-        for_signatures && for_this_alg && self.type_fits(alg)
-    }
-
-    fn type_fits(&self, alg: JwsAlgorithm) -> bool {
-        match alg {
-            JwsAlgorithm::PS256 | JwsAlgorithm::RS256 => self.kty == "RSA",
-            JwsAlgorithm::ES256 => self.kty == "EC" && self.crv() == Some("P-256"),
-            JwsAlgorithm::EdDSA => self.kty == "OKP" && self.crv() == Some("Ed25519"),
-            JwsAlgorithm::HS256 => false,
-        }
+        for_signatures && for_this_alg && alg.fits_jwk(&self.kty, self.crv())
     }
 }
 

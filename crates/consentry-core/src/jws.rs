@@ -53,6 +53,20 @@ impl JwsAlgorithm {
         }
     }
 
+    /// Whether a JWK of type `kty` (and curve `crv`) can sign or verify with this algorithm:
+    /// RSA for PS256/RS256, EC P-256 for ES256, OKP Ed25519 for EdDSA
+    /// ([RFC 7518 §6](https://www.rfc-editor.org/rfc/rfc7518#section-6),
+    /// [RFC 8037 §2](https://www.rfc-editor.org/rfc/rfc8037#section-2)). HS256 fits no JWK:
+    /// its key is a shared secret.
+    pub fn fits_jwk(self, kty: &str, crv: Option<&str>) -> bool {
+        match self {
+            JwsAlgorithm::PS256 | JwsAlgorithm::RS256 => kty == "RSA",
+            JwsAlgorithm::ES256 => kty == "EC" && crv == Some("P-256"),
+            JwsAlgorithm::EdDSA => kty == "OKP" && crv == Some("Ed25519"),
+            JwsAlgorithm::HS256 => false,
+        }
+    }
+
     /// The `alg` string.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -127,6 +141,28 @@ mod tests {
             assert_eq!(code, Err(ErrorCode::JwtAlgNotAllowed));
         }
         assert_eq!(JwsAlgorithm::parse("PS256"), Ok(JwsAlgorithm::PS256));
+    }
+
+    #[test]
+    fn each_algorithm_fits_only_its_key_type() {
+        assert!(JwsAlgorithm::PS256.fits_jwk("RSA", None));
+        assert!(JwsAlgorithm::RS256.fits_jwk("RSA", None));
+        assert!(JwsAlgorithm::ES256.fits_jwk("EC", Some("P-256")));
+        assert!(!JwsAlgorithm::ES256.fits_jwk("EC", Some("P-384")));
+        assert!(!JwsAlgorithm::ES256.fits_jwk("RSA", None));
+        assert!(JwsAlgorithm::EdDSA.fits_jwk("OKP", Some("Ed25519")));
+        assert!(!JwsAlgorithm::EdDSA.fits_jwk("OKP", Some("X25519")));
+        assert!(!JwsAlgorithm::HS256.fits_jwk("oct", None));
+        assert_eq!(
+            JwsAlgorithm::HS256
+                .require_asymmetric("a test")
+                .map_err(|e| e.code().clone()),
+            Err(ErrorCode::JwtAlgNotAllowed)
+        );
+        assert_eq!(
+            JwsAlgorithm::ES256.require_asymmetric("a test"),
+            Ok(JwsAlgorithm::ES256)
+        );
     }
 
     #[test]

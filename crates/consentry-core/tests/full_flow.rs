@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use consentry_core::discovery::process_discovery_response;
+use consentry_core::discovery::{process_discovery_response, ProviderMetadata};
 use consentry_core::encoding::{base64url_decode, base64url_encode, form_decode, sha256};
 use consentry_core::id_token::{validate_id_token_claims, IdTokenValidation};
 use consentry_core::jwt::UnverifiedJwt;
@@ -230,7 +230,19 @@ struct Transaction {
     scopes: Scopes,
 }
 
+/// The Worker's start: a transaction and the authorization request for it, plus the
+/// front-channel URL that carries the request in its query.
 fn start(bank: &FakeBank, provider: &ProviderConfig, seed: u8) -> (Transaction, String) {
+    let (transaction, request, metadata) = start_request(bank, provider, seed);
+    let url = request.to_url(&metadata.authorization_endpoint);
+    (transaction, url)
+}
+
+fn start_request(
+    bank: &FakeBank,
+    provider: &ProviderConfig,
+    seed: u8,
+) -> (Transaction, AuthorizationRequest, ProviderMetadata) {
     let metadata =
         process_discovery_response(provider.issuer(), 200, &bank.discovery()).expect("discovery");
     let transaction = Transaction {
@@ -249,8 +261,7 @@ fn start(bank: &FakeBank, provider: &ProviderConfig, seed: u8) -> (Transaction, 
             None,
         )
         .expect("request");
-    let url = request.to_url(&metadata.authorization_endpoint);
-    (transaction, url)
+    (transaction, request, metadata)
 }
 
 /// The Worker's callback: validate, exchange, verify the id_token, build the outcome.
@@ -430,20 +441,9 @@ fn pushed_authorization_request_flow() {
     let mut bank = FakeBank::default();
     let provider = provider(r#","par":true,"auth_method":"client_secret_post""#);
     assert!(provider.uses_par());
-    let (tx, front_channel_url) = start(&bank, &provider, 8);
-    // Push the same parameters instead of sending them on the front channel.
-    let metadata =
-        process_discovery_response(provider.issuer(), 200, &bank.discovery()).expect("discovery");
-    let request = provider
-        .build_authorization_request(
-            &RedirectUrl::parse(REDIRECT).expect("valid"),
-            &tx.scopes,
-            &tx.state,
-            &tx.verifier.challenge(),
-            Some(&tx.nonce),
-            None,
-        )
-        .expect("request");
+    let (tx, request, metadata) = start_request(&bank, &provider, 8);
+    let front_channel_url = request.to_url(&metadata.authorization_endpoint);
+    // Push the parameters instead of sending them on the front channel.
     let auth = ClientAuthentication::ClientSecretPost(
         provider.client_id().clone(),
         ClientSecret::new(CLIENT_SECRET),

@@ -1,0 +1,48 @@
+//! The demo's provider configuration (`CONSENTRY_PROVIDERS` in `wrangler.toml`) is JSON inside
+//! a TOML string, which nothing else checks before the Worker starts: here it must parse with
+//! the core's strict rules and point at the local bank as `bank/bank.mjs` sets it up.
+
+use std::path::Path;
+
+use consentry_core::{ClientAuthMethod, ProviderConfig};
+
+fn repo_file(relative: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+fn wrangler_var(name: &str) -> String {
+    let wrangler = repo_file("wrangler.toml");
+    let line = wrangler
+        .lines()
+        .find(|line| line.starts_with(&format!("{name} = ")))
+        .unwrap_or_else(|| panic!("wrangler.toml has no {name}"));
+    let value = line.split_once(" = ").expect("name = value").1.trim();
+    // A one-line TOML literal ('...') or basic ("...") string without escapes.
+    value[1..value.len() - 1].to_owned()
+}
+
+#[test]
+fn demo_providers_parse_and_match_the_local_bank() {
+    let providers = ProviderConfig::parse_list(&wrangler_var("CONSENTRY_PROVIDERS"))
+        .expect("CONSENTRY_PROVIDERS in wrangler.toml is a valid provider list");
+    let bank = providers
+        .iter()
+        .find(|provider| provider.id() == "local-bank")
+        .expect("the demo has the local bank");
+    assert_eq!(bank.issuer().as_str(), "http://localhost:9000");
+    assert_eq!(bank.auth_method(), ClientAuthMethod::ClientSecretBasic);
+    assert_eq!(bank.client_secret_name(), "LOCAL_BANK_CLIENT_SECRET");
+
+    let bank_source = repo_file("bank/bank.mjs");
+    assert!(bank_source.contains(&format!("client_id: '{}'", bank.client_id().as_str())));
+    assert!(bank_source.contains("process.env.BANK_PORT || 9000"));
+    assert!(bank_source.contains("token_endpoint_auth_method: 'client_secret_basic'"));
+    let public_url = wrangler_var("CONSENTRY_PUBLIC_URL");
+    assert!(
+        bank_source.contains(&format!("'{public_url}/auth/callback'")),
+        "the bank's default redirect URI is the Worker's callback"
+    );
+}
