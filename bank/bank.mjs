@@ -11,7 +11,9 @@
 //
 //   BANK_TEST_CONTROLS    `1` turns on fault injection for tests (off for the demo):
 //                         POST /__test/token-mode with a body of `normal`, `500`, `hang` or
-//                         `garbage` changes how the token endpoint answers.
+//                         `garbage` changes how the token endpoint answers. It also records
+//                         what the bank hands out, on `issued` (see `startBank`), so tests can
+//                         check that none of it reaches a browser.
 
 import { createServer } from 'node:http';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -105,19 +107,68 @@ export async function startBank({
   provider.proxy = false;
 
   let tokenMode = 'normal';
+  // With test controls on, what the bank hands out (never read by the demo):
+  //   codes:       { code, client_id, state } for every authorization code sent to a client
+  //   tokens:      { type: 'access_token' | 'refresh_token' | 'id_token', value, grant_type, client_id }
+  //   exchanges:   { code, client_id, status, mode } for every token request with a code
+  //                (mode is the token mode it met; status 200 with mode `normal` = success)
+  //   revocations: { token, status } for every revocation request
+  const issued = testControls ? { codes: [], tokens: [], exchanges: [], revocations: [] } : null;
   provider.use(async (ctx, next) => {
     if (coop) ctx.set('Cross-Origin-Opener-Policy', coop);
     if (ctx.path === '/token' && ctx.method === 'POST' && tokenMode !== 'normal') {
-      if (tokenMode === 'hang') {
-        await new Promise((resolve) => { setTimeout(resolve, 120_000).unref(); });
+      const mode = tokenMode;
+      if (issued) {
+        const chunks = [];
+        for await (const chunk of ctx.req) chunks.push(chunk);
+        const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+        if (form.has('code')) {
+          const basic = /^Basic (.+)$/i.exec(ctx.get('Authorization'));
+          const clientId = basic ? decodeURIComponent(Buffer.from(basic[1], 'base64').toString('utf8').split(':')[0]) : form.get('client_id');
+          issued.exchanges.push({ code: form.get('code'), client_id: clientId, status: mode === 'garbage' ? 200 : 500, mode });
+        }
       }
-      ctx.status = tokenMode === 'garbage' ? 200 : 500;
-      ctx.type = tokenMode === 'garbage' ? 'text/html' : 'text/plain';
-      ctx.body = tokenMode === 'garbage' ? '<html>definitely not a token response</html>' : 'internal error';
+      if (mode === 'hang') {
+        await new Promise((resolve) => {
+          setTimeout(resolve, 120_000).unref();
+          ctx.req.socket.once('close', resolve);
+        });
+      }
+      ctx.status = mode === 'garbage' ? 200 : 500;
+      ctx.type = mode === 'garbage' ? 'text/html' : 'text/plain';
+      ctx.body = mode === 'garbage' ? '<html>definitely not a token response</html>' : 'internal error';
       return;
     }
     await next();
+    if (issued) record(ctx);
   });
+
+  function record(ctx) {
+    const params = ctx.oidc?.params || {};
+    const clientId = ctx.oidc?.client?.clientId;
+    if (ctx.path === '/token' && ctx.method === 'POST') {
+      if (params.code) issued.exchanges.push({ code: params.code, client_id: clientId, status: ctx.status, mode: 'normal' });
+      let body = ctx.body;
+      if (typeof body === 'string' || Buffer.isBuffer(body)) {
+        try { body = JSON.parse(String(body)); } catch { body = null; }
+      }
+      if (ctx.status === 200 && body && typeof body === 'object') {
+        for (const type of ['access_token', 'refresh_token', 'id_token']) {
+          if (typeof body[type] === 'string') issued.tokens.push({ type, value: body[type], grant_type: params.grant_type, client_id: clientId });
+        }
+      }
+    } else if (ctx.path === '/token/revocation' && ctx.method === 'POST') {
+      issued.revocations.push({ token: params.token, status: ctx.status });
+    }
+    const location = ctx.response.get('Location');
+    if (location) {
+      const target = new URL(location, issuer);
+      const code = target.searchParams.get('code');
+      if (code && redirectUris.some((uri) => location.startsWith(uri))) {
+        issued.codes.push({ code, client_id: clientId, state: target.searchParams.get('state') });
+      }
+    }
+  }
 
   async function interaction(req, res, uid) {
     const details = await provider.interactionDetails(req, res);
@@ -190,8 +241,16 @@ export async function startBank({
       res.end(page('Error', `<h1>Something went wrong</h1><p class="error">${escapeHtml(error.message)}</p>`));
     }
   });
-  await new Promise((resolve) => { server.listen(port, resolve); });
-  return { issuer, server, close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }) };
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, () => { server.off('error', reject); resolve(); });
+  });
+  return {
+    issuer,
+    server,
+    issued,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+  };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -1,7 +1,9 @@
--- consentry's D1 schema. Times are Unix seconds (UTC). No table holds a raw state, a raw
--- session id, or a token in clear: states and session ids are stored as SHA-256 hashes
--- (base64url), token sets and PKCE verifiers as AES-GCM ciphertexts under CONSENTRY_KEY,
--- bound to their row by the associated data.
+-- consentry's D1 schema. Times are Unix seconds (UTC). No table holds a session id, a
+-- binding cookie, a verifier or a token in clear: session ids and binding cookies are stored
+-- as SHA-256 hashes (base64url), token sets and PKCE verifiers as AES-GCM ciphertexts
+-- (base64url) under CONSENTRY_KEY, bound to their row by the associated data. Transactions
+-- are keyed by SHA-256(state); the raw state appears only inside a finished flow's outcome,
+-- once the flow is consumed and its state can no longer be used.
 
 -- The app's own users (the demo seeds three; a real app asserts its users with HS256).
 CREATE TABLE users (
@@ -10,8 +12,10 @@ CREATE TABLE users (
   created_at  INTEGER NOT NULL
 );
 
--- Flows between /auth/start and /auth/callback: consumed exactly once with
--- DELETE ... RETURNING, valid for 15 minutes.
+-- Flows between /auth/start and /auth/callback, and what became of them. A callback
+-- consumes its row exactly once (UPDATE ... WHERE consumed_at IS NULL RETURNING), so two
+-- concurrent callbacks give one code exchange; the row then keeps the outcome for
+-- GET /auth/outcome until it is purged an hour after expires_at.
 CREATE TABLE transactions (
   state_key        TEXT PRIMARY KEY,          -- SHA-256(state), base64url
   binding_hash     TEXT NOT NULL,             -- SHA-256 of the __Host- binding cookie value
@@ -20,19 +24,13 @@ CREATE TABLE transactions (
   origin           TEXT NOT NULL,             -- the SPA origin that receives the outcome
   scopes           TEXT NOT NULL,
   nonce            TEXT,
-  sealed_verifier  BLOB NOT NULL,             -- AES-GCM(code_verifier), AAD = state_key
+  sealed_verifier  TEXT,                      -- AES-GCM(code_verifier), AAD = state_key; NULL once used
   created_at       INTEGER NOT NULL,
-  expires_at       INTEGER NOT NULL
+  expires_at       INTEGER NOT NULL,          -- created_at + 15 minutes
+  consumed_at      INTEGER,                   -- set by the one callback that consumed it
+  outcome          TEXT                       -- the outcome JSON: never a code or a token
 );
 CREATE INDEX transactions_expiry ON transactions (expires_at);
-
--- What became of each flow, for GET /auth/outcome from the browser that started it.
-CREATE TABLE outcomes (
-  state_key     TEXT PRIMARY KEY,
-  binding_hash  TEXT NOT NULL,
-  outcome       TEXT NOT NULL,                -- the outcome JSON: never a code or a token
-  expires_at    INTEGER NOT NULL
-);
 
 CREATE TABLE consents (
   id                   TEXT PRIMARY KEY,
@@ -51,7 +49,7 @@ CREATE INDEX consents_by_user ON consents (user_id, provider);
 -- One token set per consent, sealed; refreshed one at a time (refresh_lock_until).
 CREATE TABLE token_sets (
   consent_id          TEXT PRIMARY KEY REFERENCES consents (id) ON DELETE CASCADE,
-  sealed              BLOB NOT NULL,          -- AES-GCM(token set JSON), AAD = consent_id
+  sealed              TEXT NOT NULL,          -- AES-GCM(token set JSON), AAD = consent_id
   access_expires_at   INTEGER,
   refresh_lock_until  INTEGER NOT NULL DEFAULT 0,
   updated_at          INTEGER NOT NULL

@@ -12,9 +12,6 @@ use crate::url::IssuerUrl;
 /// Parameters that would mean an implicit or hybrid response: never accepted.
 const FORBIDDEN_PARAMS: &[&str] = &["access_token", "id_token", "token"];
 
-/// Longest `error_description` kept; a longer one is cut (it is shown to people, not parsed).
-const MAX_ERROR_DESCRIPTION_LEN: usize = 512;
-
 /// A parsed, not yet validated, authorization response.
 ///
 /// Its [`state`](Self::state) finds the pending transaction; then
@@ -126,12 +123,7 @@ pub fn validate_authorization_response(
         ));
     }
     if let Some(error) = response.param("error") {
-        let description = response.param("error_description").map(|text| {
-            text.chars()
-                .take(MAX_ERROR_DESCRIPTION_LEN)
-                .collect::<String>()
-        });
-        return Err(Error::oauth(error, description.as_deref()));
+        return Err(Error::oauth(error, response.param("error_description")));
     }
     match response.param("code") {
         Some(code) if !code.is_empty() => Ok(ValidatedAuthorizationResponse {
@@ -147,7 +139,7 @@ pub fn validate_authorization_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::OAuthErrorCode;
+    use crate::error::{OAuthErrorCode, MAX_ERROR_DESCRIPTION_LEN};
 
     const ISSUER: &str = "https://bank.example";
 

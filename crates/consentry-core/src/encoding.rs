@@ -97,6 +97,15 @@ pub fn form_decode(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value of a form field that occurs exactly once (absent or repeated: `None`).
+pub fn form_value(body: &str, name: &str) -> Option<String> {
+    let mut values = form_decode(body).into_iter().filter(|(key, _)| key == name);
+    match (values.next(), values.next()) {
+        (Some((_, value)), None) => Some(value),
+        _ => None,
+    }
+}
+
 /// Whether `text` is only RFC 3986 unreserved characters, `[A-Za-z0-9-._~]`: the alphabet
 /// of PKCE verifiers and of the states consentry accepts, which never need escaping.
 pub fn is_unreserved(text: &str) -> bool {

@@ -193,6 +193,12 @@ sdk_error_codes! {
     UnknownTransaction => "unknown_transaction",
     /// The transaction is not bound to this browser (binding cookie absent or wrong).
     TransactionNotBound => "transaction_not_bound",
+    /// The transaction's 15 minutes ran out before the provider redirected back.
+    TransactionExpired => "transaction_expired",
+    /// The transaction was already consumed: a replayed or concurrent callback.
+    TransactionReplayed => "transaction_replayed",
+    /// The flow was started but has no outcome yet.
+    OutcomePending => "outcome_pending",
     /// A parameter occurs more than once where it must occur at most once.
     DuplicateParameter => "duplicate_parameter",
     /// A required parameter is absent.
@@ -243,6 +249,18 @@ sdk_error_codes! {
     InvalidUser => "invalid_user",
     /// A request parameter is not acceptable.
     InvalidParameter => "invalid_parameter",
+    /// The route needs a session and the request has none (or it ended).
+    SessionRequired => "session_required",
+    /// No consent with this id belongs to the session's user.
+    ConsentNotFound => "consent_not_found",
+    /// The provider did not confirm a token revocation (RFC 7009).
+    RevocationFailed => "revocation_failed",
+    /// A provider endpoint (discovery, JWKS, PAR) could not be reached in time.
+    ProviderUnreachable => "provider_unreachable",
+    /// consentry's own storage failed; nothing was half-written.
+    StorageFailed => "storage_failed",
+    /// No such route, or not with this method.
+    NotFound => "not_found",
 }
 
 impl fmt::Display for ErrorCode {
@@ -250,6 +268,9 @@ impl fmt::Display for ErrorCode {
         f.write_str(self.as_str())
     }
 }
+
+/// The longest provider `error_description` kept ([`Error::oauth`] cuts the rest).
+pub const MAX_ERROR_DESCRIPTION_LEN: usize = 512;
 
 /// A consentry failure: a stable [`ErrorCode`] and a human description.
 ///
@@ -270,11 +291,15 @@ impl Error {
     }
 
     /// An error the authorization server reported, its RFC `error` string kept exactly.
+    /// Its `error_description` is cut to [`MAX_ERROR_DESCRIPTION_LEN`] characters: it is
+    /// shown to people, stored with the outcome, and never parsed.
     pub fn oauth(error: &str, description: Option<&str>) -> Self {
-        Error::new(
-            ErrorCode::OAuth(OAuthErrorCode::parse(error)),
-            description.unwrap_or_default(),
-        )
+        let description = description
+            .unwrap_or_default()
+            .chars()
+            .take(MAX_ERROR_DESCRIPTION_LEN)
+            .collect::<String>();
+        Error::new(ErrorCode::OAuth(OAuthErrorCode::parse(error)), description)
     }
 
     /// The stable code.

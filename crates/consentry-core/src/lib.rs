@@ -63,14 +63,17 @@
 //!
 //! Module map: [`pkce`], [`state`] (state, nonce, storage key); [`authorization_request`]
 //! (query URL, PAR, request object); [`authorization_response`]; [`client_auth`];
-//! [`token_request`], [`token_response`]; [`jws`] (signing inputs), [`jwt`], [`jwk`],
+//! [`token_request`], [`token_response`], [`token_set`] (what is sealed at rest); [`jws`] (signing inputs), [`jwt`], [`jwk`],
 //! [`id_token`]; [`dpop`]; [`discovery`]; [`provider`] (configuration and profiles);
-//! [`outcome`] (the message the browser receives); [`error`]; [`secret`].
+//! [`outcome`] (the message the browser receives) and [`outcome_page`] (the popup's last
+//! page); [`start`] (the start form) and [`user_assertion`]; [`revocation`]; [`cookie`];
+//! [`error`]; [`secret`].
 #![forbid(unsafe_code)]
 
 pub mod authorization_request;
 pub mod authorization_response;
 pub mod client_auth;
+pub mod cookie;
 pub mod discovery;
 pub mod dpop;
 pub mod encoding;
@@ -81,14 +84,19 @@ pub mod jwk;
 pub mod jws;
 pub mod jwt;
 pub mod outcome;
+pub mod outcome_page;
 pub mod pkce;
 pub mod provider;
+pub mod revocation;
 pub mod scope;
 pub mod secret;
+pub mod start;
 pub mod state;
 pub mod token_request;
 pub mod token_response;
+pub mod token_set;
 pub mod url;
+pub mod user_assertion;
 
 pub use authorization_request::{
     process_par_response, AuthorizationRequest, PushedAuthorizationResponse,
@@ -100,16 +108,22 @@ pub use client_auth::{build_client_assertion, ClientAuthMethod, ClientAuthentica
 pub use error::{Error, ErrorCode, OAuthErrorCode, Result};
 pub use http::HttpRequest;
 pub use jws::{JwsAlgorithm, JwsSigningInput};
+pub use outcome::{Consent, Outcome, OutcomeStatus};
+pub use outcome_page::OutcomePage;
 pub use pkce::{PkceCodeChallenge, PkceCodeVerifier};
 pub use provider::{Profile, ProviderConfig};
+pub use revocation::{build_revocation_request, process_revocation_response, RevocableToken};
 pub use scope::Scopes;
 pub use secret::{
     AccessToken, AuthorizationCode, ClientAssertion, ClientSecret, IdToken, PrivateKeyJwk,
-    RefreshToken,
+    RefreshToken, UserAssertionSecret,
 };
+pub use start::StartRequest;
 pub use state::{Nonce, State, StateKey};
 pub use token_request::{
     build_authorization_code_request, build_client_credentials_request, build_refresh_token_request,
 };
 pub use token_response::{process_token_response, TokenResponse, TokenType};
-pub use url::{EndpointUrl, IssuerUrl, RedirectUrl};
+pub use token_set::TokenSet;
+pub use url::{AllowedOrigins, EndpointUrl, IssuerUrl, RedirectUrl, WebOrigin};
+pub use user_assertion::{verify_user_assertion, AppUser};

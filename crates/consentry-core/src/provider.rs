@@ -121,6 +121,9 @@ struct ProviderEntry {
     name: Option<String>,
 }
 
+/// The id_token claim in which Moneyhub names the consent it recorded.
+const MONEYHUB_CONSENT_ID_CLAIM: &str = "mh:con_id";
+
 /// A provider, validated: everything the Worker needs to run a flow with it.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -407,6 +410,15 @@ impl ProviderConfig {
             })
     }
 
+    /// The id_token claim that carries the provider's own consent id, if its profile has
+    /// one (Moneyhub: `mh:con_id`).
+    pub fn consent_id_claim(&self) -> Option<&'static str> {
+        match self.profile {
+            Profile::Moneyhub => Some(MONEYHUB_CONSENT_ID_CLAIM),
+            _ => None,
+        }
+    }
+
     /// How long a consent lasts, in days, when the provider's terms fix it (TrueLayer: 90).
     pub fn consent_days(&self) -> Option<u64> {
         self.consent_days
@@ -491,7 +503,8 @@ impl ProviderConfig {
                     request = request.with_param("prompt", "consent")?;
                 }
                 if request.param("claims").is_none() {
-                    let mut id_token = serde_json::json!({"mh:con_id": {"essential": true}});
+                    let mut id_token = serde_json::json!({});
+                    id_token[MONEYHUB_CONSENT_ID_CLAIM] = serde_json::json!({"essential": true});
                     if let Some(sub) = hint {
                         id_token["sub"] = serde_json::json!({"essential": true, "value": sub});
                     }
@@ -598,9 +611,11 @@ mod tests {
             serde_json::from_str(request.param("claims").expect("claims")).expect("json");
         assert_eq!(claims["id_token"]["sub"]["value"], "mh-user-1");
         assert_eq!(claims["id_token"]["mh:con_id"]["essential"], true);
+        assert_eq!(moneyhub.consent_id_claim(), Some("mh:con_id"));
 
         let fapi = one(r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","scopes":["openid","accounts"],"signing_alg":"ES256","key_id":"k1"}"#).expect("valid");
         assert!(fapi.uses_par() && fapi.uses_request_object() && fapi.uses_dpop());
+        assert_eq!(fapi.consent_id_claim(), None);
         assert_eq!(fapi.auth_method(), ClientAuthMethod::PrivateKeyJwt);
         assert_eq!(
             fapi.id_token_signing_algs(),

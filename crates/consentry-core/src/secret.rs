@@ -81,6 +81,12 @@ secret_type! {
 }
 
 secret_type! {
+    /// The HS256 key that signs app-user assertions (`CONSENTRY_USER_SECRET`; see
+    /// [`user_assertion`](crate::user_assertion)).
+    UserAssertionSecret
+}
+
+secret_type! {
     /// A signed client assertion
     /// ([RFC 7523 §2.2](https://www.rfc-editor.org/rfc/rfc7523#section-2.2)): a credential.
     ClientAssertion

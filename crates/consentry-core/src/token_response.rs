@@ -305,6 +305,16 @@ mod tests {
             &ErrorCode::OAuth(OAuthErrorCode::InvalidGrant)
         );
         assert_eq!(error.description(), "code expired");
+        // Back-channel descriptions are bounded like front-channel ones.
+        let long = format!(
+            r#"{{"error":"invalid_grant","error_description":"{}"}}"#,
+            "x".repeat(5000)
+        );
+        let error = failure(400, JSON, &long, "accounts");
+        assert_eq!(
+            error.description().len(),
+            crate::error::MAX_ERROR_DESCRIPTION_LEN
+        );
         let error = failure(401, JSON, r#"{"error":"invalid_client"}"#, "accounts");
         assert_eq!(error.code().as_str(), "invalid_client");
         let error = failure(400, JSON, r#"{"error":"use_dpop_nonce"}"#, "accounts");

@@ -136,9 +136,155 @@ impl RedirectUrl {
     }
 }
 
+/// A web origin ([RFC 6454](https://www.rfc-editor.org/rfc/rfc6454)): `scheme://host[:port]`,
+/// as browsers send it in `Origin` and as `postMessage` targets it. Lower-case, no path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebOrigin(String);
+
+impl WebOrigin {
+    /// Accepts an origin: https (or http on a loopback host), with no path, query or
+    /// trailing slash. Case is folded, as browsers serialize origins in lower case.
+    pub fn parse(origin: &str) -> Result<Self> {
+        let origin = origin.trim().to_ascii_lowercase();
+        check_url(&origin, "an origin")?;
+        let authority = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+        if authority.contains(['/', '?']) {
+            return Err(Error::new(
+                ErrorCode::InvalidUrl,
+                "an origin is scheme://host[:port], with no path or trailing slash",
+            ));
+        }
+        Ok(WebOrigin(origin))
+    }
+
+    /// The origin as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the host is a loopback one (`localhost`, `127.0.0.1`, `[::1]`): a developer's
+    /// machine, where demo shortcuts are allowed.
+    pub fn is_loopback(&self) -> bool {
+        let authority = self.0.split_once("://").map_or("", |(_, rest)| rest);
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        matches!(host, "localhost" | "127.0.0.1" | "::1")
+    }
+}
+
+/// `CONSENTRY_ALLOWED_ORIGINS`: the SPA origins allowed to start flows and receive outcomes.
+/// Membership is exact string equality with the browser's `Origin`.
+#[derive(Debug, Clone)]
+pub struct AllowedOrigins(Vec<WebOrigin>);
+
+impl AllowedOrigins {
+    /// Parses the comma-separated list; it must name at least one origin.
+    pub fn parse(list: &str) -> Result<Self> {
+        let origins = list
+            .split(',')
+            .filter(|origin| !origin.trim().is_empty())
+            .map(WebOrigin::parse)
+            .collect::<Result<Vec<_>>>()
+            .map_err(|error| {
+                Error::new(
+                    ErrorCode::InvalidConfiguration,
+                    format!("CONSENTRY_ALLOWED_ORIGINS: {}", error.description()),
+                )
+            })?;
+        if origins.is_empty() {
+            return Err(Error::new(
+                ErrorCode::InvalidConfiguration,
+                "CONSENTRY_ALLOWED_ORIGINS names no origin",
+            ));
+        }
+        Ok(AllowedOrigins(origins))
+    }
+
+    /// The allowed origin equal to a request's `Origin` header, or
+    /// [`ErrorCode::OriginNotAllowed`] (also when the header is absent or `null`).
+    pub fn check(&self, origin: Option<&str>) -> Result<&WebOrigin> {
+        let origin = origin.ok_or_else(|| {
+            Error::new(
+                ErrorCode::OriginNotAllowed,
+                "the request has no Origin header",
+            )
+        })?;
+        self.0
+            .iter()
+            .find(|allowed| allowed.as_str() == origin)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::OriginNotAllowed,
+                    "the request's Origin is not in CONSENTRY_ALLOWED_ORIGINS",
+                )
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_origins_are_recognised() {
+        for local in [
+            "http://localhost:8787",
+            "http://127.0.0.1",
+            "http://[::1]:9000",
+            "https://localhost",
+        ] {
+            assert!(
+                WebOrigin::parse(local).expect(local).is_loopback(),
+                "{local}"
+            );
+        }
+        for public in [
+            "https://app.example",
+            "https://localhost.example",
+            "https://127.0.0.1.example",
+        ] {
+            assert!(
+                !WebOrigin::parse(public).expect(public).is_loopback(),
+                "{public}"
+            );
+        }
+    }
+
+    #[test]
+    fn origins_are_exact_and_pathless() {
+        let allowed =
+            AllowedOrigins::parse("https://App.example, http://localhost:8787").expect("valid");
+        assert_eq!(
+            allowed
+                .check(Some("https://app.example"))
+                .map(WebOrigin::as_str),
+            Ok("https://app.example")
+        );
+        for refused in [
+            None,
+            Some("null"),
+            Some("https://app.example.evil"),
+            Some("https://app.example:443"),
+            Some("http://app.example"),
+        ] {
+            let code = allowed.check(refused).map_err(|e| e.code().clone());
+            assert_eq!(code.err(), Some(ErrorCode::OriginNotAllowed), "{refused:?}");
+        }
+        for bad in [
+            "",
+            " , ",
+            "https://app.example/",
+            "https://app.example/path",
+            "http://app.example",
+        ] {
+            let code = AllowedOrigins::parse(bad)
+                .map(|_| ())
+                .map_err(|e| e.code().clone());
+            assert_eq!(code, Err(ErrorCode::InvalidConfiguration), "{bad:?}");
+        }
+    }
 
     #[test]
     fn https_and_loopback_http_are_accepted() {

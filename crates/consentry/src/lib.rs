@@ -14,7 +14,7 @@ compile_error!(
      with `--features browser` and the Worker with `--features edge`, one at a time."
 );
 
-#[cfg(feature = "browser")]
+#[cfg(any(feature = "browser", feature = "edge"))]
 mod random;
 
 #[cfg(feature = "browser")]

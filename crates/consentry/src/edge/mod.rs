@@ -1,14 +1,132 @@
-//! The Cloudflare Worker adapter (workers-rs). Routes are described in `shared/DESIGN.md`
-//! (wire contract); every protocol decision is delegated to `consentry_core`.
+//! The Cloudflare Worker adapter (workers-rs). Routes follow the wire contract in
+//! `shared/DESIGN.md`; every protocol decision is delegated to `consentry_core`, every
+//! secret stays between this Worker and the provider.
+//!
+//! * `POST /auth/start` ([`start`]), `GET|POST /auth/callback` ([`callback`]): the popup's
+//!   two pages.
+//! * `GET /auth/outcome`, `GET /auth/consents`, `DELETE /auth/consents/{id}`,
+//!   `POST /auth/logout`, `GET /auth/demo/users` ([`account`]): JSON for the SPA, each
+//!   requiring `X-Consentry: 1` and an allowed `Origin` where the browser sends one.
+//!
+//! Everything else (the demo page in `www/`) is served from the assets binding.
 
-use worker::{event, Context, Env, Request, Response, Result};
+mod account;
+mod callback;
+mod config;
+mod outbound;
+mod provider_client;
+mod respond;
+mod start;
+mod store;
+mod webcrypto;
 
-/// The Worker's entry point. Until the routes land (issue 3), every path is an honest
-/// `404` in the one error shape, `{ code, description }`, never cached.
+use consentry_core::encoding::{base64url_encode, sha256};
+use consentry_core::{Error, ErrorCode, OutcomePage, Result};
+use worker::{event, Context, Env, Method, Request, Response};
+
+use crate::random::random_bytes;
+use config::Config;
+use store::Store;
+
+/// The Worker's entry point.
 #[event(fetch)]
-pub async fn fetch(_request: Request, _env: Env, _ctx: Context) -> Result<Response> {
-    let body = serde_json::json!({"code": "not_found", "description": "no such route"});
-    let mut response = Response::from_json(&body)?.with_status(404);
-    response.headers_mut().set("Cache-Control", "no-store")?;
-    Ok(response)
+pub async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    let path = request.path();
+    if !path.starts_with("/auth/") {
+        return respond::json_error(&Error::new(ErrorCode::NotFound, "no such route"), None);
+    }
+    let config = match Config::from_env(&env) {
+        Ok(config) => config,
+        Err(error) => {
+            worker::console_error!("consentry: configuration: {}", error.description());
+            return respond::json_error(&error, None);
+        }
+    };
+    match (request.method(), path.as_str()) {
+        (Method::Post, "/auth/start") => start::handle(request, &env, &config).await,
+        (Method::Get | Method::Post, "/auth/callback") => {
+            callback::handle(request, &env, &config).await
+        }
+        (Method::Options, _) => {
+            let origin = request.headers().get("Origin")?;
+            match config.allowed_origins.check(origin.as_deref()) {
+                Ok(origin) => respond::preflight(origin),
+                Err(error) => respond::json_error(&error, None),
+            }
+        }
+        _ => account::handle(request, &env, &config).await,
+    }
+}
+
+/// The time, in Unix seconds: the one clock the core is handed.
+fn now() -> u64 {
+    worker::Date::now().as_millis() / 1000
+}
+
+/// 32 random bytes in base64url: binding cookies and session ids.
+fn random_token() -> Result<String> {
+    Ok(base64url_encode(&random_bytes::<32>()?))
+}
+
+/// What the store keeps of a cookie value: its SHA-256, in base64url.
+fn stored_hash(value: &str) -> String {
+    base64url_encode(&sha256(value.as_bytes()))
+}
+
+fn open_store(env: &Env) -> Result<Store> {
+    env.d1("DB").map(Store::new).map_err(|_| {
+        Error::new(
+            ErrorCode::InvalidConfiguration,
+            "the D1 binding DB is missing",
+        )
+    })
+}
+
+/// Reads a form body (start, form_post callback), refusing other types and large bodies.
+async fn read_form(request: &mut Request) -> Result<String> {
+    const MAX_FORM_BYTES: usize = 16 * 1024;
+    let content_type = request.headers().get("Content-Type").ok().flatten();
+    let is_form = content_type.as_deref().is_some_and(|value| {
+        value.split(';').next().is_some_and(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+    });
+    let refused = |why: &str| Error::new(ErrorCode::InvalidParameter, why.to_owned());
+    if !is_form {
+        return Err(refused(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    // Refused before reading: an unbounded body would be buffered whole.
+    let declared_len = request
+        .headers()
+        .get("Content-Length")
+        .ok()
+        .flatten()
+        .and_then(|len| len.trim().parse::<usize>().ok());
+    if declared_len.is_none_or(|len| len > MAX_FORM_BYTES) {
+        return Err(refused(
+            "the form must declare a Content-Length of at most 16 KiB",
+        ));
+    }
+    let body = request
+        .text()
+        .await
+        .map_err(|_| refused("the body could not be read"))?;
+    if body.len() > MAX_FORM_BYTES {
+        return Err(refused("the form is larger than 16 KiB"));
+    }
+    Ok(body)
+}
+
+/// Logs how a popup page ended: route, provider, status and code. Never a value.
+fn log_ending(route: &str, provider: Option<&str>, page: &OutcomePage, code: Option<&ErrorCode>) {
+    worker::console_log!(
+        "consentry: {route} provider={} http={} code={}",
+        provider.unwrap_or("-"),
+        page.status(),
+        code.map_or("-", ErrorCode::as_str)
+    );
 }

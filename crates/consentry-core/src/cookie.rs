@@ -1,0 +1,112 @@
+//! The Worker's two cookies ([RFC 6265bis](https://datatracker.ietf.org/doc/draft-ietf-httpbis-rfc6265bis/)),
+//! both `__Host-` prefixed (Secure, `Path=/`, no `Domain`: no sibling subdomain can set or
+//! shadow them) and HttpOnly (no script reads them).
+//!
+//! * The **binding cookie**, one per flow, ties a transaction to the browser that started it.
+//!   `SameSite=None`, because it must come back on the provider's redirect, and a
+//!   `response_mode=form_post` callback is a cross-site `POST`, which `Lax` would strip. It
+//!   lives as long as the transaction (15 minutes) and is named after the state's storage
+//!   key, so two flows in one browser do not overwrite each other's binding.
+//! * The **session cookie** names the app user whose consents the browser may list and
+//!   revoke. `SameSite=Strict`: only the app's own same-site requests carry it, so no other
+//!   site can make the browser act on a consent.
+//!
+//! Values are 32 random bytes in base64url; the store keeps only their SHA-256.
+
+use crate::state::StateKey;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "__Host-consentry-session";
+/// The prefix of each flow's binding cookie name.
+pub const BINDING_COOKIE_PREFIX: &str = "__Host-consentry-tx-";
+/// How much of the state's storage key goes into the binding cookie's name.
+const BINDING_NAME_KEY_CHARS: usize = 16;
+
+/// The `SameSite` attribute.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// Only same-site requests carry the cookie.
+    Strict,
+    /// Same-site requests and top-level cross-site `GET` navigations.
+    Lax,
+    /// Every request (requires `Secure`).
+    None,
+}
+
+impl SameSite {
+    fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// The binding cookie's name for the flow whose state has this storage key.
+pub fn binding_cookie_name(key: &StateKey) -> String {
+    let key = key.as_str();
+    format!(
+        "{BINDING_COOKIE_PREFIX}{}",
+        &key[..BINDING_NAME_KEY_CHARS.min(key.len())]
+    )
+}
+
+/// A `Set-Cookie` header value for a `__Host-` cookie: `Path=/`, `Secure`, `HttpOnly`.
+pub fn set_cookie(name: &str, value: &str, max_age_secs: u64, same_site: SameSite) -> String {
+    format!(
+        "{name}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; Secure; SameSite={}",
+        same_site.as_str()
+    )
+}
+
+/// A `Set-Cookie` header value that deletes the cookie now.
+pub fn clear_cookie(name: &str, same_site: SameSite) -> String {
+    set_cookie(name, "", 0, same_site)
+}
+
+/// The value of the first cookie called `name` in a `Cookie` request header.
+pub fn cookie_value<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
+    cookie_header.split(';').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key.trim() == name).then(|| value.trim())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::State;
+
+    #[test]
+    fn binding_cookies_are_per_flow_and_host_prefixed() {
+        let one = State::from_random_bytes(&[1; 16])
+            .expect("state")
+            .storage_key();
+        let two = State::from_random_bytes(&[2; 16])
+            .expect("state")
+            .storage_key();
+        let name = binding_cookie_name(&one);
+        assert!(name.starts_with("__Host-consentry-tx-"));
+        assert_eq!(name.len(), BINDING_COOKIE_PREFIX.len() + 16);
+        assert_ne!(name, binding_cookie_name(&two));
+        assert_eq!(
+            set_cookie(&name, "v", 900, SameSite::None),
+            format!("{name}=v; Path=/; Max-Age=900; HttpOnly; Secure; SameSite=None")
+        );
+        assert_eq!(
+            clear_cookie(SESSION_COOKIE, SameSite::Strict),
+            "__Host-consentry-session=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
+        );
+    }
+
+    #[test]
+    fn reads_the_named_cookie_only() {
+        let header = "a=1; __Host-consentry-session=abc; __Host-consentry-session-x=no";
+        assert_eq!(cookie_value(header, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie_value(header, "a"), Some("1"));
+        assert_eq!(cookie_value(header, "__Host-consentry"), None);
+        assert_eq!(cookie_value("", SESSION_COOKIE), None);
+    }
+}

@@ -1,0 +1,236 @@
+//! The start request: the form the browser package submits into the popup
+//! (`POST {auth base}/auth/start`, DESIGN.md flow step 2).
+//!
+//! The field names are the wire contract, shared by the browser (which builds the form) and
+//! the Worker (which parses it here). The verifier travels in a POST body, never in a URL.
+
+use crate::encoding::form_decode;
+use crate::error::{Error, ErrorCode, Result};
+use crate::pkce::PkceCodeVerifier;
+use crate::scope::Scopes;
+use crate::state::State;
+
+/// The provider id field.
+pub const FIELD_PROVIDER: &str = "provider";
+/// The `state` field.
+pub const FIELD_STATE: &str = "state";
+/// The PKCE code verifier field.
+pub const FIELD_CODE_VERIFIER: &str = "code_verifier";
+/// The app-user reference field: a user id (demo) or an HS256 user assertion.
+pub const FIELD_USER: &str = "user";
+/// The optional scope field, narrowing the provider's configured scopes.
+pub const FIELD_SCOPE: &str = "scope";
+/// The optional provider hint (a bank id, a login hint, a provider-side user id).
+pub const FIELD_PROVIDER_HINT: &str = "provider_hint";
+
+/// The shortest `state` a flow may start with: 128 random bits in base64url
+/// ([RFC 6749 §10.10](https://www.rfc-editor.org/rfc/rfc6749#section-10.10)). The Worker
+/// keys the transaction by it, so it must not be guessable.
+pub const MIN_STATE_LEN: usize = 22;
+/// The longest provider id accepted.
+pub const MAX_PROVIDER_ID_LEN: usize = 64;
+/// The longest `user` value accepted (a user assertion is a compact JWT).
+pub const MAX_USER_LEN: usize = 4096;
+/// The longest provider hint accepted.
+pub const MAX_PROVIDER_HINT_LEN: usize = 255;
+
+/// A start request whose every field passed the core's checks. Its Debug output leaves out
+/// the verifier and the user reference (which may be a bearer assertion).
+pub struct StartRequest {
+    /// The configured provider id the flow is for (not yet looked up).
+    pub provider: String,
+    /// The flow's `state`.
+    pub state: State,
+    /// The flow's PKCE verifier; the Worker seals it at rest and uses it once.
+    pub code_verifier: PkceCodeVerifier,
+    /// The app-user reference, to be trusted as `CONSENTRY_DEMO_USERS` says.
+    pub user: String,
+    /// Scopes asked for, if narrower than the provider's configured ones.
+    pub scope: Option<Scopes>,
+    /// A provider hint, if any.
+    pub provider_hint: Option<String>,
+}
+
+impl StartRequest {
+    /// Parses the form body. Every field occurs at most once; unknown fields are ignored
+    /// so the form can grow. Failures name the field, never its value.
+    pub fn parse(form_body: &str) -> Result<StartRequest> {
+        let fields = form_decode(form_body);
+        let field = |name: &str| -> Result<Option<&str>> {
+            let mut values = fields.iter().filter(|(key, _)| key == name);
+            match (values.next(), values.next()) {
+                (Some(_), Some(_)) => Err(Error::new(
+                    ErrorCode::DuplicateParameter,
+                    format!("the start form has {name} more than once"),
+                )),
+                (Some((_, value)), None) if !value.is_empty() => Ok(Some(value.as_str())),
+                _ => Ok(None),
+            }
+        };
+        let required = |name: &str| -> Result<&str> {
+            field(name)?.ok_or_else(|| {
+                Error::new(
+                    ErrorCode::MissingParameter,
+                    format!("the start form has no {name}"),
+                )
+            })
+        };
+
+        let provider = required(FIELD_PROVIDER)?;
+        if provider.len() > MAX_PROVIDER_ID_LEN || !is_identifier(provider) {
+            return Err(Error::new(
+                ErrorCode::UnknownProvider,
+                "the provider id is not a configured provider's id",
+            ));
+        }
+        let state = State::parse(required(FIELD_STATE)?)?;
+        if state.as_str().len() < MIN_STATE_LEN {
+            return Err(Error::new(
+                ErrorCode::InvalidState,
+                "a flow's state must carry at least 128 bits: 22 or more characters",
+            ));
+        }
+        let code_verifier = PkceCodeVerifier::parse(required(FIELD_CODE_VERIFIER)?)?;
+        let user = required(FIELD_USER)?;
+        if user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
+            return Err(Error::new(
+                ErrorCode::InvalidUser,
+                "the user reference is too long or has control characters",
+            ));
+        }
+        let scope = field(FIELD_SCOPE)?.map(Scopes::parse).transpose()?;
+        let provider_hint = match field(FIELD_PROVIDER_HINT)? {
+            Some(hint)
+                if hint.len() > MAX_PROVIDER_HINT_LEN || hint.chars().any(char::is_control) =>
+            {
+                return Err(Error::new(
+                    ErrorCode::InvalidParameter,
+                    "the provider hint is too long or has control characters",
+                ))
+            }
+            hint => hint.map(str::to_owned),
+        };
+        Ok(StartRequest {
+            provider: provider.to_owned(),
+            state,
+            code_verifier,
+            user: user.to_owned(),
+            scope,
+            provider_hint,
+        })
+    }
+}
+
+impl std::fmt::Debug for StartRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartRequest")
+            .field("provider", &self.provider)
+            .field("state", &self.state)
+            .field("code_verifier", &self.code_verifier)
+            .field("user", &"[redacted]")
+            .field("scope", &self.scope)
+            .field("provider_hint", &self.provider_hint)
+            .finish()
+    }
+}
+
+/// Ids of providers and users: ASCII letters, digits, `-` and `_`.
+pub(crate) fn is_identifier(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::form_encode;
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const STATE: &str = "af0ifjsldkjAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+    fn form(extra: &[(&str, &str)]) -> String {
+        let mut fields = vec![
+            ("provider", "local-bank"),
+            ("state", STATE),
+            ("code_verifier", VERIFIER),
+            ("user", "usr_alice"),
+        ];
+        for (name, value) in extra {
+            fields.retain(|(field, _)| field != name);
+            fields.push((name, value));
+        }
+        form_encode(fields.into_iter().filter(|(_, value)| *value != "<absent>"))
+    }
+
+    fn code_of(body: &str) -> String {
+        StartRequest::parse(body)
+            .expect_err("must be refused")
+            .code()
+            .as_str()
+            .to_owned()
+    }
+
+    #[test]
+    fn a_complete_form_parses() {
+        let start = StartRequest::parse(&form(&[
+            ("scope", "openid accounts"),
+            ("provider_hint", "ob-monzo"),
+            ("ignored_extension", "x"),
+        ]))
+        .expect("valid");
+        assert_eq!(start.provider, "local-bank");
+        assert_eq!(start.state.as_str(), STATE);
+        assert_eq!(start.code_verifier.secret(), VERIFIER);
+        assert_eq!(start.user, "usr_alice");
+        assert_eq!(start.scope.expect("scope").to_wire(), "openid accounts");
+        assert_eq!(start.provider_hint.as_deref(), Some("ob-monzo"));
+    }
+
+    #[test]
+    fn each_bad_field_has_its_code() {
+        assert_eq!(
+            code_of(&form(&[("provider", "<absent>")])),
+            "missing_parameter"
+        );
+        assert_eq!(code_of(&form(&[("user", "")])), "missing_parameter");
+        assert_eq!(
+            code_of(&form(&[("provider", "bank/../x")])),
+            "unknown_provider"
+        );
+        assert_eq!(
+            code_of(&form(&[("code_verifier", "short")])),
+            "invalid_verifier"
+        );
+        assert_eq!(
+            code_of(&form(&[("code_verifier", &"a".repeat(129))])),
+            "invalid_verifier"
+        );
+        assert_eq!(code_of(&form(&[("state", "tiny")])), "invalid_state");
+        assert_eq!(code_of(&form(&[("user", "a\nb")])), "invalid_user");
+        assert_eq!(
+            code_of(&form(&[("provider_hint", &"h".repeat(256))])),
+            "invalid_parameter"
+        );
+        let twice = format!("{}&state={STATE}", form(&[]));
+        assert_eq!(code_of(&twice), "duplicate_parameter");
+    }
+
+    #[test]
+    fn debug_hides_the_verifier_and_the_user_assertion() {
+        let start =
+            StartRequest::parse(&form(&[("user", "eyJhbGciOiJIUzI1NiJ9.e30.sig")])).expect("valid");
+        let debug = format!("{start:?}");
+        assert!(!debug.contains(VERIFIER));
+        assert!(!debug.contains("eyJhbGciOiJIUzI1NiJ9"));
+        assert!(debug.contains("PkceCodeVerifier([redacted])"));
+    }
+
+    #[test]
+    fn errors_never_quote_the_verifier() {
+        let bad = "x".repeat(42);
+        let error = StartRequest::parse(&form(&[("code_verifier", &bad)])).expect_err("short");
+        assert!(!error.description().contains(&bad));
+    }
+}

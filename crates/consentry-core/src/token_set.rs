@@ -1,0 +1,124 @@
+//! The token set the Worker keeps for a consent: what it seals at rest (AES-GCM under
+//! `CONSENTRY_KEY`) and reads back to call the provider's API, refresh or revoke. One
+//! format, written and read here.
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::revocation::RevocableToken;
+use crate::scope::Scopes;
+use crate::secret::{AccessToken, RefreshToken};
+use crate::token_response::TokenResponse;
+
+/// The tokens of one grant. Debug shows no token.
+#[derive(Debug)]
+pub struct TokenSet {
+    access_token: AccessToken,
+    token_type: String,
+    refresh_token: Option<RefreshToken>,
+    scopes: Scopes,
+}
+
+impl TokenSet {
+    /// The tokens a token response granted.
+    pub fn from_response(response: &TokenResponse) -> Self {
+        TokenSet {
+            access_token: response.access_token().clone(),
+            token_type: response.token_type().scheme().to_owned(),
+            refresh_token: response.refresh_token().cloned(),
+            scopes: response.scopes().clone(),
+        }
+    }
+
+    /// The plaintext to seal: JSON holding the tokens. Seal it at once; never log it.
+    pub fn to_plaintext(&self) -> String {
+        let mut plaintext = json!({
+            "access_token": self.access_token.secret(),
+            "token_type": self.token_type,
+            "scope": self.scopes.to_wire(),
+        });
+        if let Some(refresh_token) = &self.refresh_token {
+            plaintext["refresh_token"] = refresh_token.secret().into();
+        }
+        plaintext.to_string()
+    }
+
+    /// Reads back what [`to_plaintext`](Self::to_plaintext) wrote, once unsealed.
+    pub fn parse(plaintext: &[u8]) -> Result<Self> {
+        let unreadable =
+            || Error::new(ErrorCode::StorageFailed, "a stored token set is unreadable");
+        let value: Value = serde_json::from_slice(plaintext).map_err(|_| unreadable())?;
+        let text = |name: &str| value.get(name).and_then(Value::as_str);
+        Ok(TokenSet {
+            access_token: AccessToken::new(text("access_token").ok_or_else(unreadable)?),
+            token_type: text("token_type").ok_or_else(unreadable)?.to_owned(),
+            refresh_token: text("refresh_token").map(RefreshToken::new),
+            scopes: Scopes::parse(text("scope").unwrap_or_default())?,
+        })
+    }
+
+    /// The access token.
+    pub fn access_token(&self) -> &AccessToken {
+        &self.access_token
+    }
+
+    /// The refresh token, if the grant has one.
+    pub fn refresh_token(&self) -> Option<&RefreshToken> {
+        self.refresh_token.as_ref()
+    }
+
+    /// The scopes granted.
+    pub fn scopes(&self) -> &Scopes {
+        &self.scopes
+    }
+
+    /// The token whose revocation ends the grant: the refresh token when there is one
+    /// ([RFC 7009 §2.1](https://www.rfc-editor.org/rfc/rfc7009#section-2.1)).
+    pub fn revocable(&self) -> RevocableToken<'_> {
+        match &self.refresh_token {
+            Some(refresh_token) => RevocableToken::Refresh(refresh_token),
+            None => RevocableToken::Access(&self.access_token),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token_response::process_token_response;
+
+    fn response(body: &str) -> TokenResponse {
+        let requested = Scopes::parse("accounts offline_access").expect("scopes");
+        process_token_response(200, Some("application/json"), body.as_bytes(), &requested)
+            .expect("valid")
+    }
+
+    #[test]
+    fn round_trips_and_prefers_the_refresh_token_for_revocation() {
+        let set = TokenSet::from_response(&response(
+            r#"{"access_token":"at-1","token_type":"Bearer","refresh_token":"rt-1","scope":"accounts offline_access"}"#,
+        ));
+        let read = TokenSet::parse(set.to_plaintext().as_bytes()).expect("readable");
+        assert_eq!(read.access_token().secret(), "at-1");
+        assert_eq!(read.refresh_token().map(RefreshToken::secret), Some("rt-1"));
+        assert_eq!(read.scopes().to_wire(), "accounts offline_access");
+        assert!(
+            matches!(read.revocable(), RevocableToken::Refresh(token) if token.secret() == "rt-1")
+        );
+        assert!(!format!("{read:?}").contains("at-1"));
+    }
+
+    #[test]
+    fn without_a_refresh_token_the_access_token_is_revoked() {
+        let set = TokenSet::from_response(&response(
+            r#"{"access_token":"at-2","token_type":"Bearer"}"#,
+        ));
+        let read = TokenSet::parse(set.to_plaintext().as_bytes()).expect("readable");
+        assert!(read.refresh_token().is_none());
+        assert!(
+            matches!(read.revocable(), RevocableToken::Access(token) if token.secret() == "at-2")
+        );
+        let error = TokenSet::parse(b"{\"token_type\":\"Bearer\"}").expect_err("no access token");
+        assert_eq!(error.code(), &ErrorCode::StorageFailed);
+    }
+}

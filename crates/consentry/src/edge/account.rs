@@ -1,0 +1,318 @@
+//! The SPA's JSON routes (DESIGN.md flow steps 6 and 7): the recorded outcome of a flow, the
+//! session user's consents, revoking one, logging out, and the demo's user list. Each
+//! requires `X-Consentry: 1` and, where the browser sends one, an allowed `Origin`.
+
+use consentry_core::cookie::{
+    binding_cookie_name, clear_cookie, cookie_value, SameSite, SESSION_COOKIE,
+};
+use consentry_core::encoding::{base64url_decode, constant_time_eq, form_value};
+use consentry_core::outcome::format_rfc3339;
+use consentry_core::{
+    build_revocation_request, process_revocation_response, Error, ErrorCode, Outcome, Result,
+    State, TokenSet,
+};
+use serde_json::{json, Value};
+use worker::{Env, Method, Request, Response};
+
+use super::config::{self, Config};
+use super::provider_client::ProviderClient;
+use super::start::TRANSACTION_SECS;
+use super::store::{ConsentRow, Store, UserRow};
+use super::{now, open_store, respond, stored_hash};
+
+/// The SPA's routes.
+enum Route {
+    Outcome,
+    Consents,
+    Revoke(String),
+    Logout,
+    DemoUsers,
+}
+
+impl Route {
+    fn find(method: &Method, path: &str, config: &Config) -> Option<Route> {
+        match (method, path) {
+            (Method::Get, "/auth/outcome") => Some(Route::Outcome),
+            (Method::Get, "/auth/consents") => Some(Route::Consents),
+            (Method::Post, "/auth/logout") => Some(Route::Logout),
+            (Method::Get, "/auth/demo/users") if config.demo_users => Some(Route::DemoUsers),
+            (Method::Delete, path) => path
+                .strip_prefix("/auth/consents/")
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+                .map(|id| Route::Revoke(id.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// One request to a JSON route, after its guards.
+struct Call<'a> {
+    env: &'a Env,
+    config: &'a Config,
+    store: Store,
+    cookies: String,
+    now: u64,
+}
+
+pub(super) async fn handle(
+    request: Request,
+    env: &Env,
+    config: &Config,
+) -> worker::Result<Response> {
+    let origin = request.headers().get("Origin")?;
+    let cors_origin = origin
+        .as_deref()
+        .and_then(|origin| config.allowed_origins.check(Some(origin)).ok())
+        .cloned();
+    let Some(route) = Route::find(&request.method(), &request.path(), config) else {
+        let error = Error::new(ErrorCode::NotFound, "no such route");
+        return respond::json_error(&error, cors_origin.as_ref());
+    };
+    let answered = match guard(&request, config, origin.as_deref()) {
+        Ok(()) => serve(route, &request, env, config).await,
+        Err(error) => Err(error),
+    };
+    match answered {
+        Ok(Answer::Json(body)) => respond::json(200, &body, cors_origin.as_ref()),
+        Ok(Answer::Empty(cookie)) => respond::no_content(cookie.as_deref(), cors_origin.as_ref()),
+        Err(error) => respond::json_error(&error, cors_origin.as_ref()),
+    }
+}
+
+enum Answer {
+    Json(Value),
+    Empty(Option<String>),
+}
+
+/// The static anti-CSRF header, and the `Origin` when the browser sends one.
+fn guard(request: &Request, config: &Config, origin: Option<&str>) -> Result<()> {
+    let header = request.headers().get("X-Consentry").ok().flatten();
+    if header.as_deref() != Some("1") {
+        return Err(Error::new(
+            ErrorCode::CsrfHeaderMissing,
+            "JSON routes need the header X-Consentry: 1",
+        ));
+    }
+    if let Some(origin) = origin {
+        config.allowed_origins.check(Some(origin))?;
+    }
+    Ok(())
+}
+
+async fn serve(route: Route, request: &Request, env: &Env, config: &Config) -> Result<Answer> {
+    let call = Call {
+        env,
+        config,
+        store: open_store(env)?,
+        cookies: request
+            .headers()
+            .get("Cookie")
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+        now: now(),
+    };
+    match route {
+        Route::Outcome => {
+            let query = request
+                .url()
+                .map(|url| url.query().unwrap_or_default().to_owned());
+            call.outcome(&query.unwrap_or_default())
+                .await
+                .map(Answer::Json)
+        }
+        Route::Consents => call.consents().await.map(Answer::Json),
+        Route::Revoke(id) => call.revoke(&id).await.map(Answer::Json),
+        Route::Logout => call.logout().await.map(Answer::Empty),
+        Route::DemoUsers => call.demo_users().await.map(Answer::Json),
+    }
+}
+
+impl Call<'_> {
+    /// `GET /auth/outcome?state=...`: the outcome of a flow this browser started (its
+    /// binding cookie proves it), `outcome_pending` while the provider has not answered.
+    async fn outcome(&self, query: &str) -> Result<Value> {
+        let state = form_value(query, "state")
+            .ok_or_else(|| Error::new(ErrorCode::MissingParameter, "outcome needs one ?state="))?;
+        let state = State::parse(&state)?;
+        let key = state.storage_key();
+        let not_bound = || {
+            Error::new(
+                ErrorCode::TransactionNotBound,
+                "this browser did not start the flow (its binding cookie is missing)",
+            )
+        };
+        let flow = self
+            .store
+            .recorded_flow(key.as_str())
+            .await?
+            .ok_or_else(|| Error::new(ErrorCode::UnknownTransaction, "no flow has this state"))?;
+        let binding =
+            cookie_value(&self.cookies, &binding_cookie_name(&key)).ok_or_else(not_bound)?;
+        if !constant_time_eq(
+            stored_hash(binding).as_bytes(),
+            flow.binding_hash.as_bytes(),
+        ) {
+            return Err(not_bound());
+        }
+        match flow.outcome {
+            Some(outcome) => serde_json::from_str(&outcome).map_err(|_| {
+                Error::new(
+                    ErrorCode::StorageFailed,
+                    "the recorded outcome is unreadable",
+                )
+            }),
+            None if flow.expires_at <= self.now => {
+                let expired = Error::new(
+                    ErrorCode::TransactionExpired,
+                    format!(
+                        "the provider never answered within {} minutes",
+                        TRANSACTION_SECS / 60
+                    ),
+                );
+                let outcome = Outcome::from_error(state, &expired).to_json();
+                serde_json::from_str(&outcome)
+                    .map_err(|_| Error::new(ErrorCode::StorageFailed, "outcome"))
+            }
+            None => Err(Error::new(
+                ErrorCode::OutcomePending,
+                "the flow has not come back from the provider yet",
+            )),
+        }
+    }
+
+    async fn session_user(&self) -> Result<UserRow> {
+        let session_required = || {
+            Error::new(
+                ErrorCode::SessionRequired,
+                "connect a bank first: no session",
+            )
+        };
+        let session = cookie_value(&self.cookies, SESSION_COOKIE).ok_or_else(session_required)?;
+        self.store
+            .session_user(&stored_hash(session), self.now)
+            .await?
+            .ok_or_else(session_required)
+    }
+
+    /// `GET /auth/consents`: the session user's consents, no tokens.
+    async fn consents(&self) -> Result<Value> {
+        let user = self.session_user().await?;
+        let consents = self.store.consents(&user.id).await?;
+        let consents: Vec<Value> = consents.iter().map(|row| self.consent_json(row)).collect();
+        Ok(json!({
+            "user": {"id": user.id, "name": user.name},
+            "consents": consents,
+        }))
+    }
+
+    fn consent_json(&self, row: &ConsentRow) -> Value {
+        let lapsed = row.expires_at.is_some_and(|at| at <= self.now);
+        let status = match row.status.as_str() {
+            "active" if lapsed => "expired",
+            status => status,
+        };
+        let provider_name = self
+            .config
+            .provider(&row.provider)
+            .map(|provider| provider.name().to_owned())
+            .unwrap_or_else(|_| row.provider.clone());
+        json!({
+            "id": row.id,
+            "provider": row.provider,
+            "provider_name": provider_name,
+            "user": row.user_id,
+            "scopes": row.scopes.split(' ').filter(|scope| !scope.is_empty()).collect::<Vec<_>>(),
+            "status": status,
+            "granted_at": format_rfc3339(row.granted_at),
+            "expires_at": row.expires_at.map(format_rfc3339),
+            "revoked_at": row.revoked_at.map(format_rfc3339),
+        })
+    }
+
+    /// `DELETE /auth/consents/{id}`: revoke at the provider where it supports RFC 7009, then
+    /// forget the tokens whatever the provider said, and report which happened.
+    async fn revoke(&self, consent_id: &str) -> Result<Value> {
+        let user = self.session_user().await?;
+        let not_found = || {
+            Error::new(
+                ErrorCode::ConsentNotFound,
+                "no consent of yours has this id",
+            )
+        };
+        let (consent, sealed) = self
+            .store
+            .consent(&user.id, consent_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let provider_revoked = match sealed {
+            Some(sealed) => self.revoke_at_provider(&consent, &sealed).await,
+            None => false,
+        };
+        self.store.revoke_consent(&consent.id, self.now).await?;
+        let revoked_at = consent.revoked_at.unwrap_or(self.now);
+        Ok(json!({
+            "id": consent.id,
+            "status": "revoked",
+            "revoked_at": format_rfc3339(revoked_at),
+            "provider_revoked": provider_revoked,
+        }))
+    }
+
+    /// Whether the provider confirmed the revocation. Failures are logged by code only.
+    async fn revoke_at_provider(&self, consent: &ConsentRow, sealed: &str) -> bool {
+        match self.try_revoke_at_provider(consent, sealed).await {
+            Ok(revoked) => revoked,
+            Err(error) => {
+                worker::console_warn!(
+                    "consentry: revoke provider={} code={}",
+                    consent.provider,
+                    error.code()
+                );
+                false
+            }
+        }
+    }
+
+    async fn try_revoke_at_provider(&self, consent: &ConsentRow, sealed: &str) -> Result<bool> {
+        let provider = self.config.provider(&consent.provider)?;
+        let client =
+            ProviderClient::connect(provider, self.config.http_timeout_ms, self.now).await?;
+        let Some(endpoint) = client.metadata.revocation_endpoint.clone() else {
+            return Ok(false);
+        };
+        let sealed = base64url_decode(sealed).ok_or_else(|| {
+            Error::new(ErrorCode::StorageFailed, "a sealed token set is unreadable")
+        })?;
+        let tokens = config::sealing_key(self.env)?
+            .open(&consent.id, &sealed)
+            .await?;
+        let tokens = TokenSet::parse(&tokens)?;
+        let auth = client.authentication(self.env, self.now).await?;
+        let request = build_revocation_request(&endpoint, &auth, tokens.revocable());
+        let answer = client
+            .send(&request, "revocation endpoint", ErrorCode::RevocationFailed)
+            .await?;
+        process_revocation_response(answer.status, &answer.body)?;
+        Ok(true)
+    }
+
+    /// `POST /auth/logout`: ends the session, here and in the browser.
+    async fn logout(&self) -> Result<Option<String>> {
+        if let Some(session) = cookie_value(&self.cookies, SESSION_COOKIE) {
+            self.store.delete_session(&stored_hash(session)).await?;
+        }
+        Ok(Some(clear_cookie(SESSION_COOKIE, SameSite::Strict)))
+    }
+
+    /// `GET /auth/demo/users` (only with `CONSENTRY_DEMO_USERS=true`).
+    async fn demo_users(&self) -> Result<Value> {
+        let users = self.store.users().await?;
+        Ok(Value::Array(
+            users
+                .into_iter()
+                .map(|user| json!({"id": user.id, "name": user.name}))
+                .collect(),
+        ))
+    }
+}

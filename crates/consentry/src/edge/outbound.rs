@@ -1,0 +1,100 @@
+//! Requests from the Worker to a provider: the core's [`HttpRequest`] sent with `fetch`,
+//! redirects never followed (a token endpoint that redirects is an error, not a hop), one
+//! deadline for the whole exchange including the body, and a cap on what is read.
+
+use consentry_core::{Error, ErrorCode, HttpRequest};
+use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
+
+/// The most of a provider's response body the Worker reads.
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// A provider's answer, as the core's `process_*` functions take it.
+pub(crate) struct ProviderResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Sends `request` to the provider's `endpoint` (named in errors) within `timeout_ms`; no
+/// answer is an error with `code` that says what happened, never what was sent.
+pub(crate) async fn exchange(
+    request: &HttpRequest,
+    endpoint: &str,
+    code: ErrorCode,
+    timeout_ms: u32,
+) -> Result<ProviderResponse, Error> {
+    send(request, timeout_ms)
+        .await
+        .map_err(|why| Error::new(code, why.describe(endpoint, timeout_ms)))
+}
+
+/// Why a provider request produced no response to process.
+enum Unanswered {
+    /// The deadline passed (the endpoint hung, or was too slow).
+    TimedOut,
+    /// The request failed before an answer: DNS, TLS, connection, or a body too large.
+    Failed,
+}
+
+impl Unanswered {
+    /// A sentence for an error description: what happened, never what was sent.
+    fn describe(&self, endpoint: &str, timeout_ms: u32) -> String {
+        match self {
+            Unanswered::TimedOut => {
+                format!("the {endpoint} did not answer within {timeout_ms} ms")
+            }
+            Unanswered::Failed => format!("the {endpoint} could not be reached"),
+        }
+    }
+}
+
+/// Sends `request` and reads the answer within `timeout_ms`. The request is sent once:
+/// nothing here retries, so an authorization code is never presented twice.
+async fn send(request: &HttpRequest, timeout_ms: u32) -> Result<ProviderResponse, Unanswered> {
+    let headers = Headers::new();
+    let failed = |_| Unanswered::Failed;
+    headers.set("Accept", "application/json").map_err(failed)?;
+    for (name, value) in request.headers() {
+        headers.set(name, value).map_err(failed)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_headers(headers)
+        .with_redirect(RequestRedirect::Manual);
+    if request.method() == "POST" {
+        init.with_method(Method::Post)
+            .with_body(Some(request.body().into()));
+    }
+    let outgoing = Request::new_with_init(request.url(), &init).map_err(failed)?;
+    let signal = worker::AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(timeout_ms));
+    let settle = |error: worker::Error| {
+        if signal.aborted() {
+            Unanswered::TimedOut
+        } else {
+            drop(error);
+            Unanswered::Failed
+        }
+    };
+    let mut response = Fetch::Request(outgoing)
+        .send_with_signal(&signal)
+        .await
+        .map_err(settle)?;
+    let declared_len = response
+        .headers()
+        .get("Content-Length")
+        .ok()
+        .flatten()
+        .and_then(|len| len.parse::<usize>().ok());
+    if declared_len.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(Unanswered::Failed);
+    }
+    let content_type = response.headers().get("Content-Type").ok().flatten();
+    let body = response.bytes().await.map_err(settle)?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Unanswered::Failed);
+    }
+    Ok(ProviderResponse {
+        status: response.status_code(),
+        content_type,
+        body,
+    })
+}

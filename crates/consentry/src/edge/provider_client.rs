@@ -1,0 +1,261 @@
+//! The Worker's side of talking to a provider: discovery and JWKS (cached per isolate),
+//! client authentication (a secret, or a `private_key_jwt` assertion signed with WebCrypto),
+//! PAR, the code exchange, id_token verification and revocation. Every request and every
+//! verdict is the core's; this file only moves bytes and signatures.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use consentry_core::discovery::{process_discovery_response, ProviderMetadata};
+use consentry_core::id_token::{validate_id_token_claims, IdTokenClaims, IdTokenValidation};
+use consentry_core::jwk::JwkSet;
+use consentry_core::jwt::UnverifiedJwt;
+use consentry_core::secret::ClientAssertion;
+use consentry_core::{
+    build_client_assertion, process_par_response, AuthorizationRequest, ClientAuthMethod,
+    ClientAuthentication, Error, ErrorCode, HttpRequest, IdToken, JwsSigningInput, Nonce,
+    ProviderConfig, Result,
+};
+use worker::Env;
+
+use super::config;
+use super::outbound::{self, ProviderResponse};
+use super::webcrypto;
+use crate::random::random_bytes;
+
+/// How long discovered metadata and a JWKS are reused within one isolate.
+const CACHE_SECS: u64 = 600;
+
+thread_local! {
+    static METADATA: RefCell<HashMap<String, (u64, ProviderMetadata)>> = RefCell::new(HashMap::new());
+    static JWKS: RefCell<HashMap<String, (u64, JwkSet)>> = RefCell::new(HashMap::new());
+}
+
+/// One provider, for the length of one request.
+pub(crate) struct ProviderClient<'a> {
+    pub config: &'a ProviderConfig,
+    pub metadata: ProviderMetadata,
+    timeout_ms: u32,
+}
+
+impl<'a> ProviderClient<'a> {
+    /// The provider's metadata: configured endpoints, or discovery (RFC 8414 / OpenID
+    /// Discovery), reused for ten minutes.
+    pub(crate) async fn connect(
+        config: &'a ProviderConfig,
+        timeout_ms: u32,
+        now: u64,
+    ) -> Result<ProviderClient<'a>> {
+        let metadata = match config.explicit_metadata() {
+            Some(metadata) => metadata.clone(),
+            None => discover(config, timeout_ms, now).await?,
+        };
+        Ok(ProviderClient {
+            config,
+            metadata,
+            timeout_ms,
+        })
+    }
+
+    /// Sends one request to the provider; no answer in time is `code`, said plainly.
+    pub(crate) async fn send(
+        &self,
+        request: &HttpRequest,
+        endpoint: &str,
+        code: ErrorCode,
+    ) -> Result<ProviderResponse> {
+        outbound::exchange(request, endpoint, code, self.timeout_ms).await
+    }
+
+    /// Fresh client credentials for one request to the token, PAR or revocation endpoint.
+    pub(crate) async fn authentication(&self, env: &Env, now: u64) -> Result<ClientAuthentication> {
+        let client_id = self.config.client_id().clone();
+        match self.config.auth_method() {
+            ClientAuthMethod::ClientSecretBasic => Ok(ClientAuthentication::ClientSecretBasic(
+                client_id,
+                config::client_secret(env, self.config)?,
+            )),
+            ClientAuthMethod::ClientSecretPost => Ok(ClientAuthentication::ClientSecretPost(
+                client_id,
+                config::client_secret(env, self.config)?,
+            )),
+            ClientAuthMethod::PrivateKeyJwt => {
+                let input = build_client_assertion(
+                    &client_id,
+                    self.metadata.issuer.as_str(),
+                    self.config.signing_alg(),
+                    self.config.key_id(),
+                    now,
+                    &random_bytes()?,
+                )?;
+                let assertion = self.sign(env, input).await?;
+                Ok(ClientAuthentication::PrivateKeyJwt(
+                    client_id,
+                    ClientAssertion::new(assertion),
+                ))
+            }
+            other => Err(Error::new(
+                ErrorCode::InvalidConfiguration,
+                format!("client authentication {} is not supported", other.as_str()),
+            )),
+        }
+    }
+
+    /// The front-channel URL for `request`: the plain authorization URL, or, for PAR
+    /// providers, the request pushed first (with a signed request object when configured)
+    /// and only `client_id` + `request_uri` on the front channel.
+    pub(crate) async fn authorization_url(
+        &self,
+        env: &Env,
+        request: &AuthorizationRequest,
+        now: u64,
+    ) -> Result<String> {
+        let par_endpoint = match &self.metadata.pushed_authorization_request_endpoint {
+            Some(endpoint) if self.config.uses_par() => endpoint,
+            None if self.config.uses_par() => {
+                return Err(Error::new(
+                    ErrorCode::InvalidConfiguration,
+                    "the provider is configured for PAR but names no PAR endpoint",
+                ))
+            }
+            _ => return Ok(request.to_url(&self.metadata.authorization_endpoint)),
+        };
+        let auth = self.authentication(env, now).await?;
+        let push = if self.config.uses_request_object() {
+            let input = request.build_request_object(
+                &self.metadata.issuer,
+                self.config.signing_alg(),
+                self.config.key_id(),
+                now,
+                &random_bytes()?,
+            )?;
+            let request_object = self.sign(env, input).await?;
+            request.build_par_request_with_request_object(par_endpoint, &auth, &request_object)
+        } else {
+            request.build_par_request(par_endpoint, &auth)
+        };
+        let answer = self
+            .send(&push, "PAR endpoint", ErrorCode::ParFailed)
+            .await?;
+        let pushed = process_par_response(answer.status, &answer.body)?;
+        Ok(pushed.authorization_url(
+            &self.metadata.authorization_endpoint,
+            self.config.client_id(),
+        ))
+    }
+
+    /// Verifies an id_token: signature with WebCrypto against the provider's JWKS (one
+    /// refetch when no key fits, as after a rotation), then its claims with the core.
+    pub(crate) async fn verify_id_token(
+        &self,
+        id_token: &IdToken,
+        nonce: Option<&Nonce>,
+        now: u64,
+    ) -> Result<IdTokenClaims> {
+        let jwt = UnverifiedJwt::parse(id_token.secret(), self.config.id_token_signing_algs())?;
+        let jwks_uri = self.metadata.jwks_uri.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorCode::DiscoveryInvalid,
+                "the provider issues id_tokens but names no jwks_uri",
+            )
+        })?;
+        let (mut jwks, fresh) = self.jwks(jwks_uri.as_str(), false, now).await?;
+        let key = match jwks.select(jwt.header()) {
+            // An unknown kid from a cached set: the provider may have rotated. Refetch once.
+            Err(error) if error.code() == &ErrorCode::JwkNotFound && !fresh => {
+                jwks = self.jwks(jwks_uri.as_str(), true, now).await?.0;
+                jwks.select(jwt.header())?
+            }
+            selected => selected?,
+        };
+        let valid = webcrypto::verify(
+            &key.public_json(),
+            jwt.header().alg(),
+            jwt.signing_input(),
+            jwt.signature(),
+        )
+        .await?;
+        let verified = jwt.into_verified(valid)?;
+        let mut expected =
+            IdTokenValidation::new(&self.metadata.issuer, self.config.client_id(), now);
+        if let Some(nonce) = nonce {
+            expected = expected.with_nonce(nonce);
+        }
+        validate_id_token_claims(&verified, &expected)
+    }
+
+    /// The JWKS at `uri`, and whether it was fetched just now.
+    async fn jwks(&self, uri: &str, refresh: bool, now: u64) -> Result<(JwkSet, bool)> {
+        if !refresh {
+            if let Some(jwks) = cached(&JWKS, uri, now) {
+                return Ok((jwks, false));
+            }
+        }
+        let answer = self
+            .send(
+                &HttpRequest::get_json(uri),
+                "JWKS endpoint",
+                ErrorCode::ProviderUnreachable,
+            )
+            .await?;
+        if answer.status != 200 {
+            return Err(Error::new(
+                ErrorCode::JwkInvalid,
+                format!("the JWKS endpoint answered HTTP {}", answer.status),
+            ));
+        }
+        let jwks = JwkSet::parse(&answer.body)?;
+        remember(&JWKS, uri, now, &jwks);
+        Ok((jwks, true))
+    }
+
+    async fn sign(&self, env: &Env, input: JwsSigningInput) -> Result<String> {
+        let jwk = config::private_jwk(env, self.config)?;
+        let jwk: serde_json::Value = serde_json::from_str(jwk.secret()).map_err(|_| {
+            Error::new(
+                ErrorCode::InvalidConfiguration,
+                format!("{} is not a JSON JWK", self.config.private_jwk_name()),
+            )
+        })?;
+        let signature = webcrypto::sign(&jwk, input.alg(), input.as_bytes()).await?;
+        Ok(input.assemble(&signature))
+    }
+}
+
+async fn discover(config: &ProviderConfig, timeout_ms: u32, now: u64) -> Result<ProviderMetadata> {
+    let issuer = config.issuer();
+    if let Some(metadata) = cached(&METADATA, issuer.as_str(), now) {
+        return Ok(metadata);
+    }
+    let request = HttpRequest::get_json(issuer.openid_configuration_url());
+    let answer = outbound::exchange(
+        &request,
+        "discovery endpoint",
+        ErrorCode::ProviderUnreachable,
+        timeout_ms,
+    )
+    .await?;
+    let metadata = process_discovery_response(issuer, answer.status, &answer.body)?;
+    remember(&METADATA, issuer.as_str(), now, &metadata);
+    Ok(metadata)
+}
+
+type Cache<T> = &'static std::thread::LocalKey<RefCell<HashMap<String, (u64, T)>>>;
+
+fn remember<T: Clone + 'static>(cache: Cache<T>, key: &str, now: u64, value: &T) {
+    cache.with(|cache| {
+        cache
+            .borrow_mut()
+            .insert(key.to_owned(), (now, value.clone()))
+    });
+}
+
+fn cached<T: Clone + 'static>(cache: Cache<T>, key: &str, now: u64) -> Option<T> {
+    cache.with(|cache| {
+        cache
+            .borrow()
+            .get(key)
+            .filter(|(fetched_at, _)| now < fetched_at + CACHE_SECS)
+            .map(|(_, value)| value.clone())
+    })
+}

@@ -1,0 +1,113 @@
+//! Responses the Worker sends to the browser: the outcome page, JSON in the one error shape
+//! `{code, description}`, and the start redirect. None is ever cached; none carries a code,
+//! a verifier or a token.
+
+use consentry_core::outcome_page::OUTCOME_PAGE_HEADERS;
+use consentry_core::{Error, ErrorCode, OAuthErrorCode, OutcomePage, WebOrigin};
+use worker::{Headers, Response, Result};
+
+/// The HTTP status for an error on a JSON route.
+pub(crate) fn status_for(code: &ErrorCode) -> u16 {
+    match code {
+        ErrorCode::CsrfHeaderMissing
+        | ErrorCode::OriginNotAllowed
+        | ErrorCode::TransactionNotBound => 403,
+        ErrorCode::SessionRequired => 401,
+        ErrorCode::UnknownTransaction
+        | ErrorCode::OutcomePending
+        | ErrorCode::ConsentNotFound
+        | ErrorCode::NotFound => 404,
+        ErrorCode::StorageFailed | ErrorCode::InvalidConfiguration => 500,
+        ErrorCode::ProviderUnreachable
+        | ErrorCode::RevocationFailed
+        | ErrorCode::OAuth(OAuthErrorCode::ServerError) => 502,
+        _ => 400,
+    }
+}
+
+/// A JSON body with `status`; CORS headers for `cors_origin` when the caller is an allowed
+/// cross-origin SPA.
+pub(crate) fn json(
+    status: u16,
+    body: &serde_json::Value,
+    cors_origin: Option<&WebOrigin>,
+) -> Result<Response> {
+    let headers = api_headers(cors_origin)?;
+    headers.set("Content-Type", "application/json")?;
+    Ok(Response::ok(body.to_string())?
+        .with_status(status)
+        .with_headers(headers))
+}
+
+/// An error on a JSON route, in the one error shape.
+pub(crate) fn json_error(error: &Error, cors_origin: Option<&WebOrigin>) -> Result<Response> {
+    let body = serde_json::json!({
+        "code": error.code().as_str(),
+        "description": error.description(),
+    });
+    json(status_for(error.code()), &body, cors_origin)
+}
+
+/// An empty `204`, with `Set-Cookie` when given.
+pub(crate) fn no_content(
+    set_cookie: Option<&str>,
+    cors_origin: Option<&WebOrigin>,
+) -> Result<Response> {
+    let headers = api_headers(cors_origin)?;
+    if let Some(cookie) = set_cookie {
+        headers.append("Set-Cookie", cookie)?;
+    }
+    Ok(Response::empty()?.with_status(204).with_headers(headers))
+}
+
+fn api_headers(cors_origin: Option<&WebOrigin>) -> Result<Headers> {
+    let headers = Headers::new();
+    headers.set("Cache-Control", "no-store")?;
+    headers.set("X-Content-Type-Options", "nosniff")?;
+    if let Some(origin) = cors_origin {
+        headers.set("Access-Control-Allow-Origin", origin.as_str())?;
+        headers.set("Access-Control-Allow-Credentials", "true")?;
+        headers.set("Vary", "Origin")?;
+    }
+    Ok(headers)
+}
+
+/// The answer to a CORS preflight from an allowed origin.
+pub(crate) fn preflight(origin: &WebOrigin) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("Access-Control-Allow-Origin", origin.as_str())?;
+    headers.set("Access-Control-Allow-Credentials", "true")?;
+    headers.set("Access-Control-Allow-Methods", "GET, POST, DELETE")?;
+    headers.set("Access-Control-Allow-Headers", "X-Consentry")?;
+    headers.set("Access-Control-Max-Age", "600")?;
+    headers.set("Vary", "Origin")?;
+    Ok(Response::empty()?.with_status(204).with_headers(headers))
+}
+
+/// An outcome page with its strict headers, and each `Set-Cookie` given.
+pub(crate) fn page(page: &OutcomePage, set_cookies: &[String]) -> Result<Response> {
+    let headers = Headers::new();
+    for (name, value) in OUTCOME_PAGE_HEADERS {
+        headers.set(name, value)?;
+    }
+    headers.set(
+        "Content-Security-Policy",
+        &OutcomePage::content_security_policy(),
+    )?;
+    for cookie in set_cookies {
+        headers.append("Set-Cookie", cookie)?;
+    }
+    Ok(Response::ok(page.html())?
+        .with_status(page.status())
+        .with_headers(headers))
+}
+
+/// `303 See Other` to the provider, setting the flow's binding cookie.
+pub(crate) fn see_other(location: &str, set_cookie: &str) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("Location", location)?;
+    headers.set("Cache-Control", "no-store")?;
+    headers.set("Referrer-Policy", "no-referrer")?;
+    headers.append("Set-Cookie", set_cookie)?;
+    Ok(Response::empty()?.with_status(303).with_headers(headers))
+}

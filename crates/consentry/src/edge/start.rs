@@ -1,0 +1,158 @@
+//! `POST /auth/start` (DESIGN.md flow step 3): the form the SPA submits into the popup.
+//! Checks `Origin` and every field, stores the transaction under the hash of `state` for
+//! 15 minutes, binds it to this browser with a cookie, and sends the popup to the provider.
+
+use consentry_core::cookie::{binding_cookie_name, set_cookie, SameSite};
+use consentry_core::encoding::{base64url_encode, form_value};
+use consentry_core::start::FIELD_STATE;
+use consentry_core::user_assertion::parse_user_id;
+use consentry_core::{
+    verify_user_assertion, Error, ErrorCode, Nonce, Outcome, OutcomePage, Result, StartRequest,
+    State, WebOrigin,
+};
+use worker::{Env, Request, Response};
+
+use super::config::{self, Config};
+use super::provider_client::ProviderClient;
+use super::store::{NewTransaction, Store, OUTCOME_RETENTION_SECS};
+use super::{log_ending, now, open_store, random_token, read_form, respond, stored_hash};
+use crate::random::random_bytes;
+
+/// A transaction's lifetime, and its binding cookie's.
+pub(crate) const TRANSACTION_SECS: u64 = 15 * 60;
+
+pub(super) async fn handle(
+    mut request: Request,
+    env: &Env,
+    config: &Config,
+) -> worker::Result<Response> {
+    let origin = request.headers().get("Origin")?;
+    let origin = match config.allowed_origins.check(origin.as_deref()) {
+        Ok(origin) => origin.clone(),
+        Err(error) => {
+            let page = OutcomePage::for_error(&error, 403);
+            log_ending("start", None, &page, Some(error.code()));
+            return respond::page(&page, &[]);
+        }
+    };
+    let body = read_form(&mut request).await;
+    let started = match &body {
+        Ok(body) => start(body, env, config, &origin).await,
+        Err(error) => Err(error.clone()),
+    };
+    match started {
+        Ok((location, binding_cookie)) => respond::see_other(&location, &binding_cookie),
+        Err(error) => {
+            // The SPA learns at once why its flow did not start, when there is a flow to name.
+            let state = body.ok().as_deref().and_then(form_state);
+            let page = match state {
+                Some(state) => {
+                    OutcomePage::for_outcome(&Outcome::from_error(state, &error), &origin)
+                }
+                None => OutcomePage::for_error(&error, 400),
+            };
+            log_ending("start", None, &page, Some(error.code()));
+            respond::page(&page, &[])
+        }
+    }
+}
+
+/// Runs the start; gives the provider URL and the binding cookie.
+async fn start(
+    body: &str,
+    env: &Env,
+    config: &Config,
+    origin: &WebOrigin,
+) -> Result<(String, String)> {
+    let form = StartRequest::parse(body)?;
+    let provider = config.provider(&form.provider)?;
+    if provider.uses_dpop() {
+        return Err(Error::new(
+            ErrorCode::InvalidConfiguration,
+            "this provider needs DPoP-bound tokens, which this Worker does not issue yet",
+        ));
+    }
+    let now = now();
+    let store = open_store(env)?;
+    let user_id = trusted_user(env, config, &store, &form.user, now).await?;
+    let scopes = provider.scopes_for(form.scope.as_ref())?;
+    let client = ProviderClient::connect(provider, config.http_timeout_ms, now).await?;
+    let nonce = match scopes.contains("openid") {
+        true => Some(Nonce::from_random_bytes(&random_bytes::<16>()?)?),
+        false => None,
+    };
+    let authorization_request = provider.build_authorization_request(
+        &config.redirect_url,
+        &scopes,
+        &form.state,
+        &form.code_verifier.challenge(),
+        nonce.as_ref(),
+        form.provider_hint.as_deref(),
+    )?;
+    // PAR (if any) runs before anything is stored: a refused push leaves nothing behind.
+    let location = client
+        .authorization_url(env, &authorization_request, now)
+        .await?;
+
+    let key = form.state.storage_key();
+    let binding = random_token()?;
+    let sealed_verifier = config::sealing_key(env)?
+        .seal(key.as_str(), form.code_verifier.secret().as_bytes())
+        .await?;
+    store
+        .insert_transaction(&NewTransaction {
+            state_key: key.as_str(),
+            binding_hash: &stored_hash(&binding),
+            provider: provider.id(),
+            user_id: &user_id,
+            origin: origin.as_str(),
+            scopes: &scopes.to_wire(),
+            nonce: nonce.as_ref().map(Nonce::as_str),
+            sealed_verifier: &base64url_encode(&sealed_verifier),
+            created_at: now,
+            expires_at: now + TRANSACTION_SECS,
+        })
+        .await?;
+    // The cookie outlives the transaction by the outcome's retention, so that a late
+    // callback is told `transaction_expired` (not "another browser") and the SPA can still
+    // read the outcome; the 15 minutes are enforced by the stored `expires_at`.
+    let cookie = set_cookie(
+        &binding_cookie_name(&key),
+        &binding,
+        TRANSACTION_SECS + OUTCOME_RETENTION_SECS,
+        SameSite::None,
+    );
+    Ok((location, cookie))
+}
+
+/// The app user the flow is for, trusted as `CONSENTRY_DEMO_USERS` says: a seeded user id
+/// in the demo, otherwise the `sub` of an HS256 assertion from the app's backend.
+async fn trusted_user(
+    env: &Env,
+    config: &Config,
+    store: &Store,
+    user: &str,
+    now: u64,
+) -> Result<String> {
+    if config.demo_users {
+        let id = parse_user_id(user)?;
+        return match store.user(id).await? {
+            Some(user) => Ok(user.id),
+            None => Err(Error::new(
+                ErrorCode::InvalidUser,
+                "no demo user has this id",
+            )),
+        };
+    }
+    let secret = config::user_secret(env)?;
+    let audience = config.public_origin.as_str();
+    let user = verify_user_assertion(user, secret.secret().as_bytes(), audience, now)?;
+    let name = user.name.as_deref().unwrap_or(&user.id);
+    store.ensure_user(&user.id, name, now).await?;
+    Ok(user.id)
+}
+
+/// The form's `state`, if it is one: to address a refused start's outcome to its flow.
+fn form_state(body: &str) -> Option<State> {
+    form_value(body, FIELD_STATE).and_then(|state| State::parse(&state).ok())
+}

@@ -1,0 +1,402 @@
+//! D1: transactions, outcomes, consents, sealed token sets, sessions and users
+//! (`migrations/0001_init.sql`). Every write that must not be half-done is one D1 batch,
+//! which D1 runs as a single SQL transaction.
+
+use consentry_core::{Error, ErrorCode, Result};
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement};
+
+/// Outcomes stay readable this long after their flow's deadline, then are purged.
+pub(crate) const OUTCOME_RETENTION_SECS: u64 = 3600;
+
+/// A transaction as `/auth/start` stores it.
+pub(crate) struct NewTransaction<'a> {
+    pub state_key: &'a str,
+    pub binding_hash: &'a str,
+    pub provider: &'a str,
+    pub user_id: &'a str,
+    pub origin: &'a str,
+    pub scopes: &'a str,
+    pub nonce: Option<&'a str>,
+    pub sealed_verifier: &'a str,
+    pub created_at: u64,
+    pub expires_at: u64,
+}
+
+/// A transaction the callback consumed.
+#[derive(Deserialize)]
+pub(crate) struct Transaction {
+    pub provider: String,
+    pub user_id: String,
+    pub origin: String,
+    pub scopes: String,
+    pub nonce: Option<String>,
+    pub sealed_verifier: Option<String>,
+    pub expires_at: u64,
+}
+
+/// What an attempt to consume a transaction found.
+pub(crate) enum Consumed {
+    /// This request consumed it; no other request ever will.
+    Taken(Transaction),
+    /// No transaction has this state.
+    Unknown,
+    /// It exists, but this browser does not hold its binding cookie.
+    NotBound,
+    /// It was consumed before (a replay, or the loser of two concurrent callbacks).
+    Replayed,
+}
+
+/// A flow's recorded state, for `GET /auth/outcome`.
+#[derive(Deserialize)]
+pub(crate) struct RecordedFlow {
+    pub binding_hash: String,
+    pub outcome: Option<String>,
+    pub expires_at: u64,
+}
+
+/// A consent row, as listed to its user.
+#[derive(Deserialize)]
+pub(crate) struct ConsentRow {
+    pub id: String,
+    pub user_id: String,
+    pub provider: String,
+    pub scopes: String,
+    pub status: String,
+    pub granted_at: u64,
+    pub expires_at: Option<u64>,
+    pub revoked_at: Option<u64>,
+}
+
+/// An app user.
+#[derive(Deserialize)]
+pub(crate) struct UserRow {
+    pub id: String,
+    pub name: String,
+}
+
+/// A new consent and its sealed token set.
+pub(crate) struct NewConsent<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub provider: &'a str,
+    pub scopes: &'a str,
+    pub granted_at: u64,
+    pub expires_at: Option<u64>,
+    pub provider_subject: Option<&'a str>,
+    pub provider_consent_id: Option<&'a str>,
+    pub sealed_tokens: &'a str,
+    pub access_expires_at: Option<u64>,
+}
+
+/// A new session for a user.
+pub(crate) struct NewSession<'a> {
+    pub id_hash: &'a str,
+    pub user_id: &'a str,
+    pub created_at: u64,
+    pub expires_at: u64,
+    /// The session this browser had before, ended as the new one starts. It arrives only
+    /// when the provider's redirect is same-site (the cookie is `SameSite=Strict`).
+    pub replaces: Option<&'a str>,
+}
+
+/// The store over the `DB` binding.
+pub(crate) struct Store(D1Database);
+
+impl Store {
+    pub(crate) fn new(db: D1Database) -> Self {
+        Store(db)
+    }
+
+    fn statement(&self, sql: &str, values: &[JsValue]) -> Result<D1PreparedStatement> {
+        self.0.prepare(sql).bind(values).map_err(storage)
+    }
+
+    /// Stores a new transaction, after purging flows long past their deadline.
+    pub(crate) async fn insert_transaction(&self, transaction: &NewTransaction<'_>) -> Result<()> {
+        let now = transaction.created_at;
+        let purge = self.statement(
+            "DELETE FROM transactions WHERE expires_at < ?1",
+            &[number(now.saturating_sub(OUTCOME_RETENTION_SECS))],
+        )?;
+        let insert = self.statement(
+            "INSERT INTO transactions (state_key, binding_hash, provider, user_id, origin, scopes, \
+             nonce, sealed_verifier, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            &[
+                transaction.state_key.into(),
+                transaction.binding_hash.into(),
+                transaction.provider.into(),
+                transaction.user_id.into(),
+                transaction.origin.into(),
+                transaction.scopes.into(),
+                optional(transaction.nonce),
+                transaction.sealed_verifier.into(),
+                number(now),
+                number(transaction.expires_at),
+            ],
+        )?;
+        self.0.batch(vec![purge, insert]).await.map_err(|error| {
+            if error.to_string().contains("UNIQUE") {
+                Error::new(
+                    ErrorCode::InvalidState,
+                    "this state was already used to start a flow",
+                )
+            } else {
+                storage(error)
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Consumes the transaction for `state_key` if `binding_hash` matches and nobody has:
+    /// one conditional UPDATE, so of two concurrent callbacks exactly one gets `Taken`.
+    pub(crate) async fn consume_transaction(
+        &self,
+        state_key: &str,
+        binding_hash: Option<&str>,
+        now: u64,
+    ) -> Result<Consumed> {
+        if let Some(binding_hash) = binding_hash {
+            let taken = self
+                .statement(
+                    "UPDATE transactions SET consumed_at = ?1 WHERE state_key = ?2 AND binding_hash = ?3 \
+                     AND consumed_at IS NULL RETURNING provider, user_id, origin, scopes, nonce, \
+                     sealed_verifier, expires_at",
+                    &[number(now), state_key.into(), binding_hash.into()],
+                )?
+                .first::<Transaction>(None)
+                .await
+                .map_err(storage)?;
+            if let Some(transaction) = taken {
+                return Ok(Consumed::Taken(transaction));
+            }
+        }
+        #[derive(Deserialize)]
+        struct Seen {
+            binding_hash: String,
+            consumed_at: Option<u64>,
+        }
+        let seen = self
+            .statement(
+                "SELECT binding_hash, consumed_at FROM transactions WHERE state_key = ?1",
+                &[state_key.into()],
+            )?
+            .first::<Seen>(None)
+            .await
+            .map_err(storage)?;
+        Ok(match seen {
+            None => Consumed::Unknown,
+            Some(seen) if Some(seen.binding_hash.as_str()) != binding_hash => Consumed::NotBound,
+            Some(seen) if seen.consumed_at.is_some() => Consumed::Replayed,
+            // Unreachable in practice: the row matched but the UPDATE did not take it.
+            Some(_) => Consumed::Replayed,
+        })
+    }
+
+    /// Records a failed or denied flow's outcome and forgets its verifier.
+    pub(crate) async fn record_outcome(&self, state_key: &str, outcome_json: &str) -> Result<()> {
+        self.outcome_statement(state_key, outcome_json)?
+            .run()
+            .await
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn outcome_statement(
+        &self,
+        state_key: &str,
+        outcome_json: &str,
+    ) -> Result<D1PreparedStatement> {
+        self.statement(
+            "UPDATE transactions SET outcome = ?1, sealed_verifier = NULL WHERE state_key = ?2",
+            &[outcome_json.into(), state_key.into()],
+        )
+    }
+
+    /// Records a grant in one batch: the consent, its sealed tokens, the flow's outcome and
+    /// the new session (ending the one it replaces). All of it lands, or none of it.
+    pub(crate) async fn record_grant(
+        &self,
+        state_key: &str,
+        outcome_json: &str,
+        consent: &NewConsent<'_>,
+        session: &NewSession<'_>,
+    ) -> Result<()> {
+        let mut batch = vec![
+            self.statement(
+                "INSERT INTO consents (id, user_id, provider, scopes, status, granted_at, expires_at, \
+                 provider_subject, provider_consent_id) VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8)",
+                &[
+                    consent.id.into(),
+                    consent.user_id.into(),
+                    consent.provider.into(),
+                    consent.scopes.into(),
+                    number(consent.granted_at),
+                    consent.expires_at.map_or(JsValue::NULL, number),
+                    optional(consent.provider_subject),
+                    optional(consent.provider_consent_id),
+                ],
+            )?,
+            self.statement(
+                "INSERT INTO token_sets (consent_id, sealed, access_expires_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                &[
+                    consent.id.into(),
+                    consent.sealed_tokens.into(),
+                    consent.access_expires_at.map_or(JsValue::NULL, number),
+                    number(consent.granted_at),
+                ],
+            )?,
+            self.outcome_statement(state_key, outcome_json)?,
+            self.statement(
+                "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                &[
+                    session.id_hash.into(),
+                    session.user_id.into(),
+                    number(session.created_at),
+                    number(session.expires_at),
+                ],
+            )?,
+        ];
+        batch.push(self.statement(
+            "DELETE FROM sessions WHERE id_hash = ?1 OR expires_at <= ?2",
+            &[optional(session.replaces), number(session.created_at)],
+        )?);
+        self.0.batch(batch).await.map_err(storage)?;
+        Ok(())
+    }
+
+    /// The recorded flow for `state_key`, if any.
+    pub(crate) async fn recorded_flow(&self, state_key: &str) -> Result<Option<RecordedFlow>> {
+        self.statement(
+            "SELECT binding_hash, outcome, expires_at FROM transactions WHERE state_key = ?1",
+            &[state_key.into()],
+        )?
+        .first::<RecordedFlow>(None)
+        .await
+        .map_err(storage)
+    }
+
+    /// An app user by id.
+    pub(crate) async fn user(&self, id: &str) -> Result<Option<UserRow>> {
+        self.statement("SELECT id, name FROM users WHERE id = ?1", &[id.into()])?
+            .first::<UserRow>(None)
+            .await
+            .map_err(storage)
+    }
+
+    /// Records an asserted user the first time it is seen (outside the demo).
+    pub(crate) async fn ensure_user(&self, id: &str, name: &str, now: u64) -> Result<()> {
+        self.statement(
+            "INSERT INTO users (id, name, created_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+            &[id.into(), name.into(), number(now)],
+        )?
+        .run()
+        .await
+        .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Every app user, for the demo page.
+    pub(crate) async fn users(&self) -> Result<Vec<UserRow>> {
+        self.statement("SELECT id, name FROM users ORDER BY name", &[])?
+            .all()
+            .await
+            .and_then(|rows| rows.results::<UserRow>())
+            .map_err(storage)
+    }
+
+    /// The user of a live session.
+    pub(crate) async fn session_user(&self, id_hash: &str, now: u64) -> Result<Option<UserRow>> {
+        self.statement(
+            "SELECT users.id AS id, users.name AS name FROM sessions JOIN users ON users.id = sessions.user_id \
+             WHERE sessions.id_hash = ?1 AND sessions.expires_at > ?2",
+            &[id_hash.into(), number(now)],
+        )?
+        .first::<UserRow>(None)
+        .await
+        .map_err(storage)
+    }
+
+    /// Ends a session.
+    pub(crate) async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        self.statement("DELETE FROM sessions WHERE id_hash = ?1", &[id_hash.into()])?
+            .run()
+            .await
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// A user's consents, newest first.
+    pub(crate) async fn consents(&self, user_id: &str) -> Result<Vec<ConsentRow>> {
+        self.statement(
+            "SELECT id, user_id, provider, scopes, status, granted_at, expires_at, revoked_at \
+             FROM consents WHERE user_id = ?1 ORDER BY granted_at DESC, id",
+            &[user_id.into()],
+        )?
+        .all()
+        .await
+        .and_then(|rows| rows.results::<ConsentRow>())
+        .map_err(storage)
+    }
+
+    /// One of a user's consents and its sealed token set (if still held).
+    pub(crate) async fn consent(
+        &self,
+        user_id: &str,
+        consent_id: &str,
+    ) -> Result<Option<(ConsentRow, Option<String>)>> {
+        #[derive(Deserialize)]
+        struct Row {
+            #[serde(flatten)]
+            consent: ConsentRow,
+            sealed: Option<String>,
+        }
+        let row = self
+            .statement(
+                "SELECT c.id AS id, c.user_id AS user_id, c.provider AS provider, c.scopes AS scopes, \
+                 c.status AS status, c.granted_at AS granted_at, c.expires_at AS expires_at, \
+                 c.revoked_at AS revoked_at, t.sealed AS sealed FROM consents c \
+                 LEFT JOIN token_sets t ON t.consent_id = c.id WHERE c.id = ?1 AND c.user_id = ?2",
+                &[consent_id.into(), user_id.into()],
+            )?
+            .first::<Row>(None)
+            .await
+            .map_err(storage)?;
+        Ok(row.map(|row| (row.consent, row.sealed)))
+    }
+
+    /// Marks a consent revoked and forgets its tokens, in one batch.
+    pub(crate) async fn revoke_consent(&self, consent_id: &str, now: u64) -> Result<()> {
+        let batch = vec![
+            self.statement(
+                "UPDATE consents SET status = 'revoked', revoked_at = ?1 WHERE id = ?2 AND status <> 'revoked'",
+                &[number(now), consent_id.into()],
+            )?,
+            self.statement("DELETE FROM token_sets WHERE consent_id = ?1", &[consent_id.into()])?,
+        ];
+        self.0.batch(batch).await.map_err(storage)?;
+        Ok(())
+    }
+}
+
+fn number(value: u64) -> JsValue {
+    // Unix seconds fit an f64 exactly for the next 285 million years.
+    JsValue::from_f64(value as f64)
+}
+
+fn optional(value: Option<&str>) -> JsValue {
+    value.map_or(JsValue::NULL, JsValue::from_str)
+}
+
+/// A D1 failure: logged by kind (D1 messages carry SQL, never bound values), reported as
+/// `storage_failed`.
+fn storage(error: worker::Error) -> Error {
+    worker::console_error!("consentry: storage: {error}");
+    Error::new(
+        ErrorCode::StorageFailed,
+        "consentry's storage failed; nothing was recorded",
+    )
+}

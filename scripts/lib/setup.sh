@@ -1,0 +1,51 @@
+# Sourced by scripts/test and scripts/demo: installs what building and running the Worker
+# needs, skipping whatever is already there at the right version.
+#
+#   rust_toolchain   the wasm32 target, rustfmt, clippy
+#   worker_tools     wasm-bindgen-cli and worker-build at the Cargo.lock versions (from crates.io)
+#   node_packages    npm packages of package-lock.json (wrangler, oidc-provider, esbuild, binaryen)
+#
+# Nothing here downloads a binary from outside the package registries.
+
+WASM=wasm32-unknown-unknown
+
+rust_toolchain() {
+  local targets components
+  targets=$(rustup target list --installed)
+  grep -qx "$WASM" <<<"$targets" || rustup target add "$WASM"
+  components=$(rustup component list --installed)
+  grep -q '^rustfmt' <<<"$components" || rustup component add rustfmt
+  grep -q '^clippy' <<<"$components" || rustup component add clippy
+}
+
+locked_version() {
+  awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
+}
+
+worker_tools() {
+  local bindgen installed
+  bindgen=$(locked_version wasm-bindgen)
+  installed=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
+  if [ "$installed" != "$bindgen" ]; then
+    # Not --locked: wasm-bindgen-cli's own lock pins a webpki-roots release the registry no
+    # longer serves. The CLI only has to match the library's version, which it does.
+    cargo install wasm-bindgen-cli --version "$bindgen"
+  fi
+  # worker-build releases in step with the worker crate: use the one that matches ours.
+  local worker
+  worker=$(locked_version worker)
+  installed=$(worker-build --version 2>/dev/null | awk '{print $NF}' || true)
+  if [ "$installed" != "$worker" ]; then
+    cargo install worker-build --version "$worker" --locked
+  fi
+}
+
+node_packages() {
+  # The lock file's hash, recorded after a successful install, says whether node_modules is current.
+  local stamp=node_modules/.consentry-lock-hash want
+  want=$(sha256sum package-lock.json | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    npm ci --no-audit --no-fund
+    printf '%s\n' "$want" >"$stamp"
+  fi
+}

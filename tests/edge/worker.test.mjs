@@ -1,0 +1,775 @@
+// The Worker over plain HTTP: real workerd (wrangler dev) with a local D1, the local bank
+// (oidc-provider), and simulated browsers (one cookie jar each). No browser engine: the
+// popup's navigation is replayed by hand (start -> bank -> callback), which is enough to
+// check everything a user of the popup would notice, and everything the browser must never
+// see (codes, verifiers, tokens).
+//
+//   npm run test:edge      (node --test --test-concurrency=1 tests/edge/)
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+
+import { consentAtBank } from '../lib/bank-user.mjs';
+import { CookieJar, parseSetCookie, randomToken, sqlString, startStack } from '../lib/worker-harness.mjs';
+
+const DEMO_USERS = [
+  { id: 'usr_alice', name: 'Alice Martin' },
+  { id: 'usr_bob', name: 'Bob Nguyen' },
+  { id: 'usr_carol', name: 'Carol Okafor' },
+];
+const BANK_ACCOUNT = { usr_alice: 'alice', usr_bob: 'bob', usr_carol: 'carol' };
+const BINDING_PREFIX = '__Host-consentry-tx-';
+const BINDING_NAME = /^__Host-consentry-tx-[A-Za-z0-9_-]{16}$/;
+const SESSION = '__Host-consentry-session';
+const EVIL_ORIGIN = 'https://evil.example';
+const TEST_TIMEOUT = 90_000;
+const TRANSACTION_SECS = 15 * 60; // a flow's deadline after /auth/start
+const OUTCOME_RETENTION_SECS = 3600; // how long an ended or lapsed flow's row is kept after it
+// The binding cookie outlives the flow by the retention, so a late callback still proves its
+// browser (and is told transaction_expired) and the SPA can still read the outcome.
+const BINDING_MAX_AGE = String(TRANSACTION_SECS + OUTCOME_RETENTION_SECS);
+
+let stack;
+const sentVerifiers = new Set(); // every code_verifier a test sent to /auth/start
+const seenCodes = new Set(); // every authorization code a test carried to /auth/callback
+const callbackTimes = []; // wall time of each granted callback, ms
+const sessions = new Map(); // app user -> a browser (cookie jar) holding that user's session
+
+// Generous: startStack builds the Worker first, and waits for any other build to finish.
+before(async () => { stack = await startStack(); }, { timeout: 30 * 60_000 });
+after(async () => { await stack?.stop(); });
+
+// ---------------------------------------------------------------------------------------
+// Helpers: one simulated browser = one CookieJar; every request goes through
+// stack.workerFetch, which records every response for the leak scan at the end.
+
+function describe(res) {
+  return `HTTP ${res.status}: ${res.body.slice(0, 400)}`;
+}
+
+function unescapeHtml(text) {
+  return text
+    .replace(/&#x([0-9a-f]+);/gi, (_, hex) => String.fromCodePoint(parseInt(hex, 16)))
+    .replace(/&#(\d+);/g, (_, dec) => String.fromCodePoint(Number(dec)))
+    .replace(/&quot;/g, '"')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&amp;/g, '&');
+}
+
+function apiHeaders(extra = {}) {
+  return { 'X-Consentry': '1', Origin: stack.publicOrigin, ...extra };
+}
+
+function bindingCookieOf(res) {
+  return res.setCookies.map(parseSetCookie).find((cookie) => cookie?.name.startsWith(BINDING_PREFIX));
+}
+
+/** The outcome page's `<main id="consentry-outcome">`: `{ error, outcome, targetOrigin }`. */
+function outcomePage(res) {
+  const main = res.body.match(/<main\b[^>]*\bid="consentry-outcome"[^>]*>/);
+  assert.ok(main, `no <main id="consentry-outcome"> in ${describe(res)}`);
+  const attributes = {};
+  for (const [, name, value] of main[0].matchAll(/([\w-]+)="([^"]*)"/g)) attributes[name] = unescapeHtml(value);
+  const outcomeText = attributes['data-outcome'] ?? '';
+  let outcome = null;
+  if (outcomeText) {
+    try { outcome = JSON.parse(outcomeText); } catch { assert.fail(`data-outcome is not JSON: ${outcomeText}`); }
+  }
+  return { error: attributes['data-error'] ?? '', outcome, targetOrigin: attributes['data-target-origin'] ?? '' };
+}
+
+/** The callback page's headers: strict CSP whose script hash matches the one inline script. */
+function assertOutcomePageHeaders(res) {
+  assert.match(res.headers.get('content-type') ?? '', /^text\/html/i);
+  const csp = res.headers.get('content-security-policy') ?? '';
+  assert.match(csp, /frame-ancestors 'none'/, `CSP: ${csp}`);
+  const scripts = [...res.body.matchAll(/<script\b([^>]*)>([\s\S]*?)<\/script\s*>/gi)];
+  assert.equal(scripts.length, 1, 'the outcome page has exactly one <script>');
+  assert.doesNotMatch(scripts[0][1], /\bsrc\s*=/i, 'the one script is inline');
+  const hash = createHash('sha256').update(scripts[0][2], 'utf8').digest('base64');
+  const scriptSrc = csp.split(';').map((directive) => directive.trim()).find((directive) => /^script-src\s/.test(directive)) ?? '';
+  assert.ok(scriptSrc.split(/\s+/).includes(`'sha256-${hash}'`), `script-src allows the inline script by its hash 'sha256-${hash}': ${csp}`);
+  assert.equal(res.headers.get('referrer-policy'), 'no-referrer');
+  assert.match(res.headers.get('cache-control') ?? '', /no-store/);
+}
+
+/** POST /auth/start as the popup's form does. Resolves to the flow (not asserted). */
+async function start(jar, { provider = 'local-bank', user = 'usr_alice', state = randomToken(), verifier = randomToken(), origin = stack.publicOrigin, form } = {}) {
+  const fields = form ?? { provider, state, code_verifier: verifier, user };
+  if (fields.code_verifier) sentVerifiers.add(fields.code_verifier);
+  const headers = { 'Content-Type': 'application/x-www-form-urlencoded' };
+  if (origin) headers.Origin = origin;
+  const res = await stack.workerFetch('/auth/start', { method: 'POST', headers, body: new URLSearchParams(fields).toString(), jar });
+  return { res, provider, user, state, verifier, location: res.headers.get('location'), binding: bindingCookieOf(res) };
+}
+
+/** A start that must succeed: 303 to the bank, with the binding cookie. */
+async function startOk(jar, options) {
+  const flow = await start(jar, options);
+  assert.equal(flow.res.status, 303, `start: ${describe(flow.res)}`);
+  assert.ok(flow.location?.startsWith(`${stack.issuer}/auth?`), `start redirects to the bank's authorization endpoint: ${flow.location}`);
+  const challenge = new URL(flow.location).searchParams;
+  assert.ok(!flow.location.includes(flow.verifier), 'the authorization URL does not carry the verifier');
+  assert.equal(challenge.get('code_challenge'), createHash('sha256').update(flow.verifier).digest('base64url'), 'S256 challenge of the verifier the browser sent');
+  assert.ok(flow.binding, 'start sets the binding cookie');
+  assert.match(flow.binding.name, BINDING_NAME);
+  assert.equal(flow.binding.attributes.path, '/');
+  assert.equal(flow.binding.attributes['max-age'], BINDING_MAX_AGE);
+  assert.ok('httponly' in flow.binding.attributes, 'binding cookie is HttpOnly');
+  assert.ok('secure' in flow.binding.attributes, 'binding cookie is Secure');
+  assert.equal(flow.binding.sameSite, 'none');
+  return flow;
+}
+
+/** Walks the bank as the account holder; resolves to the callback URL (code recorded). */
+async function atBank(flow, { account = BANK_ACCOUNT[flow.user], decision = 'allow' } = {}) {
+  const url = await consentAtBank(flow.location, { user: account, decision, redirectPrefix: `${stack.publicOrigin}/auth/callback` });
+  const code = new URL(url).searchParams.get('code');
+  if (code) seenCodes.add(code);
+  return url;
+}
+
+/**
+ * The bank's redirect, as the popup follows it (cross-site: SameSite=Strict cookies stay
+ * home). `formPost: true` sends the parameters as a response_mode=form_post page would: a
+ * POST from the bank's origin.
+ */
+async function callback(jar, url, { formPost = false } = {}) {
+  const target = new URL(url);
+  const res = formPost
+    ? await stack.workerFetch(`${target.origin}${target.pathname}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded', Origin: stack.issuer },
+      body: target.searchParams.toString(),
+      jar,
+      crossSite: true,
+    })
+    : await stack.workerFetch(url, { jar, crossSite: true });
+  const page = outcomePage(res);
+  if (res.status === 200 && page.outcome?.status === 'granted') callbackTimes.push(res.elapsedMs);
+  return { res, ...page };
+}
+
+function assertGranted(cb, flow) {
+  assert.equal(cb.res.status, 200, `callback: ${describe(cb.res)}`);
+  assertOutcomePageHeaders(cb.res);
+  assert.equal(cb.error, '');
+  assert.equal(cb.targetOrigin, stack.publicOrigin);
+  const { outcome } = cb;
+  assert.ok(outcome, 'the page carries the outcome');
+  assert.equal(outcome.type, 'consentry:outcome');
+  assert.equal(outcome.v, 1);
+  assert.equal(outcome.state, flow.state);
+  assert.equal(outcome.status, 'granted');
+  const { consent } = outcome;
+  assert.equal(typeof consent?.id, 'string');
+  assert.ok(consent.id.length > 0);
+  assert.equal(consent.provider, flow.provider);
+  assert.equal(consent.user, flow.user);
+  assert.ok(Array.isArray(consent.scopes) && consent.scopes.includes('accounts'), `scopes: ${JSON.stringify(consent.scopes)}`);
+  assert.equal(typeof consent.granted_at, 'string');
+  assert.ok(!Number.isNaN(Date.parse(consent.granted_at)), `granted_at is a date: ${consent.granted_at}`);
+  assert.ok('expires_at' in consent);
+  const session = cb.res.setCookies.map(parseSetCookie).find((cookie) => cookie?.name === SESSION);
+  assert.ok(session, 'a granted callback sets the session cookie');
+  assert.equal(session.attributes.path, '/');
+  assert.equal(session.attributes['max-age'], '43200');
+  assert.ok('httponly' in session.attributes, 'session cookie is HttpOnly');
+  assert.ok('secure' in session.attributes, 'session cookie is Secure');
+  assert.equal(session.sameSite, 'strict');
+}
+
+/** A callback page that is not a grant: 400, the code on the page, and in the outcome if any. */
+function assertNotGranted(cb, { error, status = 'failed', state, outcomeRequired = false }) {
+  assert.equal(cb.res.status, 400, `callback: ${describe(cb.res)}`);
+  assertOutcomePageHeaders(cb.res);
+  assert.equal(cb.error, error, `data-error: ${describe(cb.res)}`);
+  assert.ok(!cb.res.setCookies.some((line) => line.startsWith(`${SESSION}=`) && !/max-age=0/i.test(line)), 'no session is handed out');
+  if (outcomeRequired) assert.ok(cb.outcome, 'the page carries the outcome');
+  if (cb.outcome) {
+    assert.equal(cb.outcome.type, 'consentry:outcome');
+    assert.equal(cb.outcome.v, 1);
+    assert.equal(cb.outcome.status, status);
+    assert.equal(cb.outcome.error, error);
+    assert.equal(typeof cb.outcome.error_description, 'string');
+    if (state) assert.equal(cb.outcome.state, state);
+    assert.ok(!('consent' in cb.outcome), 'no consent in a failed outcome');
+  }
+}
+
+/** A full flow that must be granted, in `jar` (a new browser unless given). */
+async function completeFlow({ user = 'usr_alice', provider = 'local-bank', jar = new CookieJar() } = {}) {
+  const flow = await startOk(jar, { user, provider });
+  const url = await atBank(flow);
+  const cb = await callback(jar, url);
+  assertGranted(cb, flow);
+  return { jar, flow, url, cb, outcome: cb.outcome };
+}
+
+/** A browser with a session for `user` (made by a granted flow the first time). */
+async function browserWithSession(user) {
+  if (!sessions.has(user)) sessions.set(user, (await completeFlow({ user })).jar);
+  return sessions.get(user);
+}
+
+async function apiError(res, status, code) {
+  assert.equal(res.status, status, describe(res));
+  let body;
+  try { body = res.json(); } catch { assert.fail(`not JSON: ${describe(res)}`); }
+  assert.equal(body.code, code, describe(res));
+  assert.equal(typeof body.description, 'string');
+}
+
+async function listConsents(jar) {
+  const res = await stack.workerFetch('/auth/consents', { headers: apiHeaders(), jar });
+  assert.equal(res.status, 200, `consents: ${describe(res)}`);
+  return res.json();
+}
+
+async function outcomeOf(jar, state, headers = apiHeaders()) {
+  return stack.workerFetch(`/auth/outcome?state=${encodeURIComponent(state)}`, { headers, jar });
+}
+
+async function setTokenMode(mode) {
+  const res = await fetch(`${stack.issuer}/__test/token-mode`, { method: 'POST', body: mode });
+  assert.equal(await res.text(), mode);
+}
+
+function exchangesOf(code) {
+  return stack.issued.exchanges.filter((exchange) => exchange.code === code);
+}
+
+function codeOf(url) {
+  return new URL(url).searchParams.get('code');
+}
+
+/** A flow's row key in D1: base64url(SHA-256(state)). */
+function stateKey(state) {
+  return createHash('sha256').update(state).digest('base64url');
+}
+
+/** How many consents and token sets the local D1 holds (all users). */
+async function storedCounts() {
+  const [row] = await stack.d1('SELECT (SELECT COUNT(*) FROM consents) AS consents, (SELECT COUNT(*) FROM token_sets) AS token_sets');
+  return row;
+}
+
+/** The `kid` in the header of the last id_token the bank issued. */
+function lastIdTokenKid() {
+  const idTokens = stack.issued.tokens.filter((token) => token.type === 'id_token');
+  assert.ok(idTokens.length > 0, 'the bank issued an id_token');
+  return JSON.parse(Buffer.from(idTokens.at(-1).value.split('.')[0], 'base64url').toString('utf8')).kid;
+}
+
+function bankHits(path) {
+  return stack.bankRequests.filter((req) => req.method === 'GET' && req.path === path).length;
+}
+
+// ---------------------------------------------------------------------------------------
+
+test('each demo user completes a flow and sees only their own consents', { timeout: TEST_TIMEOUT }, async () => {
+  const granted = {};
+  for (const { id: user, name } of DEMO_USERS) {
+    const { jar, flow, outcome } = await completeFlow({ user });
+    sessions.set(user, jar);
+    granted[user] = outcome.consent.id;
+    assert.equal(outcome.consent.provider, 'local-bank');
+
+    const list = await listConsents(jar);
+    assert.deepEqual(list.user, { id: user, name });
+    const mine = list.consents.find((consent) => consent.id === outcome.consent.id);
+    assert.ok(mine, `the new consent is listed for ${user}`);
+    assert.equal(mine.status, 'active');
+    assert.equal(mine.provider, 'local-bank');
+    assert.ok(mine.scopes.includes('accounts'));
+    assert.equal(mine.revoked_at, null);
+    for (const consent of list.consents) assert.equal(consent.user, user, 'only the session user\'s consents');
+
+    const res = await outcomeOf(jar, flow.state);
+    assert.equal(res.status, 200, describe(res));
+    assert.deepEqual(res.json(), outcome, '/auth/outcome returns the outcome the page carried');
+  }
+  assert.equal(new Set(Object.values(granted)).size, DEMO_USERS.length, 'three distinct consents');
+  for (const { id: user } of DEMO_USERS) {
+    const ids = (await listConsents(sessions.get(user))).consents.map((consent) => consent.id);
+    for (const [other, id] of Object.entries(granted)) {
+      if (other !== user) assert.ok(!ids.includes(id), `${user} does not see ${other}'s consent`);
+    }
+  }
+});
+
+test('a denial at the bank is reported as denied and stores no consent', { timeout: TEST_TIMEOUT }, async () => {
+  const jar = await browserWithSession('usr_bob');
+  const before = await listConsents(jar);
+  const flow = await startOk(jar, { user: 'usr_bob' });
+  const url = await atBank(flow, { decision: 'deny' });
+  assert.equal(new URL(url).searchParams.get('error'), 'access_denied', 'the bank denied');
+  const cb = await callback(jar, url);
+  assertNotGranted(cb, { error: 'access_denied', status: 'denied', state: flow.state, outcomeRequired: true });
+  assert.equal(cb.targetOrigin, stack.publicOrigin);
+
+  const after = await listConsents(jar);
+  assert.deepEqual(after.consents.map((c) => c.id).sort(), before.consents.map((c) => c.id).sort(), 'no new consent');
+  const res = await outcomeOf(jar, flow.state);
+  assert.equal(res.status, 200, describe(res));
+  assert.deepEqual(res.json(), cb.outcome);
+});
+
+test('a replayed callback is refused and spends nothing', { timeout: TEST_TIMEOUT }, async () => {
+  const { jar, url, outcome, flow } = await completeFlow({ user: 'usr_alice' });
+  const consentsBefore = (await listConsents(jar)).consents.length;
+  const replay = await callback(jar, url);
+  assertNotGranted(replay, { error: 'transaction_replayed' });
+  assert.equal(exchangesOf(codeOf(url)).length, 1, 'the code went to the bank once');
+  assert.equal((await listConsents(jar)).consents.length, consentsBefore, 'no new consent');
+  const res = await outcomeOf(jar, flow.state);
+  assert.equal(res.status, 200, describe(res));
+  assert.deepEqual(res.json(), outcome, 'the recorded outcome is still the grant');
+});
+
+test('a callback for a state never started is an unknown transaction', { timeout: TEST_TIMEOUT }, async () => {
+  const code = randomToken();
+  seenCodes.add(code);
+  const url = `${stack.publicOrigin}/auth/callback?${new URLSearchParams({ code, state: randomToken(), iss: stack.issuer })}`;
+  const cb = await callback(new CookieJar(), url);
+  assertNotGranted(cb, { error: 'unknown_transaction' });
+  assert.equal(exchangesOf(code).length, 0, 'nothing went to the bank');
+});
+
+test('two concurrent callbacks with one state: one grant, one replay, one code exchange', { timeout: TEST_TIMEOUT }, async () => {
+  const jar = await browserWithSession('usr_carol');
+  const before = (await listConsents(jar)).consents.map((c) => c.id);
+  const flow = await startOk(jar, { user: 'usr_carol' });
+  const url = await atBank(flow);
+  const results = await Promise.all([callback(jar, url), callback(jar, url)]);
+  assert.deepEqual(results.map((cb) => cb.res.status).sort(), [200, 400], results.map((cb) => describe(cb.res)).join('\n'));
+  const granted = results.find((cb) => cb.res.status === 200);
+  const refused = results.find((cb) => cb.res.status === 400);
+  assertGranted(granted, flow);
+  assertNotGranted(refused, { error: 'transaction_replayed' });
+
+  const exchanges = exchangesOf(codeOf(url));
+  assert.equal(exchanges.length, 1, `the bank saw one token request for the code: ${JSON.stringify(exchanges)}`);
+  assert.equal(exchanges[0].status, 200);
+  const after = (await listConsents(jar)).consents.map((c) => c.id);
+  const added = after.filter((id) => !before.includes(id));
+  assert.deepEqual(added, [granted.outcome.consent.id], 'exactly one new consent');
+});
+
+test('a callback without the binding cookie is refused and leaves the flow usable', { timeout: TEST_TIMEOUT }, async () => {
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_alice' });
+  const url = await atBank(flow);
+
+  const missing = await callback(jar.clone().delete(flow.binding.name), url);
+  assertNotGranted(missing, { error: 'transaction_not_bound' });
+  const wrong = await callback(jar.clone().set(flow.binding.name, randomToken(), { sameSite: 'none' }), url);
+  assertNotGranted(wrong, { error: 'transaction_not_bound' });
+  assert.equal(exchangesOf(codeOf(url)).length, 0, 'the code was not spent');
+
+  const bound = await callback(jar, url);
+  assertGranted(bound, flow);
+  assert.equal(exchangesOf(codeOf(url)).length, 1);
+});
+
+test('a callback with a wrong or missing iss is refused', { timeout: TEST_TIMEOUT }, async () => {
+  for (const [error, rewrite] of [
+    ['iss_mismatch', (params) => params.set('iss', 'https://bank.evil.example')],
+    ['iss_missing', (params) => params.delete('iss')],
+  ]) {
+    const jar = new CookieJar();
+    const flow = await startOk(jar, { user: 'usr_alice' });
+    const url = new URL(await atBank(flow));
+    assert.equal(url.searchParams.get('iss'), stack.issuer, 'the bank sends iss');
+    rewrite(url.searchParams);
+    const cb = await callback(jar, url.toString());
+    assertNotGranted(cb, { error, state: flow.state });
+    assert.equal(exchangesOf(codeOf(url)).length, 0, `${error}: the code was not exchanged`);
+  }
+});
+
+test('HTML in the provider\'s error_description is shown as text, never as markup', { timeout: TEST_TIMEOUT }, async () => {
+  const payload = '<script>alert(1)</script><img src=x onerror=alert(2)>';
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_alice' });
+  const url = `${stack.publicOrigin}/auth/callback?${new URLSearchParams({ error: 'access_denied', error_description: payload, state: flow.state, iss: stack.issuer })}`;
+  const cb = await callback(jar, url);
+  assertNotGranted(cb, { error: 'access_denied', status: 'denied', state: flow.state, outcomeRequired: true });
+  assert.ok(!cb.res.body.includes('<script>alert(1)'), 'no injected <script>');
+  assert.ok(!/<img\b/i.test(cb.res.body), 'no injected <img>');
+  assert.ok(!cb.res.body.includes(payload), 'the raw markup is not in the page');
+  assert.equal(cb.outcome.error_description, payload, 'error_description round-trips as text');
+});
+
+test('a failing token endpoint fails the flow, stores nothing, and spends the state', { timeout: TEST_TIMEOUT }, async (t) => {
+  const jar = await browserWithSession('usr_bob');
+  for (const mode of ['500', 'hang', 'garbage']) {
+    await t.test(`token endpoint: ${mode}`, async (st) => {
+      const before = (await listConsents(jar)).consents.map((c) => c.id);
+      const flow = await startOk(jar, { user: 'usr_bob' });
+      const url = await atBank(flow);
+      let cb;
+      await setTokenMode(mode);
+      try {
+        cb = await callback(jar, url);
+      } finally {
+        await setTokenMode('normal');
+      }
+      assertNotGranted(cb, { error: 'token_exchange_failed', state: flow.state, outcomeRequired: true });
+      const attempts = exchangesOf(codeOf(url));
+      assert.equal(attempts.length, 1, `the Worker tried the bank once: ${JSON.stringify(attempts)}`);
+      assert.equal(attempts[0].mode, mode);
+      if (mode === 'hang') {
+        assert.ok(cb.res.elapsedMs < 10_000, `a hanging bank is given up on quickly (${Math.round(cb.res.elapsedMs)} ms)`);
+        st.diagnostic(`hang: callback answered in ${Math.round(cb.res.elapsedMs)} ms`);
+      }
+      const after = (await listConsents(jar)).consents.map((c) => c.id);
+      assert.deepEqual(after.sort(), before.sort(), 'no consent stored');
+      const replay = await callback(jar, url);
+      assertNotGranted(replay, { error: 'transaction_replayed' });
+      assert.equal(exchangesOf(codeOf(url)).length, 1, 'the replay did not reach the bank');
+    });
+  }
+});
+
+test('a callback after the flow\'s deadline is refused as expired, and /auth/outcome reports a lapsed flow', { timeout: TEST_TIMEOUT }, async () => {
+  const stored = await storedCounts();
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_alice' });
+  const url = await atBank(flow);
+  const idle = await startOk(jar, { user: 'usr_alice' }); // never comes back from the bank
+  await apiError(await outcomeOf(jar, flow.state), 404, 'outcome_pending');
+  await apiError(await outcomeOf(jar, idle.state), 404, 'outcome_pending');
+
+  // Both flows a minute past their deadline, written into the Worker's D1 from outside. Not
+  // further back: the next /auth/start purges rows an hour past expires_at. A real browser
+  // still holds the binding cookie then (this jar does not age cookies, so say it here).
+  assert.ok(Number(flow.binding.attributes['max-age']) >= TRANSACTION_SECS + 60, 'the binding cookie is still sent a minute after the deadline');
+  const keys = [flow.state, idle.state].map(stateKey);
+  const past = Math.floor(Date.now() / 1000) - 60;
+  const updated = await stack.d1(`UPDATE transactions SET expires_at = ${past} WHERE state_key IN (${keys.map(sqlString).join(', ')}) AND consumed_at IS NULL RETURNING state_key`);
+  assert.deepEqual(updated.map((row) => row.state_key).sort(), [...keys].sort(), 'both rows moved past their deadline');
+
+  // The Worker sees the write: the flow that never came back now reads as expired, not pending.
+  const lapsed = await outcomeOf(jar, idle.state);
+  assert.equal(lapsed.status, 200, describe(lapsed));
+  const lapsedOutcome = lapsed.json();
+  assert.equal(lapsedOutcome.type, 'consentry:outcome');
+  assert.equal(lapsedOutcome.v, 1);
+  assert.equal(lapsedOutcome.state, idle.state);
+  assert.equal(lapsedOutcome.status, 'failed');
+  assert.equal(lapsedOutcome.error, 'transaction_expired');
+  assert.equal(typeof lapsedOutcome.error_description, 'string');
+  assert.ok(!('consent' in lapsedOutcome));
+
+  const cb = await callback(jar, url);
+  assertNotGranted(cb, { error: 'transaction_expired', state: flow.state, outcomeRequired: true });
+  assert.equal(cb.targetOrigin, stack.publicOrigin);
+  assert.equal(exchangesOf(codeOf(url)).length, 0, 'the code was not exchanged');
+  const replay = await callback(jar, url);
+  assertNotGranted(replay, { error: 'transaction_replayed' });
+  assert.equal(exchangesOf(codeOf(url)).length, 0, 'nor by the replay');
+
+  const recorded = await outcomeOf(jar, flow.state);
+  assert.equal(recorded.status, 200, describe(recorded));
+  assert.deepEqual(recorded.json(), cb.outcome, '/auth/outcome returns the recorded expiry');
+  const [row] = await stack.d1(`SELECT consumed_at, sealed_verifier FROM transactions WHERE state_key = ${sqlString(keys[0])}`);
+  assert.ok(row.consumed_at, 'the flow is consumed');
+  assert.equal(row.sealed_verifier, null, 'its verifier is forgotten');
+  assert.deepEqual(await storedCounts(), stored, 'no consent or token set stored');
+});
+
+test('a sealed verifier moved to another flow\'s row does not decrypt there', { timeout: TEST_TIMEOUT }, async () => {
+  const jarA = new CookieJar();
+  const jarB = new CookieJar();
+  const a = await startOk(jarA, { user: 'usr_bob' });
+  const b = await startOk(jarB, { user: 'usr_bob' });
+  const urlB = await atBank(b);
+  const [keyA, keyB] = [a.state, b.state].map(stateKey);
+  const rows = await stack.d1(`SELECT state_key, sealed_verifier FROM transactions WHERE state_key IN (${sqlString(keyA)}, ${sqlString(keyB)})`);
+  const sealedA = rows.find((row) => row.state_key === keyA)?.sealed_verifier;
+  const sealedB = rows.find((row) => row.state_key === keyB)?.sealed_verifier;
+  assert.ok(sealedA && sealedB && sealedA !== sealedB, 'each flow has its own sealed verifier');
+  const moved = await stack.d1(`UPDATE transactions SET sealed_verifier = ${sqlString(sealedA)} WHERE state_key = ${sqlString(keyB)} AND consumed_at IS NULL RETURNING sealed_verifier`);
+  assert.deepEqual(moved, [{ sealed_verifier: sealedA }]);
+
+  // A's ciphertext is intact and sealed under the same key: only the associated data (B's
+  // state key) keeps it from opening. Were it to open, A's verifier would go to the bank with
+  // B's code (and fail there as invalid_grant).
+  const stored = await storedCounts();
+  const cb = await callback(jarB, urlB);
+  assertNotGranted(cb, { error: 'storage_failed', state: b.state, outcomeRequired: true });
+  assert.equal(exchangesOf(codeOf(urlB)).length, 0, 'no token request was made');
+  assert.deepEqual(await storedCounts(), stored, 'no consent or token set stored');
+
+  // A's own row still opens: its flow completes.
+  const cbA = await callback(jarA, await atBank(a));
+  assertGranted(cbA, a);
+});
+
+test('a callback POSTed as form_post is handled like the GET one', { timeout: TEST_TIMEOUT }, async () => {
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_carol' });
+  const url = await atBank(flow);
+  const cb = await callback(jar, url, { formPost: true });
+  assertGranted(cb, flow);
+  const replay = await callback(jar, url, { formPost: true });
+  assertNotGranted(replay, { error: 'transaction_replayed' });
+});
+
+test('a private_key_jwt (ES256) client completes a flow', { timeout: TEST_TIMEOUT }, async () => {
+  const { url, outcome } = await completeFlow({ user: 'usr_alice', provider: 'local-bank-pkjwt' });
+  assert.equal(outcome.consent.provider, 'local-bank-pkjwt');
+  const exchanges = exchangesOf(codeOf(url));
+  assert.equal(exchanges.length, 1);
+  assert.equal(exchanges[0].client_id, 'consentry-pkjwt');
+  assert.equal(exchanges[0].status, 200);
+});
+
+test('a private_key_jwt client signing with a key the bank does not know fails as invalid_client', { timeout: TEST_TIMEOUT }, async () => {
+  const stored = await storedCounts();
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_carol', provider: 'local-bank-pkjwt-wrongkey' });
+  assert.equal(new URL(flow.location).searchParams.get('client_id'), 'consentry-pkjwt');
+  const url = await atBank(flow);
+  const cb = await callback(jar, url);
+  assertNotGranted(cb, { error: 'invalid_client', state: flow.state, outcomeRequired: true });
+  const exchanges = exchangesOf(codeOf(url));
+  assert.equal(exchanges.length, 1, `the Worker tried the bank once: ${JSON.stringify(exchanges)}`);
+  assert.equal(exchanges[0].status, 401, 'the bank refused the client assertion');
+  assert.deepEqual(await storedCounts(), stored, 'no consent or token set stored');
+  const res = await outcomeOf(jar, flow.state);
+  assert.equal(res.status, 200, describe(res));
+  assert.deepEqual(res.json(), cb.outcome);
+});
+
+test('/auth/outcome answers only the browser that started the flow, and only when there is one', { timeout: TEST_TIMEOUT }, async () => {
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_alice' });
+
+  await apiError(await outcomeOf(jar, flow.state, { Origin: stack.publicOrigin }), 403, 'csrf_header_missing');
+  await apiError(await outcomeOf(jar, flow.state, apiHeaders({ Origin: EVIL_ORIGIN })), 403, 'origin_not_allowed');
+  await apiError(await outcomeOf(new CookieJar(), flow.state), 403, 'transaction_not_bound');
+  await apiError(await outcomeOf(jar.clone().set(flow.binding.name, randomToken(), { sameSite: 'none' }), flow.state), 403, 'transaction_not_bound');
+  await apiError(await outcomeOf(jar, flow.state), 404, 'outcome_pending');
+  await apiError(await outcomeOf(jar, randomToken()), 404, 'unknown_transaction');
+
+  const cb = await callback(jar, await atBank(flow));
+  assertGranted(cb, flow);
+  const res = await outcomeOf(jar, flow.state);
+  assert.equal(res.status, 200, describe(res));
+  assert.deepEqual(res.json(), cb.outcome);
+  // Without Origin (a same-origin GET from the SPA need not send one) it answers too.
+  const bare = await outcomeOf(jar, flow.state, { 'X-Consentry': '1' });
+  assert.equal(bare.status, 200, describe(bare));
+  assert.deepEqual(bare.json(), cb.outcome);
+  await apiError(await outcomeOf(new CookieJar(), flow.state), 403, 'transaction_not_bound');
+});
+
+test('/auth/start refuses bad requests with an error page and no binding', { timeout: TEST_TIMEOUT }, async (t) => {
+  const cases = [
+    ['no Origin', 403, 'origin_not_allowed', { origin: null }],
+    ['a foreign Origin', 403, 'origin_not_allowed', { origin: EVIL_ORIGIN }],
+    ['a short verifier (42 chars)', 400, 'invalid_verifier', { verifier: randomToken(32).slice(0, 42) }],
+    ['an unknown provider', 400, 'unknown_provider', { provider: 'no-such-bank' }],
+    ['an unknown user', 400, 'invalid_user', { user: 'usr_mallory' }],
+    ['no state', 400, 'missing_parameter', { form: { provider: 'local-bank', code_verifier: randomToken(), user: 'usr_alice' } }],
+    ['a form over 16 KiB', 400, 'invalid_parameter', { form: { provider: 'local-bank', state: randomToken(), code_verifier: randomToken(), user: 'usr_alice', padding: 'x'.repeat(17 * 1024) } }],
+  ];
+  for (const [name, status, code, options] of cases) {
+    await t.test(name, async () => {
+      const flow = await start(new CookieJar(), options);
+      assert.equal(flow.res.status, status, describe(flow.res));
+      assert.match(flow.res.headers.get('content-type') ?? '', /^text\/html/i);
+      assert.equal(outcomePage(flow.res).error, code);
+      assert.equal(flow.location, null, 'no redirect');
+      assert.equal(flow.binding, undefined, 'no binding cookie');
+    });
+  }
+});
+
+test('/auth/start refuses a body of undeclared length before reading it', { timeout: TEST_TIMEOUT }, async () => {
+  // A chunked body has no Content-Length: the Worker must not buffer an unbounded body.
+  const body = new ReadableStream({
+    start(controller) {
+      controller.enqueue(new TextEncoder().encode(new URLSearchParams({ provider: 'local-bank', state: randomToken(), code_verifier: randomToken(), user: 'usr_alice' }).toString()));
+      controller.close();
+    },
+  });
+  const res = await stack.workerFetch('/auth/start', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded', Origin: stack.publicOrigin },
+    body,
+    duplex: 'half',
+  });
+  assert.equal(res.status, 400, describe(res));
+  assert.equal(outcomePage(res).error, 'invalid_parameter');
+  assert.equal(res.headers.get('location'), null);
+});
+
+test('revoking a consent and logging out', { timeout: TEST_TIMEOUT }, async () => {
+  const { jar, outcome } = await completeFlow({ user: 'usr_alice' });
+  const { id } = outcome.consent;
+  const revocationsBefore = stack.issued.revocations.length;
+
+  const res = await stack.workerFetch(`/auth/consents/${encodeURIComponent(id)}`, { method: 'DELETE', headers: apiHeaders(), jar });
+  assert.equal(res.status, 200, describe(res));
+  const body = res.json();
+  assert.equal(body.id, id);
+  assert.equal(body.status, 'revoked');
+  assert.ok(body.revoked_at, 'revoked_at is set');
+  assert.equal(body.provider_revoked, true);
+  const revocations = stack.issued.revocations.slice(revocationsBefore);
+  assert.ok(revocations.length >= 1 && revocations.every((r) => r.status === 200), `the bank was asked to revoke: ${JSON.stringify(revocations.map((r) => r.status))}`);
+  const issuedValues = new Set(stack.issued.tokens.map((token) => token.value));
+  assert.ok(revocations.every((r) => issuedValues.has(r.token)), 'what was revoked is a token the bank issued');
+
+  const listed = (await listConsents(jar)).consents.find((consent) => consent.id === id);
+  assert.equal(listed?.status, 'revoked');
+  assert.ok(listed.revoked_at, 'the list shows when it was revoked');
+
+  const bobJar = await browserWithSession('usr_bob');
+  const bobConsent = (await listConsents(bobJar)).consents.find((consent) => consent.status === 'active');
+  assert.ok(bobConsent, 'bob has an active consent');
+  const foreign = await stack.workerFetch(`/auth/consents/${encodeURIComponent(bobConsent.id)}`, { method: 'DELETE', headers: apiHeaders(), jar });
+  await apiError(foreign, 404, 'consent_not_found');
+  assert.equal((await listConsents(bobJar)).consents.find((consent) => consent.id === bobConsent.id)?.status, 'active', 'bob\'s consent is untouched');
+  await apiError(await stack.workerFetch(`/auth/consents/${randomToken(12)}`, { method: 'DELETE', headers: apiHeaders(), jar }), 404, 'consent_not_found');
+
+  const stolen = jar.clone(); // the session cookie as it was before logout
+  const logout = await stack.workerFetch('/auth/logout', { method: 'POST', headers: apiHeaders(), jar });
+  assert.equal(logout.status, 204, describe(logout));
+  const cleared = logout.setCookies.map(parseSetCookie).find((cookie) => cookie?.name === SESSION);
+  assert.ok(cleared?.cleared, 'logout clears the session cookie (Max-Age=0)');
+  assert.ok(!jar.has(SESSION));
+  await apiError(await stack.workerFetch('/auth/consents', { headers: apiHeaders(), jar }), 401, 'session_required');
+  await apiError(await stack.workerFetch('/auth/consents', { headers: apiHeaders(), jar: stolen }), 401, 'session_required');
+  await apiError(await stack.workerFetch('/auth/consents', { headers: apiHeaders(), jar: new CookieJar() }), 401, 'session_required');
+});
+
+test('the demo page is served from the Worker\'s origin', { timeout: TEST_TIMEOUT }, async () => {
+  const res = await stack.workerFetch('/');
+  assert.equal(res.status, 200, describe(res));
+  assert.match(res.headers.get('content-type') ?? '', /^text\/html/i);
+});
+
+test('the demo user list', { timeout: TEST_TIMEOUT }, async () => {
+  const res = await stack.workerFetch('/auth/demo/users', { headers: { 'X-Consentry': '1' } });
+  assert.equal(res.status, 200, describe(res));
+  const byId = (a, b) => a.id.localeCompare(b.id);
+  assert.deepEqual(res.json().sort(byId), DEMO_USERS);
+  await apiError(await stack.workerFetch('/auth/demo/users'), 403, 'csrf_header_missing');
+});
+
+// Restarts the bank: keep this the last test that talks to it.
+test('after the bank rotates its signing key, the Worker refetches its JWKS once', { timeout: TEST_TIMEOUT }, async () => {
+  const jwks = () => bankHits('/jwks');
+  const discovery = () => bankHits('/.well-known/openid-configuration');
+  await completeFlow({ user: 'usr_carol' }); // the JWKS is cached from here on, if not before
+  const oldKid = lastIdTokenKid();
+  let fetched = jwks();
+  await completeFlow({ user: 'usr_carol' });
+  assert.equal(jwks(), fetched, 'a known kid is verified with the cached JWKS');
+
+  await stack.restartBank();
+  fetched = jwks();
+  const discovered = discovery();
+  const { outcome } = await completeFlow({ user: 'usr_carol' }); // 200 granted
+  assert.notEqual(lastIdTokenKid(), oldKid, 'the id_token is signed with the new key');
+  assert.equal(jwks() - fetched, 1, 'an unknown kid makes the Worker fetch the JWKS once more');
+  assert.equal(discovery(), discovered, 'the cached discovery document still fits the restarted bank (same issuer and endpoints)');
+  assert.equal(outcome.consent.provider, 'local-bank');
+
+  fetched = jwks();
+  await completeFlow({ user: 'usr_carol' });
+  assert.equal(jwks(), fetched, 'the refetched JWKS is cached in its turn');
+});
+
+test('figures: callback wall time', () => {
+  const times = [...callbackTimes].sort((a, b) => a - b);
+  if (!times.length) {
+    console.log('median callback: n/a over 0 flows');
+    return;
+  }
+  const mid = Math.floor(times.length / 2);
+  const median = times.length % 2 ? times[mid] : (times[mid - 1] + times[mid]) / 2;
+  console.log(`median callback: ${Math.round(median)} ms over ${times.length} flows`);
+});
+
+test('at rest: the local D1 holds no code, verifier, token or cookie value in clear', async () => {
+  const files = [];
+  const walk = async (dir) => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) await walk(full); else files.push(full);
+    }
+  };
+  await walk(stack.persistDir);
+  const data = await Promise.all(files.map(async (file) => [path.relative(stack.persistDir, file), await readFile(file)]));
+  assert.ok(data.some(([name]) => name.endsWith('.sqlite')), 'found the D1 database');
+  const secrets = new Map();
+  for (const token of stack.issued.tokens) secrets.set(token.value, token.type);
+  for (const { code } of stack.issued.codes) secrets.set(code, 'authorization code');
+  for (const verifier of sentVerifiers) secrets.set(verifier, 'code_verifier');
+  for (const res of stack.responses) {
+    for (const [name, value] of res.headers) {
+      if (name !== 'set-cookie') continue;
+      const cookie = parseSetCookie(value);
+      if (cookie?.value && !cookie.cleared) secrets.set(cookie.value, `cookie ${cookie.name}`);
+    }
+  }
+  assert.ok(stack.issued.tokens.length > 0 && sentVerifiers.size > 0);
+  const found = [];
+  for (const [value, kind] of secrets) {
+    const needle = Buffer.from(value, 'utf8');
+    for (const [name, bytes] of data) if (bytes.includes(needle)) found.push(`${kind} ${value.slice(0, 10)}... in ${name}`);
+  }
+  assert.deepEqual(found, []);
+});
+
+test('leak scan: no code, verifier or token in anything the Worker said or logged', async () => {
+  await new Promise((resolve) => { setTimeout(resolve, 1000); }); // the last request log lines
+  const { issued } = stack;
+  const secrets = new Map(); // value -> what it is
+  const add = (kind, value) => { if (value && !secrets.has(value)) secrets.set(value, kind); };
+  for (const token of issued.tokens) {
+    add(token.type, token.value);
+    if (token.value.split('.').length === 3) {
+      const [, payload, signature] = token.value.split('.');
+      add(`${token.type} payload`, payload);
+      add(`${token.type} signature`, signature);
+    }
+  }
+  for (const { code } of issued.codes) add('authorization code', code);
+  for (const code of seenCodes) add('authorization code', code);
+  for (const verifier of sentVerifiers) add('code_verifier', verifier);
+  add('client secret', stack.secrets.clientSecret);
+  add('CONSENTRY_KEY', stack.secrets.consentryKey);
+  add('private_key_jwt key (d)', stack.secrets.pkjwtPrivateJwk.d);
+  add('private_key_jwt wrong key (d)', stack.secrets.pkjwtWrongKeyPrivateJwk.d);
+
+  const count = (type) => issued.tokens.filter((token) => token.type === type).length;
+  assert.ok(count('access_token') > 0, 'the bank issued access tokens');
+  assert.ok(count('id_token') > 0, 'the bank issued id tokens');
+  assert.ok(count('refresh_token') > 0, 'the bank issued refresh tokens (offline_access with prompt=consent)');
+  assert.ok(issued.codes.length > 0, 'the bank issued codes');
+  assert.ok(sentVerifiers.size > 0, 'verifiers were sent');
+  assert.ok(stack.responses.length > 0, 'responses were recorded');
+  console.log(`leak scan: ${secrets.size} secrets (${count('access_token')} access, ${count('refresh_token')} refresh, ${count('id_token')} id tokens, ${issued.codes.length} codes, ${sentVerifiers.size} verifiers) over ${stack.responses.length} responses and ${stack.logs().length} bytes of logs`);
+
+  const places = [
+    ...stack.responses.map((res, i) => [`response #${i} (${res.method} ${new URL(res.url).pathname} -> ${res.status})`, res.raw]),
+    ['wrangler logs', stack.logs()],
+  ];
+  const leaks = [];
+  for (const [value, kind] of secrets) {
+    for (const [where, text] of places) {
+      if (text.includes(value)) leaks.push(`${kind} ${value.slice(0, 10)}... in ${where}`);
+    }
+  }
+  assert.deepEqual(leaks, []);
+});

@@ -1,0 +1,485 @@
+// The whole stack for the Worker's integration tests, on one machine, no browser needed:
+// the local bank (oidc-provider, in this process, with test controls on) and the Worker under
+// `wrangler dev` (workerd + a local D1 in a temporary directory, migrations applied).
+//
+//   const stack = await startStack();            // ports 8788 (Worker) and 9100 (bank)
+//   const res = await stack.workerFetch('/auth/demo/users', { headers: { 'X-Consentry': '1' } });
+//   ...
+//   await stack.stop();
+//
+// Requests go to http://127.0.0.1:<workerPort> (where wrangler listens); the Worker's public
+// origin, and so the origin the tests send as `Origin`, is http://localhost:<workerPort>.
+//
+// Configuration reaches the Worker through one env file (`wrangler dev --env-file FILE`):
+// wrangler 4.86 loads it after the [vars] of the config, so its values win, and with an env
+// file given it ignores .dev.vars, so a developer's local secrets never leak into a run.
+// Every value in it arrives in the Worker as a string (wrangler marks them secret_text and
+// prints them as "(hidden)").
+//
+// The build: startStack runs ./scripts/build-worker once itself, then starts wrangler dev on
+// a copy of wrangler.toml (read with wrangler's own parser) whose paths are made absolute and
+// whose [build] section is dropped. Run on wrangler.toml as it is, wrangler 4.86 runs the
+// build twice on start (once before serving, once more when its watcher on `crates/` is
+// ready) and again on every change under `crates/`, which restarts the Worker under running
+// tests and competes with other builds for the CPU. Everything else (entry, assets, D1,
+// vars, compatibility date) is wrangler.toml's.
+
+import { spawn } from 'node:child_process';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { existsSync, rmSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { startBank } from '../../bank/bank.mjs';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const WRANGLER = path.join(ROOT, 'node_modules', 'wrangler', 'bin', 'wrangler.js');
+const BUILD_WORKER = path.join(ROOT, 'scripts', 'build-worker');
+
+/** The bank's default secret for the client_secret_basic client `consentry-demo`. */
+export const BANK_CLIENT_SECRET = 'consentry-demo-secret-change-me-0123456789';
+
+export function randomToken(bytes = 32) {
+  return randomBytes(bytes).toString('base64url');
+}
+
+/** A SQL string literal for `stack.d1()` (single quotes doubled). */
+export function sqlString(value) {
+  return `'${String(value).replaceAll("'", "''")}'`;
+}
+
+/**
+ * A browser's cookies for one site, good enough for the Worker: stores every Set-Cookie,
+ * forgets cookies that are cleared (Max-Age <= 0 or Expires in the past), and sends the
+ * rest back. `Secure` and `__Host-` are not enforced (the tests speak plain HTTP to
+ * 127.0.0.1); `SameSite=Strict` cookies are held back on cross-site requests
+ * (`header({ crossSite: true })`), as a browser does on the bank's redirect to the callback.
+ */
+export class CookieJar {
+  #cookies = new Map();
+
+  /** Parses Set-Cookie lines (from a Response, a Headers, or an array of strings). */
+  store(source) {
+    const lines = Array.isArray(source) ? source
+      : typeof source?.getSetCookie === 'function' ? source.getSetCookie()
+        : source?.headers?.getSetCookie?.() ?? [];
+    for (const line of lines) {
+      const cookie = parseSetCookie(line);
+      if (!cookie) continue;
+      if (cookie.cleared) this.#cookies.delete(cookie.name);
+      else this.#cookies.set(cookie.name, cookie);
+    }
+    return this;
+  }
+
+  header({ crossSite = false } = {}) {
+    return [...this.#cookies.values()]
+      .filter((cookie) => !(crossSite && cookie.sameSite === 'strict'))
+      .map((cookie) => `${cookie.name}=${cookie.value}`)
+      .join('; ');
+  }
+
+  get(name) { return this.#cookies.get(name)?.value; }
+
+  has(name) { return this.#cookies.has(name); }
+
+  names() { return [...this.#cookies.keys()]; }
+
+  set(name, value, { sameSite = 'lax' } = {}) {
+    this.#cookies.set(name, { name, value, sameSite, attributes: {} });
+    return this;
+  }
+
+  delete(name) { this.#cookies.delete(name); return this; }
+
+  clone() {
+    const copy = new CookieJar();
+    for (const cookie of this.#cookies.values()) copy.#cookies.set(cookie.name, { ...cookie });
+    return copy;
+  }
+}
+
+/** One Set-Cookie line: `{ name, value, attributes (lower-cased names), sameSite, cleared }`. */
+export function parseSetCookie(line) {
+  const [pair, ...rest] = line.split(';');
+  const eq = pair.indexOf('=');
+  if (eq < 1) return null;
+  const attributes = {};
+  for (const part of rest) {
+    const [key, ...value] = part.split('=');
+    if (key.trim()) attributes[key.trim().toLowerCase()] = value.join('=').trim();
+  }
+  const maxAge = attributes['max-age'] !== undefined ? Number(attributes['max-age']) : undefined;
+  const expires = attributes.expires !== undefined ? Date.parse(attributes.expires) : undefined;
+  const cleared = (maxAge !== undefined && maxAge <= 0) || (maxAge === undefined && expires !== undefined && expires <= Date.now());
+  return {
+    name: pair.slice(0, eq).trim(),
+    value: pair.slice(eq + 1).trim(),
+    attributes,
+    sameSite: (attributes.samesite || 'lax').toLowerCase(),
+    cleared,
+  };
+}
+
+/** A dotenv line that wrangler's loader (dotenv + dotenv-expand) reads back verbatim. */
+function dotenvLine(name, value) {
+  if (/['\r\n$\\]/.test(value)) throw new Error(`${name}: value cannot be written to an env file as-is`);
+  return `${name}='${value}'`;
+}
+
+function portTaken(port) {
+  return new Promise((resolve) => {
+    const socket = connect({ port, host: '127.0.0.1' });
+    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+/**
+ * Starts the bank and the Worker. Resolves to
+ * `{ workerUrl, publicOrigin, bank, issuer, issued, bankRequests, logs, stop, workerFetch,
+ * responses, secrets, tmpDir, persistDir, configPath, d1, restartBank }` (`persistDir` holds the
+ * local D1's SQLite files, `configPath` the generated wrangler config).
+ *
+ * - `workerFetch(pathOrUrl, { method, headers, body, jar, crossSite })`: a request to the Worker
+ *   (`redirect: 'manual'`); a URL on `publicOrigin` is sent to `workerUrl`. The cookie jar, if
+ *   given, is sent and updated. Every response is read in full and recorded in `responses`
+ *   (`{ method, url, status, statusText, headers: [[name, value]], body, raw }`, `raw` being
+ *   status line + headers + body as one string) so a test can scan everything the Worker said.
+ *   Resolves to `{ status, headers, body, setCookies, elapsedMs, json() }`.
+ * - `issued`: what the bank handed out (see bank/bank.mjs), across restarts of the bank.
+ * - `bankRequests`: `{ method, path }` of every request the bank received, across restarts
+ *   (e.g. to count the Worker's discovery and JWKS fetches).
+ * - `d1(sql)`: runs one SQL statement on the Worker's local D1 with `wrangler d1 execute
+ *   --local` (a second workerd on the same SQLite files; about 1.5 s) and resolves to its result
+ *   rows. The running Worker sees the write at once: miniflare keeps D1 in an ordinary SQLite
+ *   database in WAL mode with its -shm file on disk, so both processes share one WAL index and
+ *   one set of POSIX locks. Only while the Worker is idle: a test awaits its requests first.
+ * - `restartBank()`: closes the bank and starts a new one on the same port with the same
+ *   options. It signs with a fresh RS256 key under a new kid (bank/bank.mjs draws one at every
+ *   start) and knows none of the old codes, grants or tokens; `issued` keeps accumulating.
+ *   `stack.bank` is the new one afterwards.
+ * - `logs()`: wrangler's stdout and stderr so far (build output, Worker console, request log).
+ * - `stop()`: ends wrangler's process group, closes the bank, removes the temporary directory.
+ *
+ * Options: `workerPort` (8788), `bankPort` (9100), `timeoutMs` (the Worker's outbound HTTP
+ * timeout, 2000), `build` (run ./scripts/build-worker first; false serves build/ as it is),
+ * `readyTimeoutMs` (how long wrangler may take to serve, after the build; 120 s), `logLevel`
+ * (wrangler's; the default `log` keeps the Worker's console.log, which `info` drops).
+ */
+export async function startStack({
+  workerPort = 8788,
+  bankPort = 9100,
+  timeoutMs = 2000,
+  build = true,
+  readyTimeoutMs = 120_000,
+  logLevel = 'log',
+} = {}) {
+  const publicOrigin = `http://localhost:${workerPort}`;
+  const workerUrl = `http://127.0.0.1:${workerPort}`;
+  for (const port of [workerPort, bankPort]) {
+    if (await portTaken(port)) throw new Error(`port ${port} is already in use; is another stack still running?`);
+  }
+  if (!existsSync(WRANGLER)) throw new Error(`wrangler not found at ${WRANGLER}; run npm install`);
+
+  const cleanups = [];
+  let output = '';
+  const logs = () => output;
+  const cleanup = async () => {
+    for (const step of cleanups.splice(0).reverse()) {
+      try { await step(); } catch { /* keep cleaning */ }
+    }
+  };
+
+  try {
+    // 1. The private_key_jwt client's key: public half to the bank, private half to the Worker.
+    // A second private key under the same kid, which the bank does not know, plays a client
+    // that signs with the wrong key (provider `local-bank-pkjwt-wrongkey`).
+    const kid = `consentry-pkjwt-${randomBytes(4).toString('hex')}`;
+    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const pkjwtJwks = { keys: [{ ...publicKey.export({ format: 'jwk' }), kid, alg: 'ES256', use: 'sig' }] };
+    const pkjwtPrivateJwk = { ...privateKey.export({ format: 'jwk' }), kid, alg: 'ES256' };
+    const wrongKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    const pkjwtWrongKeyPrivateJwk = { ...wrongKey.export({ format: 'jwk' }), kid, alg: 'ES256' };
+
+    // 2. The bank, in this process. A restart (restartBank) starts another with the same
+    // options and has it record into the same `issued` arrays.
+    const bankOptions = {
+      port: bankPort,
+      redirectUris: [`${publicOrigin}/auth/callback`],
+      clientSecret: BANK_CLIENT_SECRET,
+      testControls: true,
+      pkjwtJwks,
+    };
+    const bankRequests = [];
+    const watchBank = (started) => {
+      started.server.on('request', (req) => { bankRequests.push({ method: req.method, path: new URL(req.url, started.issuer).pathname }); });
+      return started;
+    };
+    let bank = watchBank(await startBank(bankOptions));
+    cleanups.push(() => bank.close());
+    const { issued } = bank;
+    const { issuer } = bank;
+
+    // 3. A temporary directory: the Worker's config and env file, a fresh local D1.
+    const tmpDir = await mkdtemp(path.join(tmpdir(), 'consentry-stack-'));
+    cleanups.push(() => rm(tmpDir, { recursive: true, force: true }));
+    const persistDir = path.join(tmpDir, 'state');
+    const childEnv = {
+      ...process.env,
+      CI: 'true',
+      NODE_NO_WARNINGS: '1',
+      FORCE_COLOR: '0',
+      WRANGLER_SEND_METRICS: 'false',
+      CLOUDFLARE_CF_FETCH_ENABLED: 'false', // no request.cf download (no internet needed)
+      WRANGLER_LOG_PATH: path.join(tmpDir, 'wrangler-logs'), // wrangler's debug log file
+    };
+    // The Worker, built once, and wrangler.toml without its [build] (see the top of this file).
+    if (build) {
+      await waitForOtherBuilds((line) => { output += line; });
+      const built = await run(BUILD_WORKER, [], { cwd: ROOT, env: childEnv, onOutput: (chunk) => { output += chunk; } });
+      if (built.code !== 0) throw new Error(`./scripts/build-worker failed (exit ${built.code})`);
+    }
+    const configPath = path.join(tmpDir, 'wrangler.json');
+    await writeFile(configPath, JSON.stringify(await testConfig(childEnv), null, 2));
+
+    const migration = await run(process.execPath, [WRANGLER, 'd1', 'migrations', 'apply', 'consentry', '--local', '--config', configPath, '--persist-to', persistDir], { cwd: ROOT, env: childEnv });
+    if (migration.code !== 0) throw new Error(`D1 migrations failed (exit ${migration.code}):\n${migration.output}`);
+
+    // 4. The Worker's configuration. prompt=consent as in wrangler.toml's demo provider:
+    // oidc-provider drops offline_access (so issues no refresh token) without it.
+    const authorizationParams = { prompt: 'consent' };
+    const providers = [
+      { id: 'local-bank', name: 'Local Bank', profile: 'generic', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['openid', 'profile', 'accounts', 'balance', 'offline_access'], authorization_params: authorizationParams },
+      { id: 'local-bank-pkjwt', name: 'Local Bank (private_key_jwt)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams },
+      { id: 'local-bank-pkjwt-wrongkey', name: 'Local Bank (private_key_jwt, wrong key)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams },
+    ];
+    const consentryKey = randomToken(32);
+    const vars = {
+      CONSENTRY_PUBLIC_URL: publicOrigin,
+      CONSENTRY_ALLOWED_ORIGINS: publicOrigin,
+      CONSENTRY_DEMO_USERS: 'true',
+      CONSENTRY_HTTP_TIMEOUT_MS: String(timeoutMs),
+      CONSENTRY_PROVIDERS: JSON.stringify(providers),
+      LOCAL_BANK_CLIENT_SECRET: BANK_CLIENT_SECRET,
+      LOCAL_BANK_PKJWT_PRIVATE_JWK: JSON.stringify(pkjwtPrivateJwk),
+      LOCAL_BANK_PKJWT_WRONGKEY_PRIVATE_JWK: JSON.stringify(pkjwtWrongKeyPrivateJwk),
+      CONSENTRY_KEY: consentryKey,
+    };
+    const envFile = path.join(tmpDir, 'worker.env');
+    await writeFile(envFile, `${Object.entries(vars).map(([name, value]) => dotenvLine(name, value)).join('\n')}\n`, { mode: 0o600 });
+
+    // 5. wrangler dev, in its own process group so stop() can end all of it (workerd too).
+    const child = spawn(process.execPath, [
+      WRANGLER, 'dev',
+      '--config', configPath,
+      '--port', String(workerPort), '--ip', '127.0.0.1',
+      '--persist-to', persistDir,
+      '--env-file', envFile,
+      '--show-interactive-dev-session=false',
+      '--log-level', logLevel,
+    ], { cwd: ROOT, env: childEnv, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise((resolve) => { child.once('exit', (code, signal) => resolve({ code, signal })); });
+    let running = true;
+    exited.then(() => { running = false; });
+    const append = (chunk) => { output += chunk.toString('utf8'); };
+    child.stdout.on('data', append);
+    child.stderr.on('data', append);
+    const killGroup = (signal) => {
+      try { process.kill(-child.pid, signal); } catch { /* already gone */ }
+    };
+    // If this process ends without stop() (a crash, Ctrl-C, the test runner's SIGTERM), the
+    // detached group would outlive it and hold the port: take it down first.
+    const abandon = () => {
+      killGroup('SIGKILL');
+      try { rmSync(tmpDir, { recursive: true, force: true }); } catch { /* best effort */ }
+    };
+    const onExit = () => abandon();
+    const onSignal = (signal) => {
+      abandon();
+      process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    };
+    process.once('exit', onExit).on('SIGINT', onSignal).on('SIGTERM', onSignal);
+    cleanups.push(async () => {
+      process.off('exit', onExit).off('SIGINT', onSignal).off('SIGTERM', onSignal);
+      if (running) {
+        killGroup('SIGTERM');
+        const done = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
+        if (!done) killGroup('SIGKILL');
+        await Promise.race([exited, sleep(5000)]);
+      }
+      // workerd may outlive wrangler for a moment: nothing of the group may stay behind.
+      for (let i = 0; i < 50 && groupAlive(child.pid); i += 1) {
+        killGroup(i < 10 ? 'SIGTERM' : 'SIGKILL');
+        await sleep(100);
+      }
+    });
+
+    await waitUntilServed({ workerUrl, isRunning: () => running, readyTimeoutMs });
+
+    const responses = [];
+    async function workerFetch(target, { method = 'GET', headers = {}, body, jar, crossSite = false, signal, duplex } = {}) {
+      const url = new URL(String(target).startsWith(publicOrigin) ? String(target).slice(publicOrigin.length) || '/' : target, workerUrl);
+      const sent = new Headers(headers);
+      const cookie = jar?.header({ crossSite });
+      if (cookie && !sent.has('cookie')) sent.set('cookie', cookie);
+      const started = performance.now();
+      const response = await fetch(url, { method, headers: sent, body, redirect: 'manual', signal, ...(duplex ? { duplex } : {}) });
+      const text = await response.text();
+      const elapsedMs = performance.now() - started;
+      const headerList = [...response.headers];
+      const setCookies = response.headers.getSetCookie();
+      const raw = `HTTP ${response.status} ${response.statusText}\n${headerList.map(([name, value]) => `${name}: ${value}`).join('\n')}\n\n${text}`;
+      responses.push({ method, url: url.toString(), status: response.status, statusText: response.statusText, headers: headerList, body: text, raw });
+      jar?.store(setCookies);
+      return {
+        status: response.status,
+        headers: response.headers,
+        body: text,
+        setCookies,
+        elapsedMs,
+        json: () => JSON.parse(text),
+      };
+    }
+
+    async function d1(sql) {
+      const result = await run(process.execPath, [
+        WRANGLER, 'd1', 'execute', 'consentry', '--local',
+        '--config', configPath, '--persist-to', persistDir, '--json', '--command', sql,
+      ], { cwd: ROOT, env: childEnv, separateStderr: true });
+      let parsed;
+      try { parsed = JSON.parse(result.output); } catch { parsed = null; }
+      if (result.code !== 0 || !Array.isArray(parsed) || parsed.length !== 1 || !parsed[0].success) {
+        throw new Error(`wrangler d1 execute failed (exit ${result.code}) for ${sql}:\n${result.output}${result.stderr}`);
+      }
+      return parsed[0].results;
+    }
+
+    const stack = {
+      workerUrl,
+      publicOrigin,
+      bank,
+      issuer,
+      issued,
+      bankRequests,
+      logs,
+      workerFetch,
+      responses,
+      secrets: { clientSecret: BANK_CLIENT_SECRET, consentryKey, pkjwtPrivateJwk, pkjwtWrongKeyPrivateJwk },
+      tmpDir,
+      persistDir,
+      configPath,
+      d1,
+      async restartBank() {
+        await bank.close();
+        bank = watchBank(await startBank(bankOptions));
+        // bank.mjs pushes into the arrays of the `issued` object it returned: point the new
+        // bank's at the ones the tests already hold.
+        Object.assign(bank.issued, issued);
+        stack.bank = bank;
+        return bank;
+      },
+      stop: cleanup,
+    };
+    return stack;
+  } catch (error) {
+    await cleanup();
+    if (output && !String(error.message).includes(output.slice(-200))) {
+      error.message += `\n--- wrangler output (last 4000 chars) ---\n${output.slice(-4000)}`;
+    }
+    throw error;
+  }
+}
+
+function groupAlive(pgid) {
+  try { process.kill(-pgid, 0); return true; } catch { return false; }
+}
+
+// Runs a command to its end: `{ code, output }` (stdout and stderr together, unless
+// `separateStderr`: then stdout in `output`, stderr in `stderr`).
+function run(command, args, { onOutput, separateStderr = false, ...options }) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => { output += chunk; onOutput?.(chunk.toString('utf8')); });
+    child.stderr.on('data', (chunk) => {
+      if (separateStderr) stderr += chunk; else output += chunk;
+      onOutput?.(chunk.toString('utf8'));
+    });
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, output, stderr }));
+  });
+}
+
+// Served = `/` answers (wrangler holds requests until workerd has loaded the Worker).
+async function waitUntilServed({ workerUrl, isRunning, readyTimeoutMs }) {
+  const deadline = Date.now() + readyTimeoutMs;
+  while (Date.now() < deadline) {
+    if (!isRunning()) throw new Error('wrangler dev exited before the Worker was served');
+    try {
+      const response = await fetch(`${workerUrl}/`, { signal: AbortSignal.timeout(5000), redirect: 'manual' });
+      await response.arrayBuffer();
+      return;
+    } catch { /* not up yet */ }
+    await sleep(250);
+  }
+  throw new Error(`the Worker was not served within ${readyTimeoutMs} ms`);
+}
+
+// wrangler.toml as wrangler reads it, with absolute paths (the copy lives in a temporary
+// directory) and without [build]: wrangler then serves build/worker/shim.mjs as built.
+// wrangler's parser runs in a child process: loading wrangler here would install its signal
+// handlers in the test process.
+async function testConfig(env) {
+  const script = `const { experimental_readRawConfig: read } = require(${JSON.stringify(path.join(ROOT, 'node_modules', 'wrangler'))});
+process.stdout.write(JSON.stringify(read({ config: ${JSON.stringify(path.join(ROOT, 'wrangler.toml'))} }).rawConfig));`;
+  const read = await run(process.execPath, ['-e', script], { cwd: ROOT, env, separateStderr: true });
+  if (read.code !== 0) throw new Error(`reading wrangler.toml failed: ${read.stderr}`);
+  const rawConfig = JSON.parse(read.output);
+  const config = structuredClone(rawConfig);
+  const known = new Set(['name', 'main', 'compatibility_date', 'compatibility_flags', 'build', 'assets', 'd1_databases', 'vars']);
+  const unknown = Object.keys(config).filter((key) => !known.has(key));
+  if (unknown.length) throw new Error(`worker-harness: teach testConfig() about wrangler.toml keys ${unknown.join(', ')}`);
+  const absolute = (p) => path.resolve(ROOT, p);
+  delete config.build;
+  config.main = absolute(config.main);
+  if (config.assets?.directory) config.assets.directory = absolute(config.assets.directory);
+  for (const db of config.d1_databases ?? []) db.migrations_dir = absolute(db.migrations_dir ?? 'migrations');
+  return config;
+}
+
+// Waits while another build (cargo, worker-build, wasm-opt) runs on this machine: two at once
+// only slow each other down on a small machine. Linux only (reads /proc); elsewhere a no-op.
+async function waitForOtherBuilds(log, { maxWaitMs = 15 * 60_000 } = {}) {
+  const names = new Set(['cargo', 'rustc', 'worker-build', 'wasm-opt', 'wasm-bindgen']);
+  const busy = async () => {
+    let entries;
+    try { entries = await readdir('/proc'); } catch { return []; }
+    const found = [];
+    for (const pid of entries.filter((entry) => /^\d+$/.test(entry))) {
+      try {
+        const comm = (await readFile(`/proc/${pid}/comm`, 'utf8')).trim();
+        if (names.has(comm)) found.push(`${comm}(${pid})`);
+      } catch { /* gone */ }
+    }
+    return found;
+  };
+  const deadline = Date.now() + maxWaitMs;
+  let said = false;
+  for (let found = await busy(); found.length && Date.now() < deadline; found = await busy()) {
+    if (!said) {
+      const line = `[worker-harness] waiting for another build to finish: ${found.join(' ')}\n`;
+      log(line);
+      process.stderr.write(line);
+      said = true;
+    }
+    await sleep(1000);
+  }
+}
