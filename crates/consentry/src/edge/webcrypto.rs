@@ -108,15 +108,8 @@ impl SealingKey {
         let params = aes_gcm_params(&iv, aad)?;
         let promise =
             SUBTLE.with(|subtle| subtle.encrypt(&params, &key, &Uint8Array::from(plaintext)));
-        let ciphertext = settle(
-            promise,
-            ErrorCode::StorageFailed,
-            "AES-GCM encryption failed",
-        )
-        .await?;
-        let mut sealed = iv.to_vec();
-        sealed.extend(Uint8Array::new(&ciphertext).to_vec());
-        Ok(sealed)
+        let ciphertext = settle_bytes(promise, ErrorCode::StorageFailed, "AES-GCM failed").await?;
+        Ok([&iv[..], &ciphertext].concat())
     }
 
     /// Decrypts what [`seal`](Self::seal) made for the same `aad`; a ciphertext moved to
@@ -161,13 +154,12 @@ pub(crate) async fn sign(
     let params = signature_params(alg)?;
     let promise =
         SUBTLE.with(|subtle| subtle.sign(&params, &key, &Uint8Array::from(signing_input)));
-    let signature = settle(
+    settle_bytes(
         promise,
         ErrorCode::InvalidConfiguration,
         "WebCrypto could not sign with the private JWK",
     )
-    .await?;
-    Ok(Uint8Array::new(&signature).to_vec())
+    .await
 }
 
 /// Verifies a JWS signature with a public JWK (from the provider's JWKS) for `alg`.
@@ -272,4 +264,14 @@ async fn settle(
     JsFuture::from(promise.map_err(|_| failed())?)
         .await
         .map_err(|_| failed())
+}
+
+/// [`settle`] for operations that give an `ArrayBuffer`.
+async fn settle_bytes(
+    promise: std::result::Result<Promise, JsValue>,
+    code: ErrorCode,
+    failure: &str,
+) -> Result<Vec<u8>> {
+    let buffer = settle(promise, code, failure).await?;
+    Ok(Uint8Array::new(&buffer).to_vec())
 }
