@@ -160,17 +160,20 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
  *   rows. The running Worker sees the write at once: miniflare keeps D1 in an ordinary SQLite
  *   database in WAL mode with its -shm file on disk, so both processes share one WAL index and
  *   one set of POSIX locks. Only while the Worker is idle: a test awaits its requests first.
- * - `restartBank()`: closes the bank and starts a new one on the same port with the same
+ * - `restartBank({ coop })`: closes the bank and starts a new one on the same port with the same
  *   options. It signs with a fresh RS256 key under a new kid (bank/bank.mjs draws one at every
  *   start) and knows none of the old codes, grants or tokens; `issued` keeps accumulating.
- *   `stack.bank` is the new one afterwards.
+ *   `stack.bank` is the new one afterwards. `coop`, if given, replaces the bank's
+ *   Cross-Origin-Opener-Policy from then on (`''` for none).
  * - `logs()`: wrangler's stdout and stderr so far (build output, Worker console, request log).
  * - `stop()`: ends wrangler's process group, closes the bank, removes the temporary directory.
  *
  * Options: `workerPort` (8788), `bankPort` (9100), `timeoutMs` (the Worker's outbound HTTP
  * timeout, 2000), `build` (run ./scripts/build-worker first; false serves build/ as it is),
  * `readyTimeoutMs` (how long wrangler may take to serve, after the build; 120 s), `logLevel`
- * (wrangler's; the default `log` keeps the Worker's console.log, which `info` drops).
+ * (wrangler's; the default `log` keeps the Worker's console.log, which `info` drops), `bankCoop`
+ * (the Cross-Origin-Opener-Policy the bank sends on its pages, e.g. `same-origin`; default none,
+ * whatever BANK_COOP says).
  */
 export async function startStack({
   workerPort = 8788,
@@ -179,6 +182,7 @@ export async function startStack({
   build = true,
   readyTimeoutMs = 120_000,
   logLevel = 'log',
+  bankCoop = '',
 } = {}) {
   const publicOrigin = `http://localhost:${workerPort}`;
   const workerUrl = `http://127.0.0.1:${workerPort}`;
@@ -215,6 +219,7 @@ export async function startStack({
       clientSecret: BANK_CLIENT_SECRET,
       testControls: true,
       pkjwtJwks,
+      coop: bankCoop,
     };
     const bankRequests = [];
     const watchBank = (started) => {
@@ -376,7 +381,8 @@ export async function startStack({
       persistDir,
       configPath,
       d1,
-      async restartBank() {
+      async restartBank({ coop } = {}) {
+        if (coop !== undefined) bankOptions.coop = coop;
         await bank.close();
         bank = watchBank(await startBank(bankOptions));
         // bank.mjs pushes into the arrays of the `issued` object it returned: point the new
