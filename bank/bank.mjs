@@ -16,6 +16,7 @@
 //                         check that none of it reaches a browser.
 
 import { createServer } from 'node:http';
+import { pathToFileURL } from 'node:url';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
@@ -253,7 +254,7 @@ export async function startBank({
   };
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const { issuer } = await startBank();
   console.log(`local bank listening at ${issuer} (accounts: ${Object.keys(ACCOUNTS).join(', ')}; password = username)`);
 }

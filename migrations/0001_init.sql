@@ -32,12 +32,13 @@ CREATE TABLE transactions (
 );
 CREATE INDEX transactions_expiry ON transactions (expires_at);
 
+-- A consent is revoked once revoked_at is set and expired once expires_at has passed; the
+-- status is computed on read (consentry_core::ConsentStatus), never stored.
 CREATE TABLE consents (
   id                   TEXT PRIMARY KEY,
   user_id              TEXT NOT NULL REFERENCES users (id),
   provider             TEXT NOT NULL,
   scopes               TEXT NOT NULL,
-  status               TEXT NOT NULL CHECK (status IN ('active', 'revoked', 'expired')),
   granted_at           INTEGER NOT NULL,
   expires_at           INTEGER,
   revoked_at           INTEGER,

@@ -9,6 +9,21 @@
 
 WASM=wasm32-unknown-unknown
 
+# The local helpers the Wasm builds use. Each must exist: worker-build would otherwise
+# download its own from outside the package registries.
+local_helpers() {
+  export WASM_BINDGEN_BIN="${WASM_BINDGEN_BIN:-$(command -v wasm-bindgen || true)}"
+  export ESBUILD_BIN="${ESBUILD_BIN:-$PWD/node_modules/.bin/esbuild}"
+  export WASM_OPT_BIN="${WASM_OPT_BIN:-$PWD/node_modules/.bin/wasm-opt}"
+  local helper
+  for helper in "$WASM_BINDGEN_BIN" "$ESBUILD_BIN" "$WASM_OPT_BIN"; do
+    [ -n "$helper" ] && [ -x "$helper" ] || {
+      printf 'missing build helper %s: run ./scripts/test or ./scripts/demo once to install it\n' "${helper:-wasm-bindgen}" >&2
+      return 1
+    }
+  done
+}
+
 rust_toolchain() {
   local targets components
   targets=$(rustup target list --installed)

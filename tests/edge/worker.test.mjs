@@ -13,7 +13,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { consentAtBank } from '../lib/bank-user.mjs';
-import { CookieJar, parseSetCookie, randomToken, sqlString, startStack } from '../lib/worker-harness.mjs';
+import { CookieJar, parseSetCookie, randomToken, ROOT, sqlString, startStack } from '../lib/worker-harness.mjs';
 
 const DEMO_USERS = [
   { id: 'usr_alice', name: 'Alice Martin' },
@@ -40,7 +40,16 @@ const sessions = new Map(); // app user -> a browser (cookie jar) holding that u
 
 // Generous: startStack builds the Worker first, and waits for any other build to finish.
 before(async () => { stack = await startStack(); }, { timeout: 30 * 60_000 });
-after(async () => { await stack?.stop(); });
+after(async () => {
+  // A figure, not an assertion: the median wall time of a granted callback.
+  const times = [...callbackTimes].sort((a, b) => a - b);
+  if (times.length) {
+    const mid = Math.floor(times.length / 2);
+    const median = times.length % 2 ? times[mid] : (times[mid - 1] + times[mid]) / 2;
+    console.log(`median callback: ${Math.round(median)} ms over ${times.length} flows`);
+  }
+  await stack?.stop();
+});
 
 // ---------------------------------------------------------------------------------------
 // Helpers: one simulated browser = one CookieJar; every request goes through
@@ -183,22 +192,31 @@ function assertGranted(cb, flow) {
   assert.equal(session.sameSite, 'strict');
 }
 
-/** A callback page that is not a grant: 400, the code on the page, and in the outcome if any. */
-function assertNotGranted(cb, { error, status = 'failed', state, outcomeRequired = false }) {
+/**
+ * A callback page that is not a grant: 400 and the code on the page. A consumed flow's page
+ * (`outcome: 'required'`) carries its outcome for the opener; a page for a flow that was not
+ * consumed (replayed, unknown, not bound: `outcome: 'absent'`) must carry none.
+ */
+function assertNotGranted(cb, { error, status = 'failed', state, outcome }) {
   assert.equal(cb.res.status, 400, `callback: ${describe(cb.res)}`);
   assertOutcomePageHeaders(cb.res);
   assert.equal(cb.error, error, `data-error: ${describe(cb.res)}`);
   assert.ok(!cb.res.setCookies.some((line) => line.startsWith(`${SESSION}=`) && !/max-age=0/i.test(line)), 'no session is handed out');
-  if (outcomeRequired) assert.ok(cb.outcome, 'the page carries the outcome');
-  if (cb.outcome) {
-    assert.equal(cb.outcome.type, 'consentry:outcome');
-    assert.equal(cb.outcome.v, 1);
-    assert.equal(cb.outcome.status, status);
-    assert.equal(cb.outcome.error, error);
-    assert.equal(typeof cb.outcome.error_description, 'string');
-    if (state) assert.equal(cb.outcome.state, state);
-    assert.ok(!('consent' in cb.outcome), 'no consent in a failed outcome');
+  assert.ok(outcome === 'required' || outcome === 'absent', 'say whether an outcome is expected');
+  if (outcome === 'absent') {
+    assert.equal(cb.outcome, null, 'nothing is posted for a flow this request did not consume');
+    assert.equal(cb.targetOrigin, '', 'no target origin');
+    return;
   }
+  assert.ok(cb.outcome, 'the page carries the outcome');
+  assert.equal(cb.targetOrigin, stack.publicOrigin, 'posted to the origin that started the flow');
+  assert.equal(cb.outcome.type, 'consentry:outcome');
+  assert.equal(cb.outcome.v, 1);
+  assert.equal(cb.outcome.status, status);
+  assert.equal(cb.outcome.error, error);
+  assert.equal(typeof cb.outcome.error_description, 'string');
+  assert.equal(cb.outcome.state, state, 'the outcome names its flow');
+  assert.ok(!('consent' in cb.outcome), 'no consent in a failed outcome');
 }
 
 /** A full flow that must be granted, in `jar` (a new browser unless given). */
@@ -309,7 +327,7 @@ test('a denial at the bank is reported as denied and stores no consent', { timeo
   const url = await atBank(flow, { decision: 'deny' });
   assert.equal(new URL(url).searchParams.get('error'), 'access_denied', 'the bank denied');
   const cb = await callback(jar, url);
-  assertNotGranted(cb, { error: 'access_denied', status: 'denied', state: flow.state, outcomeRequired: true });
+  assertNotGranted(cb, { error: 'access_denied', status: 'denied', state: flow.state, outcome: 'required' });
   assert.equal(cb.targetOrigin, stack.publicOrigin);
 
   const after = await listConsents(jar);
@@ -323,7 +341,7 @@ test('a replayed callback is refused and spends nothing', { timeout: TEST_TIMEOU
   const { jar, url, outcome, flow } = await completeFlow({ user: 'usr_alice' });
   const consentsBefore = (await listConsents(jar)).consents.length;
   const replay = await callback(jar, url);
-  assertNotGranted(replay, { error: 'transaction_replayed' });
+  assertNotGranted(replay, { error: 'transaction_replayed', outcome: 'absent' });
   assert.equal(exchangesOf(codeOf(url)).length, 1, 'the code went to the bank once');
   assert.equal((await listConsents(jar)).consents.length, consentsBefore, 'no new consent');
   const res = await outcomeOf(jar, flow.state);
@@ -336,7 +354,7 @@ test('a callback for a state never started is an unknown transaction', { timeout
   seenCodes.add(code);
   const url = `${stack.publicOrigin}/auth/callback?${new URLSearchParams({ code, state: randomToken(), iss: stack.issuer })}`;
   const cb = await callback(new CookieJar(), url);
-  assertNotGranted(cb, { error: 'unknown_transaction' });
+  assertNotGranted(cb, { error: 'unknown_transaction', outcome: 'absent' });
   assert.equal(exchangesOf(code).length, 0, 'nothing went to the bank');
 });
 
@@ -350,7 +368,7 @@ test('two concurrent callbacks with one state: one grant, one replay, one code e
   const granted = results.find((cb) => cb.res.status === 200);
   const refused = results.find((cb) => cb.res.status === 400);
   assertGranted(granted, flow);
-  assertNotGranted(refused, { error: 'transaction_replayed' });
+  assertNotGranted(refused, { error: 'transaction_replayed', outcome: 'absent' });
 
   const exchanges = exchangesOf(codeOf(url));
   assert.equal(exchanges.length, 1, `the bank saw one token request for the code: ${JSON.stringify(exchanges)}`);
@@ -366,9 +384,9 @@ test('a callback without the binding cookie is refused and leaves the flow usabl
   const url = await atBank(flow);
 
   const missing = await callback(jar.clone().delete(flow.binding.name), url);
-  assertNotGranted(missing, { error: 'transaction_not_bound' });
+  assertNotGranted(missing, { error: 'transaction_not_bound', outcome: 'absent' });
   const wrong = await callback(jar.clone().set(flow.binding.name, randomToken(), { sameSite: 'none' }), url);
-  assertNotGranted(wrong, { error: 'transaction_not_bound' });
+  assertNotGranted(wrong, { error: 'transaction_not_bound', outcome: 'absent' });
   assert.equal(exchangesOf(codeOf(url)).length, 0, 'the code was not spent');
 
   const bound = await callback(jar, url);
@@ -387,7 +405,7 @@ test('a callback with a wrong or missing iss is refused', { timeout: TEST_TIMEOU
     assert.equal(url.searchParams.get('iss'), stack.issuer, 'the bank sends iss');
     rewrite(url.searchParams);
     const cb = await callback(jar, url.toString());
-    assertNotGranted(cb, { error, state: flow.state });
+    assertNotGranted(cb, { error, state: flow.state, outcome: 'required' });
     assert.equal(exchangesOf(codeOf(url)).length, 0, `${error}: the code was not exchanged`);
   }
 });
@@ -398,7 +416,7 @@ test('HTML in the provider\'s error_description is shown as text, never as marku
   const flow = await startOk(jar, { user: 'usr_alice' });
   const url = `${stack.publicOrigin}/auth/callback?${new URLSearchParams({ error: 'access_denied', error_description: payload, state: flow.state, iss: stack.issuer })}`;
   const cb = await callback(jar, url);
-  assertNotGranted(cb, { error: 'access_denied', status: 'denied', state: flow.state, outcomeRequired: true });
+  assertNotGranted(cb, { error: 'access_denied', status: 'denied', state: flow.state, outcome: 'required' });
   assert.ok(!cb.res.body.includes('<script>alert(1)'), 'no injected <script>');
   assert.ok(!/<img\b/i.test(cb.res.body), 'no injected <img>');
   assert.ok(!cb.res.body.includes(payload), 'the raw markup is not in the page');
@@ -419,7 +437,7 @@ test('a failing token endpoint fails the flow, stores nothing, and spends the st
       } finally {
         await setTokenMode('normal');
       }
-      assertNotGranted(cb, { error: 'token_exchange_failed', state: flow.state, outcomeRequired: true });
+      assertNotGranted(cb, { error: 'token_exchange_failed', state: flow.state, outcome: 'required' });
       const attempts = exchangesOf(codeOf(url));
       assert.equal(attempts.length, 1, `the Worker tried the bank once: ${JSON.stringify(attempts)}`);
       assert.equal(attempts[0].mode, mode);
@@ -430,7 +448,7 @@ test('a failing token endpoint fails the flow, stores nothing, and spends the st
       const after = (await listConsents(jar)).consents.map((c) => c.id);
       assert.deepEqual(after.sort(), before.sort(), 'no consent stored');
       const replay = await callback(jar, url);
-      assertNotGranted(replay, { error: 'transaction_replayed' });
+      assertNotGranted(replay, { error: 'transaction_replayed', outcome: 'absent' });
       assert.equal(exchangesOf(codeOf(url)).length, 1, 'the replay did not reach the bank');
     });
   }
@@ -467,11 +485,11 @@ test('a callback after the flow\'s deadline is refused as expired, and /auth/out
   assert.ok(!('consent' in lapsedOutcome));
 
   const cb = await callback(jar, url);
-  assertNotGranted(cb, { error: 'transaction_expired', state: flow.state, outcomeRequired: true });
+  assertNotGranted(cb, { error: 'transaction_expired', state: flow.state, outcome: 'required' });
   assert.equal(cb.targetOrigin, stack.publicOrigin);
   assert.equal(exchangesOf(codeOf(url)).length, 0, 'the code was not exchanged');
   const replay = await callback(jar, url);
-  assertNotGranted(replay, { error: 'transaction_replayed' });
+  assertNotGranted(replay, { error: 'transaction_replayed', outcome: 'absent' });
   assert.equal(exchangesOf(codeOf(url)).length, 0, 'nor by the replay');
 
   const recorded = await outcomeOf(jar, flow.state);
@@ -502,7 +520,7 @@ test('a sealed verifier moved to another flow\'s row does not decrypt there', { 
   // B's code (and fail there as invalid_grant).
   const stored = await storedCounts();
   const cb = await callback(jarB, urlB);
-  assertNotGranted(cb, { error: 'storage_failed', state: b.state, outcomeRequired: true });
+  assertNotGranted(cb, { error: 'storage_failed', state: b.state, outcome: 'required' });
   assert.equal(exchangesOf(codeOf(urlB)).length, 0, 'no token request was made');
   assert.deepEqual(await storedCounts(), stored, 'no consent or token set stored');
 
@@ -518,7 +536,7 @@ test('a callback POSTed as form_post is handled like the GET one', { timeout: TE
   const cb = await callback(jar, url, { formPost: true });
   assertGranted(cb, flow);
   const replay = await callback(jar, url, { formPost: true });
-  assertNotGranted(replay, { error: 'transaction_replayed' });
+  assertNotGranted(replay, { error: 'transaction_replayed', outcome: 'absent' });
 });
 
 test('a private_key_jwt (ES256) client completes a flow', { timeout: TEST_TIMEOUT }, async () => {
@@ -537,7 +555,7 @@ test('a private_key_jwt client signing with a key the bank does not know fails a
   assert.equal(new URL(flow.location).searchParams.get('client_id'), 'consentry-pkjwt');
   const url = await atBank(flow);
   const cb = await callback(jar, url);
-  assertNotGranted(cb, { error: 'invalid_client', state: flow.state, outcomeRequired: true });
+  assertNotGranted(cb, { error: 'invalid_client', state: flow.state, outcome: 'required' });
   const exchanges = exchangesOf(codeOf(url));
   assert.equal(exchanges.length, 1, `the Worker tried the bank once: ${JSON.stringify(exchanges)}`);
   assert.equal(exchanges[0].status, 401, 'the bank refused the client assertion');
@@ -655,6 +673,7 @@ test('the demo page is served from the Worker\'s origin', { timeout: TEST_TIMEOU
   const res = await stack.workerFetch('/');
   assert.equal(res.status, 200, describe(res));
   assert.match(res.headers.get('content-type') ?? '', /^text\/html/i);
+  assert.equal(res.body, await readFile(path.join(ROOT, 'www', 'index.html'), 'utf8'), 'www/index.html itself');
 });
 
 test('the demo user list', { timeout: TEST_TIMEOUT }, async () => {
@@ -689,16 +708,6 @@ test('after the bank rotates its signing key, the Worker refetches its JWKS once
   assert.equal(jwks(), fetched, 'the refetched JWKS is cached in its turn');
 });
 
-test('figures: callback wall time', () => {
-  const times = [...callbackTimes].sort((a, b) => a - b);
-  if (!times.length) {
-    console.log('median callback: n/a over 0 flows');
-    return;
-  }
-  const mid = Math.floor(times.length / 2);
-  const median = times.length % 2 ? times[mid] : (times[mid - 1] + times[mid]) / 2;
-  console.log(`median callback: ${Math.round(median)} ms over ${times.length} flows`);
-});
 
 test('at rest: the local D1 holds no code, verifier, token or cookie value in clear', async () => {
   const files = [];
@@ -759,6 +768,9 @@ test('leak scan: no code, verifier or token in anything the Worker said or logge
   assert.ok(issued.codes.length > 0, 'the bank issued codes');
   assert.ok(sentVerifiers.size > 0, 'verifiers were sent');
   assert.ok(stack.responses.length > 0, 'responses were recorded');
+  // The Worker's own log lines reach the scanned logs (else the log scan proves nothing).
+  assert.match(stack.logs(), /consentry: callback provider=local-bank http=200/);
+  assert.match(stack.logs(), /consentry: callback provider=local-bank http=400 code=token_exchange_failed/);
   console.log(`leak scan: ${secrets.size} secrets (${count('access_token')} access, ${count('refresh_token')} refresh, ${count('id_token')} id tokens, ${issued.codes.length} codes, ${sentVerifiers.size} verifiers) over ${stack.responses.length} responses and ${stack.logs().length} bytes of logs`);
 
   const places = [

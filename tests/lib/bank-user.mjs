@@ -1,21 +1,7 @@
 // An account holder at the local bank, over plain HTTP: follows the authorization request
 // through the bank's login and consent pages, and stops at the redirect back to the client.
 
-class CookieJar {
-  #cookies = new Map();
-
-  store(response) {
-    for (const line of response.headers.getSetCookie()) {
-      const [pair] = line.split(';');
-      const [name, ...value] = pair.split('=');
-      this.#cookies.set(name.trim(), value.join('='));
-    }
-  }
-
-  header() {
-    return [...this.#cookies].map(([name, value]) => `${name}=${value}`).join('; ');
-  }
-}
+import { CookieJar } from './worker-harness.mjs';
 
 /**
  * Walks `authorizationUrl` as `user` (password = username unless given), allowing or denying

@@ -137,5 +137,11 @@ export async function bankLogin(popupPage, { user, password = user, decision = '
     ]);
     break;
   }
-  return { url: closed ? null : popupPage.url(), closed };
+  // Origin and path only: the callback's query carries the authorization code.
+  return { url: closed ? null : urlWithoutQuery(popupPage.url()), closed };
+}
+
+function urlWithoutQuery(url) {
+  const parsed = new URL(url);
+  return `${parsed.origin}${parsed.pathname}`;
 }

@@ -246,7 +246,6 @@ export async function startStack({
     };
     // The Worker, built once, and wrangler.toml without its [build] (see the top of this file).
     if (build) {
-      await waitForOtherBuilds((line) => { output += line; });
       const built = await run(BUILD_WORKER, [], { cwd: ROOT, env: childEnv, onOutput: (chunk) => { output += chunk; } });
       if (built.code !== 0) throw new Error(`./scripts/build-worker failed (exit ${built.code})`);
     }
@@ -461,31 +460,3 @@ process.stdout.write(JSON.stringify(read({ config: ${JSON.stringify(path.join(RO
   return config;
 }
 
-// Waits while another build (cargo, worker-build, wasm-opt) runs on this machine: two at once
-// only slow each other down on a small machine. Linux only (reads /proc); elsewhere a no-op.
-async function waitForOtherBuilds(log, { maxWaitMs = 15 * 60_000 } = {}) {
-  const names = new Set(['cargo', 'rustc', 'worker-build', 'wasm-opt', 'wasm-bindgen']);
-  const busy = async () => {
-    let entries;
-    try { entries = await readdir('/proc'); } catch { return []; }
-    const found = [];
-    for (const pid of entries.filter((entry) => /^\d+$/.test(entry))) {
-      try {
-        const comm = (await readFile(`/proc/${pid}/comm`, 'utf8')).trim();
-        if (names.has(comm)) found.push(`${comm}(${pid})`);
-      } catch { /* gone */ }
-    }
-    return found;
-  };
-  const deadline = Date.now() + maxWaitMs;
-  let said = false;
-  for (let found = await busy(); found.length && Date.now() < deadline; found = await busy()) {
-    if (!said) {
-      const line = `[worker-harness] waiting for another build to finish: ${found.join(' ')}\n`;
-      log(line);
-      process.stderr.write(line);
-      said = true;
-    }
-    await sleep(1000);
-  }
-}

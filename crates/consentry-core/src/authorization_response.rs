@@ -16,7 +16,6 @@ const FORBIDDEN_PARAMS: &[&str] = &["access_token", "id_token", "token"];
 ///
 /// Its [`state`](Self::state) finds the pending transaction; then
 /// [`validate_authorization_response`] checks it against that transaction.
-#[derive(Clone)]
 pub struct AuthorizationResponse {
     params: Vec<(String, String)>,
 }

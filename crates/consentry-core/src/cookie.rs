@@ -28,8 +28,6 @@ const BINDING_NAME_KEY_CHARS: usize = 16;
 pub enum SameSite {
     /// Only same-site requests carry the cookie.
     Strict,
-    /// Same-site requests and top-level cross-site `GET` navigations.
-    Lax,
     /// Every request (requires `Secure`).
     None,
 }
@@ -38,10 +36,15 @@ impl SameSite {
     fn as_str(self) -> &'static str {
         match self {
             SameSite::Strict => "Strict",
-            SameSite::Lax => "Lax",
             SameSite::None => "None",
         }
     }
+}
+
+/// What the store keeps of a cookie value: base64url(SHA-256(value)). A database read does
+/// not yield a working cookie.
+pub fn stored_hash(value: &str) -> String {
+    crate::encoding::sha256_base64url(value.as_bytes())
 }
 
 /// The binding cookie's name for the flow whose state has this storage key.

@@ -82,13 +82,6 @@ impl ProviderMetadata {
             scopes_supported: None,
         }
     }
-
-    /// Whether an authorization response from this server must carry `iss`: a server that
-    /// advertises support always sends it, so its absence is an attack signal
-    /// ([RFC 9207 §2.4](https://www.rfc-editor.org/rfc/rfc9207#section-2.4)).
-    pub fn requires_iss_parameter(&self) -> bool {
-        self.authorization_response_iss_parameter_supported
-    }
 }
 
 /// Validates the response to a metadata request
@@ -144,6 +137,9 @@ fn discovery_invalid(description: impl Into<String>) -> Error {
     Error::new(ErrorCode::DiscoveryInvalid, description)
 }
 
+/// The most of a provider-supplied issuer an error quotes.
+const MAX_QUOTED_ISSUER_LEN: usize = 255;
+
 fn check_issuer(expected_issuer: &IssuerUrl, document: &MetadataDocument) -> Result<()> {
     let issuer = document
         .string("issuer")?
@@ -151,8 +147,11 @@ fn check_issuer(expected_issuer: &IssuerUrl, document: &MetadataDocument) -> Res
     if issuer == expected_issuer.as_str() {
         Ok(())
     } else {
+        // The issuer is a public identifier, quoted because a trailing slash is the usual
+        // culprit; capped, like every provider-supplied string in an error.
+        let shown: String = issuer.chars().take(MAX_QUOTED_ISSUER_LEN).collect();
         Err(discovery_invalid(format!(
-            "the metadata issuer {issuer:?} is not the configured issuer {:?}",
+            "the metadata issuer {shown:?} is not the configured issuer {:?}",
             expected_issuer.as_str()
         )))
     }
@@ -371,7 +370,7 @@ mod tests {
         );
         assert_eq!(metadata.code_challenge_methods_supported, None);
         assert_eq!(metadata.pushed_authorization_request_endpoint, None);
-        assert!(!metadata.requires_iss_parameter());
+        assert!(!metadata.authorization_response_iss_parameter_supported);
         assert_eq!(
             metadata.token_endpoint_auth_methods_supported,
             Some(vec!["client_secret_basic".into(), "private_key_jwt".into()])
@@ -483,7 +482,7 @@ mod tests {
             EndpointUrl::parse("https://bank.example/authorize").expect("valid"),
             EndpointUrl::parse("https://bank.example/token").expect("valid"),
         );
-        assert!(!metadata.requires_iss_parameter());
+        assert!(!metadata.authorization_response_iss_parameter_supported);
         assert!(!metadata.require_pushed_authorization_requests);
         assert_eq!(metadata.scopes_supported, None);
     }

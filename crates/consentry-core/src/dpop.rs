@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::encoding::{base64url_encode, sha256};
+use crate::encoding::{base64url_encode, sha256_base64url};
 use crate::error::{Error, ErrorCode, Result};
 use crate::jwk::PRIVATE_MEMBERS;
 use crate::jws::{JwsAlgorithm, JwsSigningInput};
@@ -57,9 +57,9 @@ pub fn jwk_thumbprint(public_jwk: &Map<String, Value>) -> Result<String> {
     for &member in members {
         canonical.insert(member.to_owned(), jwk_string(public_jwk, member)?.into());
     }
-    Ok(base64url_encode(&sha256(
+    Ok(sha256_base64url(
         Value::Object(canonical).to_string().as_bytes(),
-    )))
+    ))
 }
 
 fn check_public_jwk(alg: JwsAlgorithm, public_jwk: &Map<String, Value>) -> Result<()> {
@@ -160,7 +160,7 @@ impl DpopProof {
     /// Binds the proof to the access token it accompanies: `ath` is base64url(SHA-256(token))
     /// ([RFC 9449 §4.2](https://www.rfc-editor.org/rfc/rfc9449#section-4.2), §7).
     pub fn with_access_token(mut self, access_token: &AccessToken) -> Self {
-        let ath = base64url_encode(&sha256(access_token.secret().as_bytes()));
+        let ath = sha256_base64url(access_token.secret().as_bytes());
         self.claims.insert("ath".into(), ath.into());
         self
     }

@@ -76,6 +76,12 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// base64url(SHA-256(`data`)): the S256 challenge, the state's storage key, a JWK
+/// thumbprint, DPoP's `ath`, and what the store keeps of a cookie value.
+pub fn sha256_base64url(data: &[u8]) -> String {
+    base64url_encode(&sha256(data))
+}
+
 /// Serializes name/value pairs as `application/x-www-form-urlencoded`.
 pub fn form_encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     form_urlencoded::Serializer::new(String::new())
@@ -171,7 +177,7 @@ mod tests {
     fn sha256_of_abc() {
         // FIPS 180-2 Appendix B.1.
         assert_eq!(
-            base64url_encode(&sha256(b"abc")),
+            sha256_base64url(b"abc"),
             "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
         );
     }

@@ -55,6 +55,9 @@ pub enum OAuthErrorCode {
     RequestUriNotSupported,
     /// `registration_not_supported`
     RegistrationNotSupported,
+    /// The server cannot revoke this type of token
+    /// ([RFC 7009 §2.2.1](https://www.rfc-editor.org/rfc/rfc7009#section-2.2.1)).
+    UnsupportedTokenType,
     /// `invalid_dpop_proof`
     InvalidDpopProof,
     /// `use_dpop_nonce`
@@ -103,6 +106,10 @@ const OAUTH_ERROR_CODES: &[(&str, OAuthErrorCode)] = &[
     (
         "registration_not_supported",
         OAuthErrorCode::RegistrationNotSupported,
+    ),
+    (
+        "unsupported_token_type",
+        OAuthErrorCode::UnsupportedTokenType,
     ),
     ("invalid_dpop_proof", OAuthErrorCode::InvalidDpopProof),
     ("use_dpop_nonce", OAuthErrorCode::UseDpopNonce),
@@ -263,6 +270,29 @@ sdk_error_codes! {
     NotFound => "not_found",
 }
 
+impl ErrorCode {
+    /// The HTTP status the Worker answers a JSON route with when it fails with this code:
+    /// 401 without a session, 403 for a refused caller, 404 for nothing to show, 500 for
+    /// consentry's own configuration or storage, 502 when the provider failed, else 400.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ErrorCode::CsrfHeaderMissing
+            | ErrorCode::OriginNotAllowed
+            | ErrorCode::TransactionNotBound => 403,
+            ErrorCode::SessionRequired => 401,
+            ErrorCode::UnknownTransaction
+            | ErrorCode::OutcomePending
+            | ErrorCode::ConsentNotFound
+            | ErrorCode::NotFound => 404,
+            ErrorCode::StorageFailed | ErrorCode::InvalidConfiguration => 500,
+            ErrorCode::ProviderUnreachable
+            | ErrorCode::RevocationFailed
+            | ErrorCode::OAuth(OAuthErrorCode::ServerError) => 502,
+            _ => 400,
+        }
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -338,6 +368,32 @@ mod tests {
             assert_eq!(&OAuthErrorCode::parse(name), code);
             assert_eq!(code.as_str(), *name);
         }
+        // Spelled here independently of the table, from RFC 6749 §4.1.2.1 and §5.2,
+        // RFC 7009 §2.2.1, RFC 9126 §2.3 and RFC 9449 §12.2: a typo in the table fails.
+        for rfc in [
+            "invalid_request",
+            "unauthorized_client",
+            "access_denied",
+            "unsupported_response_type",
+            "invalid_scope",
+            "server_error",
+            "temporarily_unavailable",
+            "invalid_client",
+            "invalid_grant",
+            "unsupported_grant_type",
+            "unsupported_token_type",
+            "invalid_request_uri",
+            "invalid_request_object",
+            "invalid_dpop_proof",
+            "use_dpop_nonce",
+        ] {
+            let code = OAuthErrorCode::parse(rfc);
+            assert!(
+                !matches!(code, OAuthErrorCode::Extension(_)),
+                "{rfc} is not in the table"
+            );
+            assert_eq!(code.as_str(), rfc);
+        }
         let unknown = OAuthErrorCode::parse("mh_consent_expired");
         assert_eq!(
             unknown,
@@ -379,5 +435,20 @@ mod tests {
             Error::oauth("server_error", None).to_string(),
             "server_error"
         );
+    }
+
+    #[test]
+    fn json_route_statuses_follow_who_is_at_fault() {
+        let status = |code: &str| ErrorCode::parse(code).http_status();
+        assert_eq!(status("session_required"), 401);
+        assert_eq!(status("csrf_header_missing"), 403);
+        assert_eq!(status("transaction_not_bound"), 403);
+        assert_eq!(status("outcome_pending"), 404);
+        assert_eq!(status("consent_not_found"), 404);
+        assert_eq!(status("storage_failed"), 500);
+        assert_eq!(status("provider_unreachable"), 502);
+        assert_eq!(status("server_error"), 502);
+        assert_eq!(status("invalid_verifier"), 400);
+        assert_eq!(status("access_denied"), 400);
     }
 }

@@ -73,6 +73,7 @@
 pub mod authorization_request;
 pub mod authorization_response;
 pub mod client_auth;
+pub mod consent_record;
 pub mod cookie;
 pub mod discovery;
 pub mod dpop;
@@ -105,6 +106,7 @@ pub use authorization_response::{
     validate_authorization_response, AuthorizationResponse, ValidatedAuthorizationResponse,
 };
 pub use client_auth::{build_client_assertion, ClientAuthMethod, ClientAuthentication, ClientId};
+pub use consent_record::{ConsentRecord, ConsentStatus};
 pub use error::{Error, ErrorCode, OAuthErrorCode, Result};
 pub use http::HttpRequest;
 pub use jws::{JwsAlgorithm, JwsSigningInput};

@@ -108,7 +108,7 @@ impl OutcomePage {
 }
 
 /// Escapes text for HTML content and double-quoted attribute values.
-pub fn escape_html(text: &str) -> String {
+fn escape_html(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -1,6 +1,6 @@
 //! Proof Key for Code Exchange ([RFC 7636](https://www.rfc-editor.org/rfc/rfc7636)), S256 only.
 
-use crate::encoding::{base64url_encode, is_unreserved, sha256};
+use crate::encoding::{base64url_encode, is_unreserved, sha256_base64url};
 use crate::error::{Error, ErrorCode, Result};
 use crate::secret::secret_type;
 
@@ -38,7 +38,7 @@ impl PkceCodeVerifier {
 
     /// The S256 `code_challenge` for this verifier (RFC 7636 §4.2).
     pub fn challenge(&self) -> PkceCodeChallenge {
-        PkceCodeChallenge(base64url_encode(&sha256(self.0.as_bytes())))
+        PkceCodeChallenge(sha256_base64url(self.0.as_bytes()))
     }
 }
 

@@ -121,6 +121,15 @@ struct ProviderEntry {
     name: Option<String>,
 }
 
+/// Whether `id` is a provider id: 1-32 characters of `a-z 0-9 -` (it also names the
+/// provider's secrets, upper-cased, `-` as `_`).
+pub fn is_provider_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// The id_token claim in which Moneyhub names the consent it recorded.
 const MONEYHUB_CONSENT_ID_CLAIM: &str = "mh:con_id";
 
@@ -178,12 +187,7 @@ impl ProviderConfig {
     }
 
     fn from_entry(entry: ProviderEntry) -> Result<Self> {
-        let id_ok = (1..=32).contains(&entry.id.len())
-            && entry
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !id_ok {
+        if !is_provider_id(&entry.id) {
             return Err(config_error(
                 "provider id must be 1-32 characters of a-z 0-9 -",
             ));
@@ -224,7 +228,7 @@ impl ProviderConfig {
         ];
         if signing_alg == JwsAlgorithm::HS256 || (strict && !strict_algs.contains(&signing_alg)) {
             return Err(config_error(
-                "signing_alg must be asymmetric (PS256 or ES256 under fapi2)",
+                "signing_alg must be asymmetric (PS256, ES256 or EdDSA under fapi2)",
             ));
         }
         let id_token_signing_algs = match &entry.id_token_signing_algs {
@@ -249,7 +253,7 @@ impl ProviderConfig {
                     .any(|alg| !strict_algs.contains(alg)))
         {
             return Err(config_error(
-                "id_token_signing_algs must be non-empty (PS256/ES256 under fapi2)",
+                "id_token_signing_algs must be non-empty (PS256, ES256 or EdDSA under fapi2)",
             ));
         }
         let scopes = Scopes::from_tokens(entry.scopes.iter().map(String::as_str))
@@ -269,6 +273,12 @@ impl ProviderConfig {
         // Fail at configuration time, not at the first login, when an extra is not allowed.
         for (name, value) in &authorization_params {
             AuthorizationRequest::check_param(name, value)?;
+            // The Worker enforces max_age on the id_token's auth_time, so it must be a number.
+            if name == "max_age" && value.parse::<u64>().is_err() {
+                return Err(config_error(
+                    "authorization_params.max_age must be whole seconds",
+                ));
+            }
         }
         let api_base_url = entry
             .api_base_url
@@ -372,10 +382,20 @@ impl ProviderConfig {
     }
 
     /// Whether the authorization response must carry `iss`: the configuration's word, or
-    /// else what discovery advertised (RFC 9207 §3).
+    /// else what discovery advertised (RFC 9207 §3). A server that advertises `iss` always
+    /// sends it, so its absence is an attack signal (§2.4).
     pub fn requires_iss(&self, metadata: &ProviderMetadata) -> bool {
         self.require_iss
             .unwrap_or(metadata.authorization_response_iss_parameter_supported)
+    }
+
+    /// The `max_age` the configured `authorization_params` ask for, if any: the id_token's
+    /// `auth_time` must then be at most that old (OpenID Connect Core §3.1.2.1).
+    pub fn max_age(&self) -> Option<u64> {
+        self.authorization_params
+            .iter()
+            .find(|(name, _)| name == "max_age")
+            .and_then(|(_, value)| value.parse().ok())
     }
 
     /// The algorithm for client assertions, request objects and DPoP proofs.
@@ -633,6 +653,16 @@ mod tests {
     }
 
     #[test]
+    fn max_age_in_authorization_params_is_enforced_on_the_id_token() {
+        let with = one(r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","authorization_params":{"max_age":300}}"#).expect("valid");
+        assert_eq!(with.max_age(), Some(300));
+        let without =
+            one(r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c"}"#)
+                .expect("valid");
+        assert_eq!(without.max_age(), None);
+    }
+
+    #[test]
     fn configurations_that_weaken_a_profile_are_refused() {
         for bad in [
             r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","auth_method":"client_secret_basic"}"#,
@@ -647,6 +677,7 @@ mod tests {
             r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","authorization_params":{"state":"fixed"}}"#,
             r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","client_secret":"oops"}"#,
             r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","signing_alg":"HS256"}"#,
+            r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","authorization_params":{"max_age":"soon"}}"#,
             r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","api_paths":["/../admin"]}"#,
         ] {
             let code = one(bad).map(|_| ()).map_err(|e| e.code().clone());

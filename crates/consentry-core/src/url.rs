@@ -7,17 +7,26 @@
 use crate::encoding::form_encode;
 use crate::error::{Error, ErrorCode, Result};
 
+/// The host of a URL's authority (`host`, `host:port`, `[v6]:port`), without the port.
+fn host_of(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    }
+}
+
+/// Whether a host is a loopback one, where plain http and demo shortcuts are allowed.
+fn is_loopback_host(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
+}
+
 fn check_url(url: &str, what: &str) -> Result<()> {
     let invalid = |why: &str| Err(Error::new(ErrorCode::InvalidUrl, format!("{what} {why}")));
     let rest = if let Some(rest) = url.strip_prefix("https://") {
         rest
     } else if let Some(rest) = url.strip_prefix("http://") {
         let authority = rest.split(['/', '?']).next().unwrap_or_default();
-        let host = match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => authority.split(':').next().unwrap_or_default(),
-        };
-        if !matches!(host, "localhost" | "127.0.0.1" | "::1") {
+        if !is_loopback_host(host_of(authority)) {
             return invalid("must use https (http is allowed only on a loopback host)");
         }
         rest
@@ -166,11 +175,7 @@ impl WebOrigin {
     /// machine, where demo shortcuts are allowed.
     pub fn is_loopback(&self) -> bool {
         let authority = self.0.split_once("://").map_or("", |(_, rest)| rest);
-        let host = match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => authority.split(':').next().unwrap_or_default(),
-        };
-        matches!(host, "localhost" | "127.0.0.1" | "::1")
+        is_loopback_host(host_of(authority))
     }
 }
 

@@ -89,17 +89,17 @@ pub fn verify_user_assertion(
     }
     let number = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
     let exp = number("exp").ok_or_else(|| invalid_user("the user assertion has no exp"))?;
-    if exp + DEFAULT_CLOCK_TOLERANCE <= now {
+    if exp.saturating_add(DEFAULT_CLOCK_TOLERANCE) <= now {
         return Err(invalid_user("the user assertion has expired"));
     }
     let issued = number("iat").unwrap_or(now);
-    if exp > issued.max(now) + MAX_ASSERTION_LIFETIME_SECS {
+    if exp > issued.max(now).saturating_add(MAX_ASSERTION_LIFETIME_SECS) {
         return Err(invalid_user(
             "the user assertion lives longer than five minutes",
         ));
     }
     for name in ["iat", "nbf"] {
-        if number(name).is_some_and(|at| at > now + DEFAULT_CLOCK_TOLERANCE) {
+        if number(name).is_some_and(|at| at > now.saturating_add(DEFAULT_CLOCK_TOLERANCE)) {
             return Err(invalid_user(&format!(
                 "the user assertion's {name} is in the future"
             )));
@@ -125,23 +125,14 @@ fn invalid_user(description: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encoding::base64url_encode;
-    use hmac::{Hmac, Mac};
-    use sha2::Sha256;
+    use crate::jwt::test_support::sign_hs256;
 
     const SECRET: &[u8] = b"app-backend-shared-secret-32-bytes!!";
     const AUD: &str = "https://consent.example";
     const NOW: u64 = 1_790_000_000;
 
     fn assertion(claims: serde_json::Value, secret: &[u8]) -> String {
-        let input = format!(
-            "{}.{}",
-            base64url_encode(br#"{"alg":"HS256","typ":"JWT"}"#),
-            base64url_encode(claims.to_string().as_bytes())
-        );
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("key");
-        mac.update(input.as_bytes());
-        format!("{input}.{}", base64url_encode(&mac.finalize().into_bytes()))
+        sign_hs256(&claims, secret)
     }
 
     fn refused(claims: serde_json::Value) -> String {
@@ -195,6 +186,9 @@ mod tests {
         assert!(refused(claims(serde_json::json!({"exp": NOW - 61}))).contains("expired"));
         assert!(refused(claims(serde_json::json!({"exp": null}))).contains("no exp"));
         assert!(refused(claims(serde_json::json!({"exp": NOW + 600}))).contains("five minutes"));
+        // Extreme signed values are refused, never overflow.
+        assert!(refused(claims(serde_json::json!({"exp": u64::MAX}))).contains("five minutes"));
+        assert!(refused(claims(serde_json::json!({"nbf": u64::MAX}))).contains("nbf"));
         assert!(refused(claims(serde_json::json!({"nbf": NOW + 600}))).contains("nbf"));
         assert!(refused(claims(serde_json::json!({"sub": null}))).contains("no sub"));
         refused(claims(serde_json::json!({"sub": "../admin"})));

@@ -3,22 +3,22 @@
 //! requires `X-Consentry: 1` and, where the browser sends one, an allowed `Origin`.
 
 use consentry_core::cookie::{
-    binding_cookie_name, clear_cookie, cookie_value, SameSite, SESSION_COOKIE,
+    binding_cookie_name, clear_cookie, cookie_value, stored_hash, SameSite, SESSION_COOKIE,
 };
-use consentry_core::encoding::{base64url_decode, constant_time_eq, form_value};
+use consentry_core::encoding::{constant_time_eq, form_value};
 use consentry_core::outcome::format_rfc3339;
 use consentry_core::{
-    build_revocation_request, process_revocation_response, Error, ErrorCode, Outcome, Result,
-    State, TokenSet,
+    build_revocation_request, process_revocation_response, ConsentRecord, Error, ErrorCode,
+    Outcome, Result, State, TokenSet,
 };
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
 use super::config::{self, Config};
 use super::provider_client::ProviderClient;
-use super::start::TRANSACTION_SECS;
+use super::start::transaction_expired;
 use super::store::{ConsentRow, Store, UserRow};
-use super::{now, open_store, respond, stored_hash};
+use super::{now, open_store, respond};
 
 /// The SPA's routes.
 enum Route {
@@ -73,7 +73,10 @@ pub(super) async fn handle(
         Err(error) => Err(error),
     };
     match answered {
-        Ok(Answer::Json(body)) => respond::json(200, &body, cors_origin.as_ref()),
+        Ok(Answer::Json(body)) => respond::json(200, &body.to_string(), cors_origin.as_ref()),
+        Ok(Answer::Outcome(outcome)) => {
+            respond::json(200, &outcome.to_json(), cors_origin.as_ref())
+        }
         Ok(Answer::Empty(cookie)) => respond::no_content(cookie.as_deref(), cors_origin.as_ref()),
         Err(error) => respond::json_error(&error, cors_origin.as_ref()),
     }
@@ -81,6 +84,7 @@ pub(super) async fn handle(
 
 enum Answer {
     Json(Value),
+    Outcome(Outcome),
     Empty(Option<String>),
 }
 
@@ -119,7 +123,7 @@ async fn serve(route: Route, request: &Request, env: &Env, config: &Config) -> R
                 .map(|url| url.query().unwrap_or_default().to_owned());
             call.outcome(&query.unwrap_or_default())
                 .await
-                .map(Answer::Json)
+                .map(Answer::Outcome)
         }
         Route::Consents => call.consents().await.map(Answer::Json),
         Route::Revoke(id) => call.revoke(&id).await.map(Answer::Json),
@@ -131,7 +135,7 @@ async fn serve(route: Route, request: &Request, env: &Env, config: &Config) -> R
 impl Call<'_> {
     /// `GET /auth/outcome?state=...`: the outcome of a flow this browser started (its
     /// binding cookie proves it), `outcome_pending` while the provider has not answered.
-    async fn outcome(&self, query: &str) -> Result<Value> {
+    async fn outcome(&self, query: &str) -> Result<Outcome> {
         let state = form_value(query, "state")
             .ok_or_else(|| Error::new(ErrorCode::MissingParameter, "outcome needs one ?state="))?;
         let state = State::parse(&state)?;
@@ -156,23 +160,15 @@ impl Call<'_> {
             return Err(not_bound());
         }
         match flow.outcome {
-            Some(outcome) => serde_json::from_str(&outcome).map_err(|_| {
+            // Read back through the wire schema: a damaged row is an error, not a message.
+            Some(outcome) => Outcome::parse(&outcome).map_err(|_| {
                 Error::new(
                     ErrorCode::StorageFailed,
                     "the recorded outcome is unreadable",
                 )
             }),
             None if flow.expires_at <= self.now => {
-                let expired = Error::new(
-                    ErrorCode::TransactionExpired,
-                    format!(
-                        "the provider never answered within {} minutes",
-                        TRANSACTION_SECS / 60
-                    ),
-                );
-                let outcome = Outcome::from_error(state, &expired).to_json();
-                serde_json::from_str(&outcome)
-                    .map_err(|_| Error::new(ErrorCode::StorageFailed, "outcome"))
+                Ok(Outcome::from_error(state, &transaction_expired()))
             }
             None => Err(Error::new(
                 ErrorCode::OutcomePending,
@@ -199,35 +195,32 @@ impl Call<'_> {
     async fn consents(&self) -> Result<Value> {
         let user = self.session_user().await?;
         let consents = self.store.consents(&user.id).await?;
-        let consents: Vec<Value> = consents.iter().map(|row| self.consent_json(row)).collect();
+        let consents: Vec<ConsentRecord> = consents
+            .iter()
+            .map(|row| self.consent_record(row))
+            .collect();
         Ok(json!({
             "user": {"id": user.id, "name": user.name},
             "consents": consents,
         }))
     }
 
-    fn consent_json(&self, row: &ConsentRow) -> Value {
-        let lapsed = row.expires_at.is_some_and(|at| at <= self.now);
-        let status = match row.status.as_str() {
-            "active" if lapsed => "expired",
-            status => status,
-        };
+    fn consent_record(&self, row: &ConsentRow) -> ConsentRecord {
         let provider_name = self
             .config
             .provider(&row.provider)
-            .map(|provider| provider.name().to_owned())
-            .unwrap_or_else(|_| row.provider.clone());
-        json!({
-            "id": row.id,
-            "provider": row.provider,
-            "provider_name": provider_name,
-            "user": row.user_id,
-            "scopes": row.scopes.split(' ').filter(|scope| !scope.is_empty()).collect::<Vec<_>>(),
-            "status": status,
-            "granted_at": format_rfc3339(row.granted_at),
-            "expires_at": row.expires_at.map(format_rfc3339),
-            "revoked_at": row.revoked_at.map(format_rfc3339),
-        })
+            .map_or(row.provider.as_str(), |provider| provider.name());
+        ConsentRecord::new(
+            &row.id,
+            &row.provider,
+            provider_name,
+            &row.user_id,
+            &row.scopes,
+            row.granted_at,
+            row.expires_at,
+            row.revoked_at,
+            self.now,
+        )
     }
 
     /// `DELETE /auth/consents/{id}`: revoke at the provider where it supports RFC 7009, then
@@ -281,11 +274,8 @@ impl Call<'_> {
         let Some(endpoint) = client.metadata.revocation_endpoint.clone() else {
             return Ok(false);
         };
-        let sealed = base64url_decode(sealed).ok_or_else(|| {
-            Error::new(ErrorCode::StorageFailed, "a sealed token set is unreadable")
-        })?;
         let tokens = config::sealing_key(self.env)?
-            .open(&consent.id, &sealed)
+            .open(&consent.id, sealed)
             .await?;
         let tokens = TokenSet::parse(&tokens)?;
         let auth = client.authentication(self.env, self.now).await?;

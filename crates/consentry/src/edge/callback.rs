@@ -4,9 +4,9 @@
 //! session, and renders the outcome page that posts only the outcome to the opener.
 
 use consentry_core::cookie::{
-    binding_cookie_name, cookie_value, set_cookie, SameSite, SESSION_COOKIE,
+    binding_cookie_name, cookie_value, set_cookie, stored_hash, SameSite, SESSION_COOKIE,
 };
-use consentry_core::encoding::{base64url_decode, base64url_encode};
+use consentry_core::encoding::base64url_encode;
 use consentry_core::outcome::format_rfc3339;
 use consentry_core::{
     build_authorization_code_request, process_token_response, validate_authorization_response,
@@ -17,9 +17,9 @@ use worker::{Env, Method, Request, Response};
 
 use super::config::{self, Config};
 use super::provider_client::ProviderClient;
-use super::start::TRANSACTION_SECS;
+use super::start::transaction_expired;
 use super::store::{Consumed, NewConsent, NewSession, Store, Transaction};
-use super::{log_ending, now, open_store, random_token, read_form, respond, stored_hash};
+use super::{log_ending, now, open_store, random_token, read_form, respond};
 use crate::random::random_bytes;
 
 /// A session's lifetime: 12 hours.
@@ -159,13 +159,7 @@ async fn exchange(
     now: u64,
 ) -> Result<Grant> {
     if transaction.expires_at <= now {
-        return Err(Error::new(
-            ErrorCode::TransactionExpired,
-            format!(
-                "the flow took longer than {} minutes; start it again",
-                TRANSACTION_SECS / 60
-            ),
-        ));
+        return Err(transaction_expired());
     }
     let provider = config.provider(&transaction.provider)?;
     let client = ProviderClient::connect(provider, config.http_timeout_ms, now).await?;
@@ -176,12 +170,8 @@ async fn exchange(
         provider.requires_iss(&client.metadata),
     )?;
     let sealing_key = config::sealing_key(env)?;
-    let verifier = match transaction
-        .sealed_verifier
-        .as_deref()
-        .and_then(base64url_decode)
-    {
-        Some(sealed) => sealing_key.open(key.as_str(), &sealed).await?,
+    let verifier = match transaction.sealed_verifier.as_deref() {
+        Some(sealed) => sealing_key.open(key.as_str(), sealed).await?,
         None => {
             return Err(Error::new(
                 ErrorCode::StorageFailed,
@@ -225,7 +215,7 @@ async fn exchange(
             let nonce = transaction.nonce.clone().map(Nonce::new);
             Some(
                 client
-                    .verify_id_token(id_token, nonce.as_ref(), now)
+                    .verify_id_token(env, id_token, nonce.as_ref(), now)
                     .await?,
             )
         }
@@ -241,7 +231,7 @@ async fn exchange(
         .await?;
     Ok(Grant {
         scopes: tokens.scopes().clone(),
-        sealed_tokens: base64url_encode(&sealed_tokens),
+        sealed_tokens,
         access_expires_at: tokens
             .expires_in()
             .map(|seconds| now.saturating_add(seconds)),

@@ -20,7 +20,7 @@ mod start;
 mod store;
 mod webcrypto;
 
-use consentry_core::encoding::{base64url_encode, sha256};
+use consentry_core::encoding::base64url_encode;
 use consentry_core::{Error, ErrorCode, OutcomePage, Result};
 use worker::{event, Context, Env, Method, Request, Response};
 
@@ -44,7 +44,7 @@ pub async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<
     };
     match (request.method(), path.as_str()) {
         (Method::Post, "/auth/start") => start::handle(request, &env, &config).await,
-        (Method::Get | Method::Post, "/auth/callback") => {
+        (Method::Get | Method::Post, config::CALLBACK_PATH) => {
             callback::handle(request, &env, &config).await
         }
         (Method::Options, _) => {
@@ -66,11 +66,6 @@ fn now() -> u64 {
 /// 32 random bytes in base64url: binding cookies and session ids.
 fn random_token() -> Result<String> {
     Ok(base64url_encode(&random_bytes::<32>()?))
-}
-
-/// What the store keeps of a cookie value: its SHA-256, in base64url.
-fn stored_hash(value: &str) -> String {
-    base64url_encode(&sha256(value.as_bytes()))
 }
 
 fn open_store(env: &Env) -> Result<Store> {

@@ -53,7 +53,6 @@ impl Unanswered {
 async fn send(request: &HttpRequest, timeout_ms: u32) -> Result<ProviderResponse, Unanswered> {
     let headers = Headers::new();
     let failed = |_| Unanswered::Failed;
-    headers.set("Accept", "application/json").map_err(failed)?;
     for (name, value) in request.headers() {
         headers.set(name, value).map_err(failed)?;
     }

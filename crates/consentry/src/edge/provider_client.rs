@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use consentry_core::discovery::{process_discovery_response, ProviderMetadata};
 use consentry_core::id_token::{validate_id_token_claims, IdTokenClaims, IdTokenValidation};
 use consentry_core::jwk::JwkSet;
-use consentry_core::jwt::UnverifiedJwt;
+use consentry_core::jwt::{UnverifiedJwt, VerifiedJwt};
 use consentry_core::secret::ClientAssertion;
 use consentry_core::{
     build_client_assertion, process_par_response, AuthorizationRequest, ClientAuthMethod,
-    ClientAuthentication, Error, ErrorCode, HttpRequest, IdToken, JwsSigningInput, Nonce,
-    ProviderConfig, Result,
+    ClientAuthentication, Error, ErrorCode, HttpRequest, IdToken, JwsAlgorithm, JwsSigningInput,
+    Nonce, ProviderConfig, Result,
 };
 use worker::Env;
 
@@ -144,15 +144,37 @@ impl<'a> ProviderClient<'a> {
         ))
     }
 
-    /// Verifies an id_token: signature with WebCrypto against the provider's JWKS (one
-    /// refetch when no key fits, as after a rotation), then its claims with the core.
+    /// Verifies an id_token: the signature, with WebCrypto against the provider's JWKS (one
+    /// refetch when no key fits, as after a rotation) or, for HS256, with the client secret
+    /// (OpenID Connect Core §10.1); then its claims with the core, `max_age` included when
+    /// the provider's configuration asks for it.
     pub(crate) async fn verify_id_token(
         &self,
+        env: &Env,
         id_token: &IdToken,
         nonce: Option<&Nonce>,
         now: u64,
     ) -> Result<IdTokenClaims> {
         let jwt = UnverifiedJwt::parse(id_token.secret(), self.config.id_token_signing_algs())?;
+        let verified = match jwt.header().alg() {
+            JwsAlgorithm::HS256 => {
+                let secret = config::client_secret(env, self.config)?;
+                jwt.verify_hs256(secret.secret().as_bytes())?
+            }
+            _ => self.verify_with_jwks(jwt, now).await?,
+        };
+        let mut expected =
+            IdTokenValidation::new(&self.metadata.issuer, self.config.client_id(), now);
+        if let Some(nonce) = nonce {
+            expected = expected.with_nonce(nonce);
+        }
+        if let Some(max_age) = self.config.max_age() {
+            expected = expected.with_max_age(max_age);
+        }
+        validate_id_token_claims(&verified, &expected)
+    }
+
+    async fn verify_with_jwks(&self, jwt: UnverifiedJwt, now: u64) -> Result<VerifiedJwt> {
         let jwks_uri = self.metadata.jwks_uri.as_ref().ok_or_else(|| {
             Error::new(
                 ErrorCode::DiscoveryInvalid,
@@ -175,13 +197,7 @@ impl<'a> ProviderClient<'a> {
             jwt.signature(),
         )
         .await?;
-        let verified = jwt.into_verified(valid)?;
-        let mut expected =
-            IdTokenValidation::new(&self.metadata.issuer, self.config.client_id(), now);
-        if let Some(nonce) = nonce {
-            expected = expected.with_nonce(nonce);
-        }
-        validate_id_token_claims(&verified, &expected)
+        jwt.into_verified(valid)
     }
 
     /// The JWKS at `uri`, and whether it was fetched just now.

@@ -3,38 +3,15 @@
 //! a verifier or a token.
 
 use consentry_core::outcome_page::OUTCOME_PAGE_HEADERS;
-use consentry_core::{Error, ErrorCode, OAuthErrorCode, OutcomePage, WebOrigin};
+use consentry_core::{Error, OutcomePage, WebOrigin};
 use worker::{Headers, Response, Result};
-
-/// The HTTP status for an error on a JSON route.
-pub(crate) fn status_for(code: &ErrorCode) -> u16 {
-    match code {
-        ErrorCode::CsrfHeaderMissing
-        | ErrorCode::OriginNotAllowed
-        | ErrorCode::TransactionNotBound => 403,
-        ErrorCode::SessionRequired => 401,
-        ErrorCode::UnknownTransaction
-        | ErrorCode::OutcomePending
-        | ErrorCode::ConsentNotFound
-        | ErrorCode::NotFound => 404,
-        ErrorCode::StorageFailed | ErrorCode::InvalidConfiguration => 500,
-        ErrorCode::ProviderUnreachable
-        | ErrorCode::RevocationFailed
-        | ErrorCode::OAuth(OAuthErrorCode::ServerError) => 502,
-        _ => 400,
-    }
-}
 
 /// A JSON body with `status`; CORS headers for `cors_origin` when the caller is an allowed
 /// cross-origin SPA.
-pub(crate) fn json(
-    status: u16,
-    body: &serde_json::Value,
-    cors_origin: Option<&WebOrigin>,
-) -> Result<Response> {
+pub(crate) fn json(status: u16, body: &str, cors_origin: Option<&WebOrigin>) -> Result<Response> {
     let headers = api_headers(cors_origin)?;
     headers.set("Content-Type", "application/json")?;
-    Ok(Response::ok(body.to_string())?
+    Ok(Response::ok(body)?
         .with_status(status)
         .with_headers(headers))
 }
@@ -45,7 +22,7 @@ pub(crate) fn json_error(error: &Error, cors_origin: Option<&WebOrigin>) -> Resu
         "code": error.code().as_str(),
         "description": error.description(),
     });
-    json(status_for(error.code()), &body, cors_origin)
+    json(error.code().http_status(), &body.to_string(), cors_origin)
 }
 
 /// An empty `204`, with `Set-Cookie` when given.

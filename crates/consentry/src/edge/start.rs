@@ -2,8 +2,8 @@
 //! Checks `Origin` and every field, stores the transaction under the hash of `state` for
 //! 15 minutes, binds it to this browser with a cookie, and sends the popup to the provider.
 
-use consentry_core::cookie::{binding_cookie_name, set_cookie, SameSite};
-use consentry_core::encoding::{base64url_encode, form_value};
+use consentry_core::cookie::{binding_cookie_name, set_cookie, stored_hash, SameSite};
+use consentry_core::encoding::form_value;
 use consentry_core::start::FIELD_STATE;
 use consentry_core::user_assertion::parse_user_id;
 use consentry_core::{
@@ -15,11 +15,22 @@ use worker::{Env, Request, Response};
 use super::config::{self, Config};
 use super::provider_client::ProviderClient;
 use super::store::{NewTransaction, Store, OUTCOME_RETENTION_SECS};
-use super::{log_ending, now, open_store, random_token, read_form, respond, stored_hash};
+use super::{log_ending, now, open_store, random_token, read_form, respond};
 use crate::random::random_bytes;
 
-/// A transaction's lifetime, and its binding cookie's.
+/// A transaction's lifetime: the provider must send the user back within it.
 pub(crate) const TRANSACTION_SECS: u64 = 15 * 60;
+
+/// The error of a flow whose transaction outlived [`TRANSACTION_SECS`].
+pub(crate) fn transaction_expired() -> Error {
+    Error::new(
+        ErrorCode::TransactionExpired,
+        format!(
+            "the flow took longer than {} minutes; start it again",
+            TRANSACTION_SECS / 60
+        ),
+    )
+}
 
 pub(super) async fn handle(
     mut request: Request,
@@ -108,7 +119,7 @@ async fn start(
             origin: origin.as_str(),
             scopes: &scopes.to_wire(),
             nonce: nonce.as_ref().map(Nonce::as_str),
-            sealed_verifier: &base64url_encode(&sealed_verifier),
+            sealed_verifier: &sealed_verifier,
             created_at: now,
             expires_at: now + TRANSACTION_SECS,
         })

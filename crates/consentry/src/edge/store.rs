@@ -63,7 +63,6 @@ pub(crate) struct ConsentRow {
     pub user_id: String,
     pub provider: String,
     pub scopes: String,
-    pub status: String,
     pub granted_at: u64,
     pub expires_at: Option<u64>,
     pub revoked_at: Option<u64>,
@@ -172,14 +171,14 @@ impl Store {
                 return Ok(Consumed::Taken(transaction));
             }
         }
+        // Not taken: tell why. A bound row the UPDATE did not take was consumed already.
         #[derive(Deserialize)]
         struct Seen {
             binding_hash: String,
-            consumed_at: Option<u64>,
         }
         let seen = self
             .statement(
-                "SELECT binding_hash, consumed_at FROM transactions WHERE state_key = ?1",
+                "SELECT binding_hash FROM transactions WHERE state_key = ?1",
                 &[state_key.into()],
             )?
             .first::<Seen>(None)
@@ -188,8 +187,6 @@ impl Store {
         Ok(match seen {
             None => Consumed::Unknown,
             Some(seen) if Some(seen.binding_hash.as_str()) != binding_hash => Consumed::NotBound,
-            Some(seen) if seen.consumed_at.is_some() => Consumed::Replayed,
-            // Unreachable in practice: the row matched but the UPDATE did not take it.
             Some(_) => Consumed::Replayed,
         })
     }
@@ -225,8 +222,8 @@ impl Store {
     ) -> Result<()> {
         let mut batch = vec![
             self.statement(
-                "INSERT INTO consents (id, user_id, provider, scopes, status, granted_at, expires_at, \
-                 provider_subject, provider_consent_id) VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8)",
+                "INSERT INTO consents (id, user_id, provider, scopes, granted_at, expires_at, \
+                 provider_subject, provider_consent_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 &[
                     consent.id.into(),
                     consent.user_id.into(),
@@ -332,7 +329,7 @@ impl Store {
     /// A user's consents, newest first.
     pub(crate) async fn consents(&self, user_id: &str) -> Result<Vec<ConsentRow>> {
         self.statement(
-            "SELECT id, user_id, provider, scopes, status, granted_at, expires_at, revoked_at \
+            "SELECT id, user_id, provider, scopes, granted_at, expires_at, revoked_at \
              FROM consents WHERE user_id = ?1 ORDER BY granted_at DESC, id",
             &[user_id.into()],
         )?
@@ -357,7 +354,7 @@ impl Store {
         let row = self
             .statement(
                 "SELECT c.id AS id, c.user_id AS user_id, c.provider AS provider, c.scopes AS scopes, \
-                 c.status AS status, c.granted_at AS granted_at, c.expires_at AS expires_at, \
+                 c.granted_at AS granted_at, c.expires_at AS expires_at, \
                  c.revoked_at AS revoked_at, t.sealed AS sealed FROM consents c \
                  LEFT JOIN token_sets t ON t.consent_id = c.id WHERE c.id = ?1 AND c.user_id = ?2",
                 &[consent_id.into(), user_id.into()],
@@ -372,10 +369,13 @@ impl Store {
     pub(crate) async fn revoke_consent(&self, consent_id: &str, now: u64) -> Result<()> {
         let batch = vec![
             self.statement(
-                "UPDATE consents SET status = 'revoked', revoked_at = ?1 WHERE id = ?2 AND status <> 'revoked'",
+                "UPDATE consents SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
                 &[number(now), consent_id.into()],
             )?,
-            self.statement("DELETE FROM token_sets WHERE consent_id = ?1", &[consent_id.into()])?,
+            self.statement(
+                "DELETE FROM token_sets WHERE consent_id = ?1",
+                &[consent_id.into()],
+            )?,
         ];
         self.0.batch(batch).await.map_err(storage)?;
         Ok(())

@@ -2,7 +2,7 @@
 //! asymmetric signatures the core cannot make (client assertions, request objects) or check
 //! (id_tokens). The core hands over the bytes to sign or verify; nothing here decides.
 
-use consentry_core::encoding::base64url_decode;
+use consentry_core::encoding::{base64url_decode, base64url_encode};
 use consentry_core::{Error, ErrorCode, JwsAlgorithm, Result};
 use js_sys::futures::JsFuture;
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
@@ -101,26 +101,28 @@ impl SealingKey {
         .await
     }
 
-    /// Encrypts `plaintext` bound to `aad` (the row it belongs to): `iv || ciphertext+tag`.
-    pub(crate) async fn seal(&self, aad: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+    /// Encrypts `plaintext` bound to `aad` (the row it belongs to), as the store keeps it:
+    /// base64url(`iv || ciphertext+tag`).
+    pub(crate) async fn seal(&self, aad: &str, plaintext: &[u8]) -> Result<String> {
         let iv: [u8; IV_LEN] = random_bytes()?;
         let key = self.crypto_key().await?;
         let params = aes_gcm_params(&iv, aad)?;
         let promise =
             SUBTLE.with(|subtle| subtle.encrypt(&params, &key, &Uint8Array::from(plaintext)));
         let ciphertext = settle_bytes(promise, ErrorCode::StorageFailed, "AES-GCM failed").await?;
-        Ok([&iv[..], &ciphertext].concat())
+        Ok(base64url_encode(&[&iv[..], &ciphertext].concat()))
     }
 
     /// Decrypts what [`seal`](Self::seal) made for the same `aad`; a ciphertext moved to
     /// another row (another `aad`) or altered fails.
-    pub(crate) async fn open(&self, aad: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) async fn open(&self, aad: &str, sealed: &str) -> Result<Vec<u8>> {
         let unsealable = || {
             Error::new(
                 ErrorCode::StorageFailed,
                 "a sealed value does not decrypt for its record",
             )
         };
+        let sealed = base64url_decode(sealed).ok_or_else(unsealable)?;
         if sealed.len() <= IV_LEN {
             return Err(unsealable());
         }
