@@ -3,7 +3,9 @@
 #
 #   rust_toolchain   the wasm32 target, rustfmt, clippy
 #   worker_tools     wasm-bindgen-cli and worker-build at the Cargo.lock versions (from crates.io)
-#   node_packages    npm packages of package-lock.json (wrangler, oidc-provider, esbuild, binaryen)
+#   node_packages    npm packages of package-lock.json (wrangler, oidc-provider, esbuild, binaryen,
+#                    playwright-core); the packaging test installs Vite into its own fresh project
+#   chromium         Debian's Chromium for the browser tests (apt; needs root or sudo)
 #
 # Nothing here downloads a binary from outside the package registries.
 
@@ -63,4 +65,15 @@ node_packages() {
     npm ci --no-audit --no-fund
     printf '%s\n' "$want" >"$stamp"
   fi
+}
+
+chromium() {
+  local browser="${CONSENTRY_CHROMIUM:-/usr/bin/chromium}"
+  [ -x "$browser" ] && return 0
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+  "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null || {
+    printf 'Chromium is missing and could not be installed: run `apt-get install chromium` as root, or set CONSENTRY_CHROMIUM\n' >&2
+    return 1
+  }
 }

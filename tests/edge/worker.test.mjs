@@ -595,6 +595,7 @@ test('/auth/start refuses bad requests with an error page and no binding', { tim
     ['a short verifier (42 chars)', 400, 'invalid_verifier', { verifier: randomToken(32).slice(0, 42) }],
     ['an unknown provider', 400, 'unknown_provider', { provider: 'no-such-bank' }],
     ['an unknown user', 400, 'invalid_user', { user: 'usr_mallory' }],
+    ['a code_challenge that is not the verifier\'s', 400, 'invalid_verifier', { form: { provider: 'local-bank', state: randomToken(), code_verifier: randomToken(), code_challenge: randomToken(), user: 'usr_alice' } }],
     ['no state', 400, 'missing_parameter', { form: { provider: 'local-bank', code_verifier: randomToken(), user: 'usr_alice' } }],
     ['a form over 16 KiB', 400, 'invalid_parameter', { form: { provider: 'local-bank', state: randomToken(), code_verifier: randomToken(), user: 'usr_alice', padding: 'x'.repeat(17 * 1024) } }],
   ];
@@ -667,6 +668,30 @@ test('revoking a consent and logging out', { timeout: TEST_TIMEOUT }, async () =
   await apiError(await stack.workerFetch('/auth/consents', { headers: apiHeaders(), jar }), 401, 'session_required');
   await apiError(await stack.workerFetch('/auth/consents', { headers: apiHeaders(), jar: stolen }), 401, 'session_required');
   await apiError(await stack.workerFetch('/auth/consents', { headers: apiHeaders(), jar: new CookieJar() }), 401, 'session_required');
+});
+
+test('the consent routes act for the user X-Consentry-User names, without a session', { timeout: TEST_TIMEOUT }, async () => {
+  const { outcome } = await completeFlow({ user: 'usr_carol' });
+  const asUser = (user) => apiHeaders({ 'X-Consentry-User': user });
+  const fresh = new CookieJar(); // no session at all
+  const listed = await stack.workerFetch('/auth/consents', { headers: asUser('usr_carol'), jar: fresh });
+  assert.equal(listed.status, 200, describe(listed));
+  assert.equal(listed.json().user.id, 'usr_carol');
+  assert.ok(listed.json().consents.some((consent) => consent.id === outcome.consent.id), 'carol\'s new consent is listed');
+  assert.ok(listed.json().consents.every((consent) => consent.user === 'usr_carol'), 'only carol\'s');
+
+  const asBob = await stack.workerFetch(`/auth/consents/${encodeURIComponent(outcome.consent.id)}`, { method: 'DELETE', headers: asUser('usr_bob'), jar: fresh });
+  await apiError(asBob, 404, 'consent_not_found');
+  await apiError(await stack.workerFetch('/auth/consents', { headers: asUser('usr_mallory'), jar: fresh }), 400, 'invalid_user');
+  await apiError(await stack.workerFetch('/auth/consents', { headers: asUser('x'.repeat(5000)), jar: fresh }), 400, 'invalid_user');
+
+  const revoked = await stack.workerFetch(`/auth/consents/${encodeURIComponent(outcome.consent.id)}`, { method: 'DELETE', headers: asUser('usr_carol'), jar: fresh });
+  assert.equal(revoked.status, 200, describe(revoked));
+  assert.equal(revoked.json().status, 'revoked');
+  assert.equal(fresh.has(SESSION), false, 'acting for a named user sets no session');
+
+  const preflight = await stack.workerFetch('/auth/consents', { method: 'OPTIONS', headers: { Origin: stack.publicOrigin, 'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'x-consentry, x-consentry-user' } });
+  assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /X-Consentry-User/i);
 });
 
 test('the demo page is served from the Worker\'s origin', { timeout: TEST_TIMEOUT }, async () => {

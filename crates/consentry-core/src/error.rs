@@ -188,6 +188,10 @@ sdk_error_codes! {
     Timeout => "timeout",
     /// Another flow is already pending in this client.
     FlowInProgress => "flow_in_progress",
+    /// The browser package was used before `await init()` finished.
+    NotInitialized => "not_initialized",
+    /// The browser could not reach the Worker, or it answered with something other than JSON.
+    NetworkError => "network_error",
     /// The `state` returned does not match the one sent.
     StateMismatch => "state_mismatch",
     /// A `state` value is not acceptable (length or characters).

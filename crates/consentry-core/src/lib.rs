@@ -16,7 +16,7 @@
 //! # fn main() -> Result<()> {
 //! // Browser: a verifier and a state from the platform's random bytes.
 //! let verifier = PkceCodeVerifier::from_random_bytes(&[7; 32]);
-//! let state = State::from_random_bytes(&[9; 16])?;
+//! let state = State::from_random_bytes(&[9; 16]);
 //!
 //! // Worker: the provider's configuration and its authorization URL.
 //! let provider = ProviderConfig::parse_list(

@@ -177,7 +177,7 @@ mod tests {
     use crate::state::State;
 
     fn state() -> State {
-        State::from_random_bytes(&[3; 16]).expect("state")
+        State::from_random_bytes(&[3; 16])
     }
 
     fn origin() -> WebOrigin {

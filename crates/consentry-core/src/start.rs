@@ -17,6 +17,9 @@ pub const FIELD_PROVIDER: &str = "provider";
 pub const FIELD_STATE: &str = "state";
 /// The PKCE code verifier field.
 pub const FIELD_CODE_VERIFIER: &str = "code_verifier";
+/// The optional S256 challenge of the verifier: when present it must match
+/// ([RFC 7636 §4.2](https://www.rfc-editor.org/rfc/rfc7636#section-4.2)).
+pub const FIELD_CODE_CHALLENGE: &str = "code_challenge";
 /// The app-user reference field: a user id (demo) or an HS256 user assertion.
 pub const FIELD_USER: &str = "user";
 /// The optional scope field, narrowing the provider's configured scopes.
@@ -75,48 +78,98 @@ impl StartRequest {
             })
         };
 
-        let provider = required(FIELD_PROVIDER)?;
+        let start = StartRequest::new(
+            required(FIELD_PROVIDER)?,
+            State::parse(required(FIELD_STATE)?)?,
+            PkceCodeVerifier::parse(required(FIELD_CODE_VERIFIER)?)?,
+            required(FIELD_USER)?,
+            field(FIELD_SCOPE)?,
+            field(FIELD_PROVIDER_HINT)?,
+        )?;
+        if let Some(challenge) = field(FIELD_CODE_CHALLENGE)? {
+            if challenge != start.code_verifier.challenge().as_str() {
+                return Err(Error::new(
+                    ErrorCode::InvalidVerifier,
+                    "code_challenge is not the S256 challenge of code_verifier",
+                ));
+            }
+        }
+        Ok(start)
+    }
+
+    /// A start request from its parts, checked by the same rules as [`StartRequest::parse`]:
+    /// the browser package builds its form with this, so a bad field fails before the popup
+    /// opens rather than on the Worker's error page.
+    pub fn new(
+        provider: &str,
+        state: State,
+        code_verifier: PkceCodeVerifier,
+        user: &str,
+        scope: Option<&str>,
+        provider_hint: Option<&str>,
+    ) -> Result<StartRequest> {
         if !is_provider_id(provider) {
             return Err(Error::new(
                 ErrorCode::UnknownProvider,
                 "the provider id is not a configured provider's id",
             ));
         }
-        let state = State::parse(required(FIELD_STATE)?)?;
         if state.as_str().len() < MIN_STATE_LEN {
             return Err(Error::new(
                 ErrorCode::InvalidState,
                 "a flow's state must carry at least 128 bits: 22 or more characters",
             ));
         }
-        let code_verifier = PkceCodeVerifier::parse(required(FIELD_CODE_VERIFIER)?)?;
-        let user = required(FIELD_USER)?;
-        if user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
+        if user.is_empty() || user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
             return Err(Error::new(
                 ErrorCode::InvalidUser,
-                "the user reference is too long or has control characters",
+                "the user reference is empty, too long or has control characters",
             ));
         }
-        let scope = field(FIELD_SCOPE)?.map(Scopes::parse).transpose()?;
-        let provider_hint = match field(FIELD_PROVIDER_HINT)? {
-            Some(hint)
-                if hint.len() > MAX_PROVIDER_HINT_LEN || hint.chars().any(char::is_control) =>
-            {
-                return Err(Error::new(
-                    ErrorCode::InvalidParameter,
-                    "the provider hint is too long or has control characters",
-                ))
-            }
-            hint => hint.map(str::to_owned),
-        };
+        let scope = scope
+            .filter(|scope| !scope.is_empty())
+            .map(Scopes::parse)
+            .transpose()?;
+        let provider_hint = provider_hint.filter(|hint| !hint.is_empty());
+        if provider_hint.is_some_and(|hint| {
+            hint.len() > MAX_PROVIDER_HINT_LEN || hint.chars().any(char::is_control)
+        }) {
+            return Err(Error::new(
+                ErrorCode::InvalidParameter,
+                "the provider hint is too long or has control characters",
+            ));
+        }
         Ok(StartRequest {
             provider: provider.to_owned(),
             state,
             code_verifier,
             user: user.to_owned(),
             scope,
-            provider_hint,
+            provider_hint: provider_hint.map(str::to_owned),
         })
+    }
+
+    /// The form fields, name then value, in the order [`StartRequest::parse`] reads them,
+    /// with the verifier's S256 `code_challenge` added so the Worker can check the pair
+    /// arrived intact. The verifier is among them: they belong in a POST body only.
+    pub fn form_fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            (FIELD_PROVIDER, self.provider.clone()),
+            (FIELD_STATE, self.state.as_str().to_owned()),
+            (FIELD_CODE_VERIFIER, self.code_verifier.secret().to_owned()),
+            (
+                FIELD_CODE_CHALLENGE,
+                self.code_verifier.challenge().as_str().to_owned(),
+            ),
+            (FIELD_USER, self.user.clone()),
+        ];
+        if let Some(scope) = &self.scope {
+            fields.push((FIELD_SCOPE, scope.to_wire()));
+        }
+        if let Some(hint) = &self.provider_hint {
+            fields.push((FIELD_PROVIDER_HINT, hint.clone()));
+        }
+        fields
     }
 }
 
@@ -217,6 +270,65 @@ mod tests {
         );
         let twice = format!("{}&state={STATE}", form(&[]));
         assert_eq!(code_of(&twice), "duplicate_parameter");
+    }
+
+    #[test]
+    fn the_built_form_parses_back_to_the_same_request() {
+        let built = StartRequest::new(
+            "local-bank",
+            State::parse(STATE).expect("state"),
+            PkceCodeVerifier::parse(VERIFIER).expect("verifier"),
+            "usr_alice",
+            Some("openid accounts"),
+            Some("ob-monzo"),
+        )
+        .expect("valid");
+        let fields = built.form_fields();
+        // RFC 7636 Appendix B: the verifier's S256 challenge travels beside it.
+        assert!(fields.contains(&(
+            "code_challenge",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned()
+        )));
+        let body = form_encode(fields.iter().map(|(name, value)| (*name, value.as_str())));
+        let parsed = StartRequest::parse(&body).expect("parses");
+        assert_eq!(format!("{parsed:?}"), format!("{built:?}"));
+        assert_eq!(parsed.code_verifier.secret(), VERIFIER);
+        assert_eq!(parsed.user, "usr_alice");
+    }
+
+    #[test]
+    fn building_applies_the_parse_rules() {
+        let build = |provider: &str, user: &str, scope: Option<&str>| {
+            StartRequest::new(
+                provider,
+                State::parse(STATE).expect("state"),
+                PkceCodeVerifier::parse(VERIFIER).expect("verifier"),
+                user,
+                scope,
+                None,
+            )
+            .map(|_| ())
+            .map_err(|error| error.code().as_str().to_owned())
+        };
+        assert_eq!(
+            build("Local Bank", "usr_alice", None),
+            Err("unknown_provider".into())
+        );
+        assert_eq!(build("local-bank", "", None), Err("invalid_user".into()));
+        assert_eq!(
+            build("local-bank", "usr_alice", Some("a\"b")),
+            Err("invalid_parameter".into())
+        );
+        assert_eq!(build("local-bank", "usr_alice", Some("")), Ok(()));
+    }
+
+    #[test]
+    fn a_challenge_that_does_not_match_the_verifier_is_refused() {
+        let other = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cX";
+        assert_eq!(
+            code_of(&form(&[("code_challenge", other)])),
+            "invalid_verifier"
+        );
     }
 
     #[test]

@@ -10,16 +10,6 @@ pub const MIN_RANDOM_BYTES: usize = 16;
 /// Longest `state` accepted from outside.
 pub const MAX_STATE_LEN: usize = 255;
 
-fn opaque_from_random(random: &[u8], what: &str) -> Result<String> {
-    if random.len() < MIN_RANDOM_BYTES {
-        return Err(Error::new(
-            ErrorCode::InvalidParameter,
-            format!("a {what} needs at least {MIN_RANDOM_BYTES} random bytes"),
-        ));
-    }
-    Ok(base64url_encode(random))
-}
-
 /// An opaque `state` value.
 ///
 /// Generated from at least 16 random bytes; when it comes back, it must be 1 to 255
@@ -28,9 +18,9 @@ fn opaque_from_random(random: &[u8], what: &str) -> Result<String> {
 pub struct State(String);
 
 impl State {
-    /// A fresh state from the platform's random bytes (at least 16).
-    pub fn from_random_bytes(random: &[u8]) -> Result<Self> {
-        opaque_from_random(random, "state").map(State)
+    /// A fresh state from 16 bytes of the platform's CSPRNG (128 bits, 22 characters).
+    pub fn from_random_bytes(random: &[u8; MIN_RANDOM_BYTES]) -> Self {
+        State(base64url_encode(random))
     }
 
     /// Accepts a state that arrived from a browser or a redirect.
@@ -76,9 +66,9 @@ impl StateKey {
 pub struct Nonce(String);
 
 impl Nonce {
-    /// A fresh nonce from the platform's random bytes (at least 16).
-    pub fn from_random_bytes(random: &[u8]) -> Result<Self> {
-        opaque_from_random(random, "nonce").map(Nonce)
+    /// A fresh nonce from 16 bytes of the platform's CSPRNG (128 bits).
+    pub fn from_random_bytes(random: &[u8; MIN_RANDOM_BYTES]) -> Self {
+        Nonce(base64url_encode(random))
     }
 
     /// A nonce read back from storage.
@@ -98,11 +88,9 @@ mod tests {
 
     #[test]
     fn generated_state_has_at_least_128_bits_and_parses_back() {
-        let state = State::from_random_bytes(&[42; 16]).expect("16 bytes suffice");
+        let state = State::from_random_bytes(&[42; 16]);
         assert_eq!(state.as_str().len(), 22);
         assert_eq!(State::parse(state.as_str()), Ok(state));
-        let error = State::from_random_bytes(&[1; 15]).expect_err("15 bytes are too few");
-        assert_eq!(error.code(), &ErrorCode::InvalidParameter);
     }
 
     #[test]
@@ -138,14 +126,10 @@ mod tests {
     }
 
     #[test]
-    fn nonce_needs_enough_randomness() {
+    fn nonce_is_128_bits_of_base64url() {
         assert_eq!(
-            Nonce::from_random_bytes(&[9; 32])
-                .expect("32 bytes")
-                .as_str()
-                .len(),
-            43
+            Nonce::from_random_bytes(&[0xff; 16]).as_str(),
+            "_____________________w"
         );
-        assert!(Nonce::from_random_bytes(&[9; 8]).is_err());
     }
 }

@@ -246,9 +246,9 @@ fn start_request(
     let metadata =
         process_discovery_response(provider.issuer(), 200, &bank.discovery()).expect("discovery");
     let transaction = Transaction {
-        state: State::from_random_bytes(&[seed; 16]).expect("16 bytes"),
+        state: State::from_random_bytes(&[seed; 16]),
         verifier: PkceCodeVerifier::from_random_bytes(&[seed; 32]),
-        nonce: Nonce::from_random_bytes(&[seed ^ 0xff; 16]).expect("16 bytes"),
+        nonce: Nonce::from_random_bytes(&[seed ^ 0xff; 16]),
         scopes: provider.scopes_for(None).expect("scopes"),
     };
     let request = provider

@@ -20,5 +20,12 @@ mod random;
 #[cfg(feature = "browser")]
 pub mod browser;
 
+/// The browser build's allocator: a small free list, since the page's Wasm allocates only a
+/// few short strings per flow and dlmalloc would be most of the module's size.
+#[cfg(all(feature = "browser", target_arch = "wasm32"))]
+#[global_allocator]
+static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
+    lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
+
 #[cfg(feature = "edge")]
 mod edge;

@@ -1,12 +1,18 @@
 //! The SPA's JSON routes (DESIGN.md flow steps 6 and 7): the recorded outcome of a flow, the
 //! session user's consents, revoking one, logging out, and the demo's user list. Each
 //! requires `X-Consentry: 1` and, where the browser sends one, an allowed `Origin`.
+//!
+//! The consent routes act for the session's user, or for the user named by the header
+//! `X-Consentry-User`, trusted exactly as the start form's `user` is (a demo id, or an HS256
+//! assertion from the app's backend): an app with several users of its own reads each one's
+//! consents without a session per user. The reference travels in a header, never a URL.
 
 use consentry_core::cookie::{
     binding_cookie_name, clear_cookie, cookie_value, stored_hash, SameSite, SESSION_COOKIE,
 };
 use consentry_core::encoding::{constant_time_eq, form_value};
 use consentry_core::outcome::format_rfc3339;
+use consentry_core::start::MAX_USER_LEN;
 use consentry_core::{
     build_revocation_request, process_revocation_response, ConsentRecord, Error, ErrorCode,
     Outcome, Result, State, TokenSet,
@@ -16,7 +22,7 @@ use worker::{Env, Method, Request, Response};
 
 use super::config::{self, Config};
 use super::provider_client::ProviderClient;
-use super::start::transaction_expired;
+use super::start::{transaction_expired, trusted_user};
 use super::store::{ConsentRow, Store, UserRow};
 use super::{now, open_store, respond};
 
@@ -51,8 +57,12 @@ struct Call<'a> {
     config: &'a Config,
     store: Store,
     cookies: String,
+    user_reference: Option<String>,
     now: u64,
 }
+
+/// The header that names the app user of a consent route instead of the session.
+const USER_HEADER: &str = "X-Consentry-User";
 
 pub(super) async fn handle(
     request: Request,
@@ -114,6 +124,7 @@ async fn serve(route: Route, request: &Request, env: &Env, config: &Config) -> R
             .ok()
             .flatten()
             .unwrap_or_default(),
+        user_reference: request.headers().get(USER_HEADER).ok().flatten(),
         now: now(),
     };
     match route {
@@ -177,6 +188,21 @@ impl Call<'_> {
         }
     }
 
+    /// The user a consent route acts for: the one `X-Consentry-User` names, else the
+    /// session's.
+    async fn account_user(&self) -> Result<UserRow> {
+        let Some(reference) = &self.user_reference else {
+            return self.session_user().await;
+        };
+        if reference.len() > MAX_USER_LEN {
+            return Err(Error::new(
+                ErrorCode::InvalidUser,
+                "the user reference is too long",
+            ));
+        }
+        trusted_user(self.env, self.config, &self.store, reference, self.now).await
+    }
+
     async fn session_user(&self) -> Result<UserRow> {
         let session_required = || {
             Error::new(
@@ -193,7 +219,7 @@ impl Call<'_> {
 
     /// `GET /auth/consents`: the session user's consents, no tokens.
     async fn consents(&self) -> Result<Value> {
-        let user = self.session_user().await?;
+        let user = self.account_user().await?;
         let consents = self.store.consents(&user.id).await?;
         let consents: Vec<ConsentRecord> = consents
             .iter()
@@ -226,7 +252,7 @@ impl Call<'_> {
     /// `DELETE /auth/consents/{id}`: revoke at the provider where it supports RFC 7009, then
     /// forget the tokens whatever the provider said, and report which happened.
     async fn revoke(&self, consent_id: &str) -> Result<Value> {
-        let user = self.session_user().await?;
+        let user = self.account_user().await?;
         let not_found = || {
             Error::new(
                 ErrorCode::ConsentNotFound,

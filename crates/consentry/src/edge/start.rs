@@ -14,7 +14,7 @@ use worker::{Env, Request, Response};
 
 use super::config::{self, Config};
 use super::provider_client::ProviderClient;
-use super::store::{NewTransaction, Store, OUTCOME_RETENTION_SECS};
+use super::store::{NewTransaction, Store, UserRow, OUTCOME_RETENTION_SECS};
 use super::{log_ending, now, open_store, random_token, read_form, respond};
 use crate::random::random_bytes;
 
@@ -85,11 +85,11 @@ async fn start(
     }
     let now = now();
     let store = open_store(env)?;
-    let user_id = trusted_user(env, config, &store, &form.user, now).await?;
+    let user_id = trusted_user(env, config, &store, &form.user, now).await?.id;
     let scopes = provider.scopes_for(form.scope.as_ref())?;
     let client = ProviderClient::connect(provider, config.http_timeout_ms, now).await?;
     let nonce = match scopes.contains("openid") {
-        true => Some(Nonce::from_random_bytes(&random_bytes::<16>()?)?),
+        true => Some(Nonce::from_random_bytes(&random_bytes()?)),
         false => None,
     };
     let authorization_request = provider.build_authorization_request(
@@ -136,31 +136,32 @@ async fn start(
     Ok((location, cookie))
 }
 
-/// The app user the flow is for, trusted as `CONSENTRY_DEMO_USERS` says: a seeded user id
-/// in the demo, otherwise the `sub` of an HS256 assertion from the app's backend.
-async fn trusted_user(
+/// The app user a reference names, trusted as `CONSENTRY_DEMO_USERS` says: a seeded user id
+/// in the demo, otherwise the `sub` of an HS256 assertion from the app's backend. The start
+/// form's `user` field and the account routes' `X-Consentry-User` header are both read here.
+pub(super) async fn trusted_user(
     env: &Env,
     config: &Config,
     store: &Store,
     user: &str,
     now: u64,
-) -> Result<String> {
+) -> Result<UserRow> {
     if config.demo_users {
         let id = parse_user_id(user)?;
-        return match store.user(id).await? {
-            Some(user) => Ok(user.id),
-            None => Err(Error::new(
-                ErrorCode::InvalidUser,
-                "no demo user has this id",
-            )),
-        };
+        return store
+            .user(id)
+            .await?
+            .ok_or_else(|| Error::new(ErrorCode::InvalidUser, "no demo user has this id"));
     }
     let secret = config::user_secret(env)?;
     let audience = config.public_origin.as_str();
     let user = verify_user_assertion(user, secret.secret().as_bytes(), audience, now)?;
     let name = user.name.as_deref().unwrap_or(&user.id);
     store.ensure_user(&user.id, name, now).await?;
-    Ok(user.id)
+    Ok(UserRow {
+        name: name.to_owned(),
+        id: user.id,
+    })
 }
 
 /// The form's `state`, if it is one: to address a refused start's outcome to its flow.

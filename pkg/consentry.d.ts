@@ -1,0 +1,205 @@
+// Types for consentry's browser package (hand-written; the Wasm glue is internal).
+
+/** Where the Wasm module comes from, when not from the package's own file. */
+export type WasmSource =
+  | WebAssembly.Module
+  | BufferSource
+  | Response
+  | Promise<Response>
+  | URL
+  | string;
+
+export interface InitOptions {
+  /** The Wasm module or its URL; by default the `.wasm` file next to the package's glue. */
+  wasm?: WasmSource;
+  /** The custom element's name (default `consentry-connect`); `null` defines none. */
+  elementName?: string | null;
+}
+
+/**
+ * Loads the Wasm module once (later calls share the first load) and defines the
+ * `<consentry-connect>` element. Await it before `connect()`.
+ */
+export function init(options?: InitOptions): Promise<void>;
+
+/** The SDK's own codes. */
+export type ConsentryErrorCode =
+  | 'popup_blocked'
+  | 'popup_closed'
+  | 'timeout'
+  | 'flow_in_progress'
+  | 'not_initialized'
+  | 'network_error'
+  | 'state_mismatch'
+  | 'invalid_state'
+  | 'iss_mismatch'
+  | 'iss_missing'
+  | 'unknown_transaction'
+  | 'transaction_not_bound'
+  | 'transaction_expired'
+  | 'transaction_replayed'
+  | 'outcome_pending'
+  | 'duplicate_parameter'
+  | 'missing_parameter'
+  | 'forbidden_parameter'
+  | 'invalid_verifier'
+  | 'token_exchange_failed'
+  | 'invalid_token_response'
+  | 'id_token_missing'
+  | 'id_token_invalid'
+  | 'jwt_malformed'
+  | 'jwt_alg_not_allowed'
+  | 'jwt_crit_unsupported'
+  | 'jwt_signature_invalid'
+  | 'jwk_not_found'
+  | 'jwk_invalid'
+  | 'discovery_invalid'
+  | 'pkce_not_supported'
+  | 'invalid_configuration'
+  | 'unknown_provider'
+  | 'par_failed'
+  | 'invalid_url'
+  | 'origin_not_allowed'
+  | 'csrf_header_missing'
+  | 'invalid_outcome'
+  | 'invalid_user'
+  | 'invalid_parameter'
+  | 'session_required'
+  | 'consent_not_found'
+  | 'revocation_failed'
+  | 'provider_unreachable'
+  | 'storage_failed'
+  | 'not_found';
+
+/** RFC 6749 / OpenID Connect error strings a provider may send, kept as sent. */
+export type OAuthErrorCode =
+  | 'access_denied'
+  | 'invalid_request'
+  | 'unauthorized_client'
+  | 'unsupported_response_type'
+  | 'invalid_scope'
+  | 'server_error'
+  | 'temporarily_unavailable'
+  | 'invalid_client'
+  | 'invalid_grant'
+  | 'unsupported_grant_type'
+  | 'interaction_required'
+  | 'login_required'
+  | 'account_selection_required'
+  | 'consent_required'
+  | 'invalid_request_uri'
+  | 'invalid_request_object'
+  | 'request_not_supported'
+  | 'request_uri_not_supported'
+  | 'registration_not_supported'
+  | 'unsupported_token_type'
+  | 'invalid_dpop_proof'
+  | 'use_dpop_nonce';
+
+/** Any code: the known ones, or an extension string a provider sent. */
+export type ErrorCode = ConsentryErrorCode | OAuthErrorCode | (string & {});
+
+/** The one error shape. `description` explains; it never holds a token, code or verifier. */
+export class ConsentError extends Error {
+  constructor(code: ErrorCode, description?: string);
+  readonly name: 'ConsentError';
+  readonly code: ErrorCode;
+  readonly description: string;
+}
+
+/** A consent as a flow's outcome reports it. Times are RFC 3339 UTC. */
+export interface Consent {
+  id: string;
+  provider: string;
+  user: string;
+  scopes: string[];
+  granted_at: string;
+  /** When it lapses, if the provider limits it (e.g. 90 days in open banking). */
+  expires_at: string | null;
+}
+
+/** A consent as `consents()` lists it. */
+export interface ConsentRecord extends Consent {
+  provider_name: string;
+  status: 'active' | 'revoked' | 'expired';
+  revoked_at: string | null;
+}
+
+export interface ConsentList {
+  user: { id: string; name: string };
+  consents: ConsentRecord[];
+}
+
+export interface Revocation {
+  id: string;
+  status: 'revoked';
+  revoked_at: string;
+  /** Whether the provider confirmed revoking the tokens (RFC 7009); they are forgotten either way. */
+  provider_revoked: boolean;
+}
+
+export interface PopupOptions {
+  /** CSS pixels; default 480. */
+  width?: number;
+  /** CSS pixels; default 720. */
+  height?: number;
+}
+
+export interface ClientOptions {
+  /** The Worker's auth base, absolute or relative to the page; default `/auth`. */
+  authBase?: string;
+  /** How long a flow may take, in milliseconds; default 600000 (10 minutes). */
+  timeoutMs?: number;
+  popup?: PopupOptions;
+}
+
+export interface ConnectOptions {
+  /** A provider id configured in the Worker. */
+  provider: string;
+  /** The app user: a user id in the demo, else an HS256 assertion from the app's backend. */
+  user: string;
+  /** Scopes to ask for, narrower than the provider's configured ones. */
+  scope?: string | readonly string[];
+  /** A bank id, login hint or provider-side user id, passed on to the provider. */
+  providerHint?: string;
+}
+
+export interface AccountOptions {
+  /** Act for this app user (as in `connect`) instead of the session's. */
+  user?: string;
+}
+
+export class ConsentClient {
+  /** Throws `invalid_configuration` for a bad `authBase` or `timeoutMs`. */
+  constructor(options?: ClientOptions);
+  /**
+   * Runs one consent flow in a popup; call it from the click handler itself. Resolves to the
+   * granted consent, rejects with a ConsentError (`access_denied`, `popup_blocked`,
+   * `popup_closed`, `timeout`, `flow_in_progress`, ...).
+   */
+  connect(options: ConnectOptions): Promise<Consent>;
+  consents(options?: AccountOptions): Promise<ConsentList>;
+  revoke(id: string, options?: AccountOptions): Promise<Revocation>;
+  logout(): Promise<void>;
+}
+
+/**
+ * `<consentry-connect provider="..." user="..." [scope] [provider-hint] [auth-base]
+ * [timeout-ms]>Label</consentry-connect>`: a button that runs the popup flow on click and
+ * dispatches `consentry-granted` (detail: Consent) or `consentry-failed` (detail:
+ * ConsentError). Its `status` attribute is `granted` or `failed` once a flow ends.
+ */
+export interface ConsentConnectElement extends HTMLElement {
+  /** Runs the flow; call it from a click. */
+  connect(): void;
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'consentry-connect': ConsentConnectElement;
+  }
+  interface HTMLElementEventMap {
+    'consentry-granted': CustomEvent<Consent>;
+    'consentry-failed': CustomEvent<ConsentError>;
+  }
+}

@@ -1,0 +1,367 @@
+// consentry: bank consent in a popup for single-page apps. The Wasm module makes each flow's
+// PKCE verifier, challenge and state and checks the start form by the Worker's own rules;
+// this file owns the window: the popup, the form posted into it, the listeners and timers.
+// The code exchange and every token stay in the consentry Worker.
+import initWasm, { startForm } from './wasm/consentry.js';
+
+const OUTCOME_TYPE = 'consentry:outcome';
+const OUTCOME_VERSION = 1;
+const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
+const MAX_TIMEOUT_MS = 2 ** 31 - 1; // the largest delay setTimeout honours
+const CLOSED_POLL_MS = 250;
+const OUTCOME_POLL_MS = 1000;
+// A provider page served with `Cross-Origin-Opener-Policy: same-origin` severs the popup
+// from this window: from here on the popup reads closed, although the user is still at the
+// bank, and its outcome message cannot arrive. Browsers make that look exactly like a close.
+// Severing happens as the provider's first page loads, so a popup that reads closed this
+// soon after opening is treated as severed: the flow keeps asking the Worker for its outcome
+// until it ends or times out, unless this window regains focus (which a real close gives it).
+const SEVERANCE_WINDOW_MS = 10_000;
+// A popup that was really closed: the Worker is asked for this long (a grant may just have
+// landed) before the flow ends with popup_closed.
+const CLOSE_GRACE_MS = 2_000;
+const ELEMENT_NAME = 'consentry-connect';
+
+/** The one error shape: a stable `code` and a human `description`. */
+export class ConsentError extends Error {
+  constructor(code, description = '') {
+    super(description ? `${code}: ${description}` : code);
+    this.name = 'ConsentError';
+    this.code = code;
+    this.description = description;
+  }
+}
+
+function toConsentError(error) {
+  if (error instanceof ConsentError) return error;
+  if (error && typeof error.code === 'string') return new ConsentError(error.code, String(error.description ?? ''));
+  return new ConsentError('network_error', String(error?.message ?? error));
+}
+
+let ready = null;
+let initialized = false;
+
+/**
+ * Loads the Wasm module (once; later calls share the first) and defines the
+ * `<consentry-connect>` element. `wasm` overrides where the module comes from;
+ * `elementName: null` skips the element.
+ */
+export function init({ wasm, elementName = ELEMENT_NAME } = {}) {
+  ready ??= initWasm(wasm === undefined ? undefined : { module_or_path: wasm }).then(
+    () => {
+      initialized = true;
+    },
+    (error) => {
+      ready = null; // let a later call try again
+      throw new ConsentError('not_initialized', `the Wasm module did not load: ${error?.message ?? error}`);
+    },
+  );
+  return ready.then(() => {
+    if (elementName) defineConnectElement(elementName);
+  });
+}
+
+/** Talks to one consentry Worker: popup flows, consents, revocation, logout. */
+export class ConsentClient {
+  #base;
+  #origin;
+  #timeoutMs;
+  #popupSize;
+  #flow = null;
+
+  constructor({ authBase = '/auth', timeoutMs = DEFAULT_TIMEOUT_MS, popup = {} } = {}) {
+    let base;
+    try {
+      base = new URL(authBase, document.baseURI);
+    } catch {
+      throw new ConsentError('invalid_configuration', 'authBase is not a URL');
+    }
+    if (base.protocol !== 'https:' && base.protocol !== 'http:') {
+      throw new ConsentError('invalid_configuration', 'authBase must be an http(s) URL');
+    }
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMEOUT_MS) {
+      throw new ConsentError('invalid_configuration', `timeoutMs must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}`);
+    }
+    this.#base = base.href.replace(/\/+$/, '');
+    this.#origin = base.origin;
+    this.#timeoutMs = timeoutMs;
+    this.#popupSize = { width: popup.width ?? 480, height: popup.height ?? 720 };
+  }
+
+  /**
+   * Runs one consent flow in a popup. Call it from the click handler itself: everything up
+   * to `window.open` is synchronous. Resolves to the granted consent; rejects with a
+   * ConsentError. While a flow is pending, another call brings its popup to the front and
+   * rejects with `flow_in_progress`.
+   */
+  connect({ provider, user, scope, providerHint } = {}) {
+    if (!initialized) {
+      return Promise.reject(new ConsentError('not_initialized', 'await init() before connect()'));
+    }
+    if (this.#flow) {
+      this.#flow.focus();
+      return Promise.reject(new ConsentError('flow_in_progress', 'a consent flow is already open; its popup was brought to the front'));
+    }
+    let fields;
+    try {
+      const scopes = Array.isArray(scope) ? scope.join(' ') : scope;
+      fields = startForm(String(provider ?? ''), String(user ?? ''), scopes || undefined, providerHint || undefined);
+    } catch (error) {
+      return Promise.reject(toConsentError(error));
+    }
+    const state = fields[fields.indexOf('state') + 1];
+    const name = `consentry-${state.slice(0, 16)}`;
+    const popup = window.open('', name, this.#popupFeatures());
+    if (!popup) {
+      return Promise.reject(new ConsentError('popup_blocked', 'the browser blocked the popup: call connect() from a click'));
+    }
+    postForm(`${this.#base}/start`, name, fields);
+    return new Promise((resolve, reject) => {
+      this.#flow = this.#watch(popup, state, resolve, reject);
+    });
+  }
+
+  /** The consents of the session's user, or of `user` (a demo id or a user assertion). */
+  consents({ user } = {}) {
+    return this.#call('GET', '/consents', user);
+  }
+
+  /** Revokes a consent at the provider where it can, and forgets its tokens. */
+  revoke(id, { user } = {}) {
+    return this.#call('DELETE', `/consents/${encodeURIComponent(id)}`, user);
+  }
+
+  /** Ends the session. */
+  async logout() {
+    await this.#call('POST', '/logout');
+  }
+
+  #popupFeatures() {
+    const { width, height } = this.#popupSize;
+    const left = Math.round(window.screenX + (window.outerWidth - width) / 2);
+    const top = Math.round(window.screenY + (window.outerHeight - height) / 2);
+    return `popup=yes,width=${width},height=${height},left=${left},top=${top}`;
+  }
+
+  #watch(popup, state, resolve, reject) {
+    const openedAt = Date.now();
+    let closedAt = 0;
+    let severed = false;
+    let refocusedAt = 0;
+    let lastAsked = 0;
+    let asking = false;
+    let done = false;
+
+    const finish = (error, consent) => {
+      if (done) return;
+      done = true;
+      clearInterval(ticker);
+      clearTimeout(timer);
+      window.removeEventListener('message', onMessage);
+      window.removeEventListener('focus', onFocus);
+      this.#flow = null;
+      if (error) reject(error);
+      else resolve(consent);
+    };
+    const settle = (outcome) => finish(outcome.error, outcome.consent);
+    const closed = () => finish(new ConsentError('popup_closed', 'the popup was closed before the provider answered'));
+
+    const onMessage = (event) => {
+      if (event.origin !== this.#origin || event.source !== popup) return;
+      const outcome = readOutcome(event.data, state);
+      if (outcome) settle(outcome);
+    };
+    const onFocus = () => {
+      if (closedAt) refocusedAt = Date.now();
+    };
+    const tick = async () => {
+      const now = Date.now();
+      if (!closedAt) {
+        if (!popup.closed) return;
+        closedAt = now;
+        severed = closedAt - openedAt < SEVERANCE_WINDOW_MS;
+      }
+      if (asking || now - lastAsked < OUTCOME_POLL_MS) return;
+      asking = true;
+      lastAsked = now;
+      const answer = await this.#askOutcome(state);
+      asking = false;
+      if (done) return;
+      if (answer.outcome) return settle(answer.outcome);
+      if (answer.gone) return closed();
+      const waitingSince = severed ? refocusedAt : closedAt;
+      if (waitingSince && Date.now() - waitingSince >= CLOSE_GRACE_MS) closed();
+    };
+    const ticker = setInterval(tick, CLOSED_POLL_MS);
+    const timer = setTimeout(() => {
+      try {
+        popup.close();
+      } catch {
+        // a severed popup cannot be reached; it closes itself when the flow ends
+      }
+      finish(new ConsentError('timeout', `no outcome within ${this.#timeoutMs} ms`));
+    }, this.#timeoutMs);
+    window.addEventListener('message', onMessage);
+    window.addEventListener('focus', onFocus);
+    return {
+      focus() {
+        try {
+          popup.focus();
+        } catch {
+          // severed or closed: nothing to bring forward
+        }
+      },
+    };
+  }
+
+  // The Worker's record of a flow: { outcome }, { gone } when it never reached the Worker
+  // from this browser, or {} while pending or unreachable.
+  async #askOutcome(state) {
+    try {
+      const body = await this.#call('GET', `/outcome?state=${encodeURIComponent(state)}`);
+      const outcome = readOutcome(body, state);
+      return outcome ? { outcome } : {};
+    } catch (error) {
+      if (error.code === 'unknown_transaction' || error.code === 'transaction_not_bound') return { gone: true };
+      return {};
+    }
+  }
+
+  async #call(method, path, user) {
+    const headers = { 'X-Consentry': '1' };
+    if (user !== undefined) headers['X-Consentry-User'] = String(user);
+    let response;
+    try {
+      response = await fetch(this.#base + path, { method, headers, credentials: 'include', cache: 'no-store' });
+    } catch (error) {
+      throw new ConsentError('network_error', `the Worker could not be reached: ${error?.message ?? error}`);
+    }
+    if (response.status === 204) return undefined;
+    let body;
+    try {
+      body = await response.json();
+    } catch {
+      throw new ConsentError('network_error', `the Worker answered ${response.status} without JSON`);
+    }
+    if (!response.ok) {
+      throw typeof body?.code === 'string'
+        ? new ConsentError(body.code, String(body.description ?? ''))
+        : new ConsentError('network_error', `the Worker answered ${response.status}`);
+    }
+    return body;
+  }
+}
+
+// Submits the start form into the popup: a POST, so the verifier never enters a URL.
+function postForm(action, target, fields) {
+  const form = document.createElement('form');
+  form.method = 'POST';
+  form.action = action;
+  form.target = target;
+  form.hidden = true;
+  for (let i = 0; i < fields.length; i += 2) {
+    const input = document.createElement('input');
+    input.type = 'hidden';
+    input.name = fields[i];
+    input.value = fields[i + 1];
+    form.append(input);
+  }
+  document.body.append(form);
+  try {
+    form.submit();
+  } finally {
+    form.remove();
+    fields.fill('');
+  }
+}
+
+const isString = (value) => typeof value === 'string';
+const isNullableString = (value) => value === null || value === undefined || isString(value);
+
+// The outcome of the flow named `state`, read strictly by the wire contract, or null for
+// anything else (another flow, another sender, a malformed message).
+function readOutcome(data, state) {
+  if (typeof data !== 'object' || data === null) return null;
+  if (data.type !== OUTCOME_TYPE || data.v !== OUTCOME_VERSION || data.state !== state) return null;
+  if (data.status === 'granted') {
+    const consent = data.consent;
+    const valid =
+      typeof consent === 'object' &&
+      consent !== null &&
+      [consent.id, consent.provider, consent.user, consent.granted_at].every(isString) &&
+      Array.isArray(consent.scopes) &&
+      consent.scopes.every(isString) &&
+      isNullableString(consent.expires_at);
+    if (!valid) return null;
+    const { id, provider, user, scopes, granted_at, expires_at } = consent;
+    return { consent: { id, provider, user, scopes: [...scopes], granted_at, expires_at: expires_at ?? null } };
+  }
+  if ((data.status === 'denied' || data.status === 'failed') && isString(data.error) && data.error) {
+    const description = isString(data.error_description) ? data.error_description : '';
+    return { error: new ConsentError(data.error, description) };
+  }
+  return null;
+}
+
+function defineConnectElement(name) {
+  if (typeof customElements === 'undefined' || customElements.get(name)) return;
+  customElements.define(name, class ConsentConnectElement extends HTMLElement {
+    #client = null;
+    #clientKey = '';
+    #button;
+
+    constructor() {
+      super();
+      const root = this.attachShadow({ mode: 'open' });
+      root.innerHTML =
+        '<style>:host{display:inline-block}button{font:inherit;cursor:pointer}' +
+        'button:disabled{cursor:progress;opacity:.7}</style>' +
+        '<button part="button" type="button"><slot>Connect bank</slot></button>';
+      this.#button = root.querySelector('button');
+      this.#button.addEventListener('click', () => this.connect());
+    }
+
+    /** Runs the popup flow for this element's attributes; call it from a click. */
+    connect() {
+      let pending;
+      try {
+        pending = this.#clientNow().connect({
+          provider: this.getAttribute('provider'),
+          user: this.getAttribute('user'),
+          scope: this.getAttribute('scope') ?? undefined,
+          providerHint: this.getAttribute('provider-hint') ?? undefined,
+        });
+      } catch (error) {
+        pending = Promise.reject(toConsentError(error));
+      }
+      this.#button.disabled = true;
+      this.setAttribute('aria-busy', 'true');
+      this.removeAttribute('status');
+      pending
+        .then(
+          (consent) => this.#emit('granted', consent),
+          (error) => this.#emit('failed', toConsentError(error)),
+        )
+        .finally(() => {
+          this.#button.disabled = false;
+          this.removeAttribute('aria-busy');
+        });
+    }
+
+    #clientNow() {
+      const authBase = this.getAttribute('auth-base') ?? '/auth';
+      const timeout = this.getAttribute('timeout-ms');
+      const key = `${authBase} ${timeout}`;
+      if (!this.#client || key !== this.#clientKey) {
+        this.#client = new ConsentClient({ authBase, timeoutMs: timeout === null ? undefined : Number(timeout) });
+        this.#clientKey = key;
+      }
+      return this.#client;
+    }
+
+    #emit(status, detail) {
+      this.setAttribute('status', status);
+      this.dispatchEvent(new CustomEvent(`consentry-${status}`, { detail, bubbles: true, composed: true }));
+    }
+  });
+}

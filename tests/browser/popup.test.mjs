@@ -1,0 +1,334 @@
+// The browser package and the demo page in real Chromium (popup blocker on), against the
+// Worker under `wrangler dev` and the local bank, clicking through the bank's own pages.
+// Needs ./scripts/build-pkg first (the demo page loads www/vendor/consentry/).
+//
+//   NODE_NO_WARNINGS=1 node --test tests/browser/popup.test.mjs
+//
+// A screenshot of the demo after the grants is written to test-output/.
+
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+
+import { bankLogin, evaluateWithoutGesture, launchBrowser } from '../lib/browser.mjs';
+import { ROOT, startStack } from '../lib/worker-harness.mjs';
+
+const TEST_TIMEOUT = 90_000;
+const OUTPUT = path.join(ROOT, 'test-output');
+const USERS = [
+  { id: 'usr_alice', login: 'alice', name: 'Alice Martin' },
+  { id: 'usr_bob', login: 'bob', name: 'Bob Nguyen' },
+  { id: 'usr_carol', login: 'carol', name: 'Carol Okafor' },
+];
+
+// Every consentry event the page sees, for the tests to read (installed before the page's
+// own scripts, so nothing is missed; an init script gives the page no user activation).
+const RECORDER = `addEventListener('consentry-granted', (event) => (window.__events ??= []).push({ type: 'granted', user: event.target.getAttribute('user'), consent: event.detail }));
+import('/vendor/consentry/consentry.js').then((module) => { window.__consentry = module; });
+addEventListener('consentry-failed', (event) => (window.__events ??= []).push({ type: 'failed', user: event.target.getAttribute('user'), code: event.detail.code, description: event.detail.description, isConsentError: event.detail instanceof Error && event.detail.name === 'ConsentError' }));`;
+
+let stack;
+let browser;
+const verifiers = new Set(); // every code_verifier a popup POSTed to /auth/start
+const states = []; // every state a popup POSTed to /auth/start, in order
+
+before(async () => {
+  assert.ok(existsSync(path.join(ROOT, 'www', 'vendor', 'consentry', 'wasm', 'consentry_bg.wasm')), 'run ./scripts/build-pkg first');
+  stack = await startStack();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await stack?.stop();
+});
+
+/** A fresh browser profile on the demo page, ready (users and their consents loaded). */
+async function openDemo() {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  const bodies = [];
+  context.on('request', (request) => {
+    if (request.method() === 'POST' && new URL(request.url()).pathname === '/auth/start') {
+      const form = new URLSearchParams(request.postData() ?? '');
+      if (form.get('code_verifier')) verifiers.add(form.get('code_verifier'));
+      states.push(form.get('state'));
+    }
+  });
+  const page = await context.newPage();
+  page.on('response', (response) => {
+    bodies.push(response.body().then((body) => ({ url: response.url(), body: body.toString('latin1') }), () => null));
+  });
+  await page.addInitScript(RECORDER);
+  await page.goto(`${stack.publicOrigin}/`);
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+  return { context, page, bodies: async () => (await Promise.all(bodies)).filter(Boolean) };
+}
+
+const card = (user) => `article[data-user="${user}"]`;
+const button = (user) => `${card(user)} consentry-connect`;
+
+/** Clicks a user's Connect button (a real gesture) and resolves to the popup page. */
+async function clickConnect(page, user) {
+  const popup = page.context().waitForEvent('page', { timeout: 10_000 });
+  await page.click(button(user));
+  return popup;
+}
+
+/** Waits for the next consentry event on the page after `count` events, and returns it. */
+async function nextEvent(page, count, timeout = 30_000) {
+  await page.waitForFunction((n) => (window.__events ?? []).length > n, count, { timeout, polling: 100 });
+  return page.evaluate((n) => window.__events[n], count);
+}
+
+const eventCount = (page) => page.evaluate(() => (window.__events ?? []).length);
+
+async function tableIds(page, user) {
+  return page.$$eval(`${card(user)} tbody tr`, (rows) => rows.map((row) => row.dataset.consent));
+}
+
+async function noticeOf(page) {
+  return page.$eval('#notice', (node) => ({ kind: node.dataset.kind, text: node.textContent, hidden: node.hidden }));
+}
+
+test('each demo user connects a bank through the popup and sees the consent in their table', { timeout: TEST_TIMEOUT * 2 }, async () => {
+  const { context, page } = await openDemo();
+  const names = await page.$$eval('article[data-user] .name', (nodes) => nodes.map((node) => node.textContent));
+  assert.deepEqual(names, USERS.map((user) => user.name), 'the three demo users from the database');
+
+  for (const user of USERS) {
+    const before = await eventCount(page);
+    const popup = await clickConnect(page, user.id);
+    const reached = await bankLogin(popup, { user: user.login });
+    assert.equal(reached.url ?? `${stack.publicOrigin}/auth/callback`, `${stack.publicOrigin}/auth/callback`);
+    const event = await nextEvent(page, before);
+    assert.equal(event.type, 'granted', JSON.stringify(event));
+    assert.equal(event.user, user.id);
+    assert.equal(event.consent.user, user.id);
+    assert.equal(event.consent.provider, 'local-bank');
+    assert.ok(event.consent.scopes.includes('accounts'), `scopes: ${event.consent.scopes}`);
+    assert.deepEqual(Object.keys(event.consent).sort(), ['expires_at', 'granted_at', 'id', 'provider', 'scopes', 'user']);
+    await page.waitForSelector(`${card(user.id)} tr[data-consent="${event.consent.id}"]`, { timeout: 10_000 });
+    assert.equal(await page.getAttribute(button(user.id), 'status'), 'granted');
+    assert.equal((await noticeOf(page)).kind, 'ok');
+    await popup.waitForEvent('close', { timeout: 10_000 }).catch(() => {});
+    assert.ok(popup.isClosed(), 'the outcome page closed the popup');
+  }
+  // Each table holds only its own user's consents.
+  const consents = await page.evaluate(() => window.__events.filter((event) => event.type === 'granted').map((event) => event.consent));
+  for (const user of USERS) {
+    const ids = await tableIds(page, user.id);
+    const own = consents.filter((consent) => consent.user === user.id).map((consent) => consent.id);
+    const others = consents.filter((consent) => consent.user !== user.id).map((consent) => consent.id);
+    assert.ok(own.every((id) => ids.includes(id)), `${user.id}'s table lists their consent`);
+    assert.ok(others.every((id) => !ids.includes(id)), `${user.id}'s table lists no one else's`);
+  }
+  const row = await page.$eval(`${card('usr_alice')} tbody tr`, (tr) => [...tr.cells].map((td) => td.textContent.trim()));
+  assert.equal(row[0], 'Local Bank');
+  assert.match(row[1], /accounts/);
+  assert.equal(row[2], 'active');
+
+  await mkdir(OUTPUT, { recursive: true });
+  const shot = path.join(OUTPUT, 'demo-after-grants.png');
+  await page.screenshot({ path: shot, fullPage: true });
+  assert.ok(existsSync(shot));
+
+  // Revoke from the table.
+  const id = consents.find((consent) => consent.user === 'usr_bob').id;
+  await page.click(`${card('usr_bob')} tr[data-consent="${id}"] button.revoke`);
+  await page.waitForSelector(`${card('usr_bob')} tr[data-consent="${id}"] .status.revoked`, { timeout: 10_000 });
+  assert.match((await noticeOf(page)).text, /disconnected for Bob/);
+  await context.close();
+});
+
+test('a denial at the bank rejects with access_denied and adds no consent', { timeout: TEST_TIMEOUT }, async () => {
+  const { context, page } = await openDemo();
+  const rowsBefore = await tableIds(page, 'usr_alice');
+  const popup = await clickConnect(page, 'usr_alice');
+  await bankLogin(popup, { user: 'alice', decision: 'deny' });
+  const event = await nextEvent(page, 0);
+  assert.equal(event.type, 'failed');
+  assert.equal(event.code, 'access_denied');
+  assert.ok(event.isConsentError, 'the detail is a ConsentError');
+  assert.equal(await page.getAttribute(button('usr_alice'), 'status'), 'failed');
+  const notice = await noticeOf(page);
+  assert.equal(notice.kind, 'warn');
+  assert.match(notice.text, /cancelled at the bank/);
+  assert.match(notice.text, /access_denied/);
+  assert.deepEqual(await tableIds(page, 'usr_alice'), rowsBefore);
+  await context.close();
+});
+
+test('closing the popup at the bank rejects with popup_closed after asking the Worker', { timeout: TEST_TIMEOUT }, async () => {
+  const { context, page } = await openDemo();
+  const outcomeAsks = [];
+  page.on('request', (request) => {
+    if (new URL(request.url()).pathname === '/auth/outcome') outcomeAsks.push(request.url());
+  });
+  const popup = await clickConnect(page, 'usr_carol');
+  await popup.waitForSelector('form input[name="login"]');
+  // The user reads the bank's page for a while, then closes the window. (A close within the
+  // first seconds looks like a COOP severance to the SDK; see the COOP test.)
+  await page.waitForTimeout(10_500);
+  await popup.close();
+  const event = await nextEvent(page, 0, 15_000);
+  assert.equal(event.type, 'failed');
+  assert.equal(event.code, 'popup_closed');
+  assert.ok(outcomeAsks.length >= 1, 'the Worker was asked for the outcome before popup_closed');
+  assert.match((await noticeOf(page)).text, /window was closed/);
+  await context.close();
+});
+
+test('a popup that closes after the grant landed still resolves: the Worker has the outcome', { timeout: TEST_TIMEOUT }, async () => {
+  const { context, page } = await openDemo();
+  // Outcome messages never reach the page: as if the popup were closed right after the callback.
+  await page.evaluate(() => {
+    window.addEventListener('message', (event) => event.stopImmediatePropagation(), { capture: true });
+  });
+  const popup = await clickConnect(page, 'usr_bob');
+  await bankLogin(popup, { user: 'bob' });
+  const event = await nextEvent(page, 0);
+  assert.equal(event.type, 'granted', JSON.stringify(event));
+  assert.equal(event.consent.user, 'usr_bob');
+  await context.close();
+});
+
+test('a short configured timeout rejects with timeout and closes the popup', { timeout: TEST_TIMEOUT }, async () => {
+  const { context, page } = await openDemo();
+  await page.$eval(button('usr_alice'), (element) => element.setAttribute('timeout-ms', '3000'));
+  const started = Date.now();
+  const popup = await clickConnect(page, 'usr_alice');
+  await popup.waitForSelector('form input[name="login"]');
+  const event = await nextEvent(page, 0, 15_000);
+  assert.equal(event.type, 'failed');
+  assert.equal(event.code, 'timeout');
+  assert.ok(Date.now() - started >= 2_900, 'not before the configured 3 s');
+  await popup.waitForEvent('close', { timeout: 5_000 }).catch(() => {});
+  assert.ok(popup.isClosed(), 'the SDK closed the popup');
+  assert.match((await noticeOf(page)).text, /took too long/);
+  const listeners = await page.evaluate(() => document.querySelector('consentry-connect[user="usr_alice"]').shadowRoot.querySelector('button').disabled);
+  assert.equal(listeners, false, 'the button is usable again');
+  await context.close();
+});
+
+test('connect() without a user gesture rejects with popup_blocked and opens nothing', { timeout: TEST_TIMEOUT }, async () => {
+  // Not openDemo: Playwright's own waits evaluate with a user gesture, which would give the
+  // page transient activation. Everything here runs without one.
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.addInitScript(RECORDER);
+  await page.goto(`${stack.publicOrigin}/`);
+  const deadline = Date.now() + 30_000;
+  while (!(await evaluateWithoutGesture(page, `document.body.dataset.ready === 'true' && window.__consentry !== undefined`))) {
+    assert.ok(Date.now() < deadline, 'the demo page got ready');
+    await new Promise((resolve) => { setTimeout(resolve, 100); });
+  }
+  assert.equal(await evaluateWithoutGesture(page, 'navigator.userActivation.isActive'), false, 'the page has no user activation');
+  const code = await evaluateWithoutGesture(page, `new window.__consentry.ConsentClient()
+    .connect({ provider: 'local-bank', user: 'usr_alice' })
+    .then(() => 'resolved', (error) => error.code)`);
+  assert.equal(code, 'popup_blocked');
+  assert.equal(context.pages().length, 1, 'no popup opened');
+  await context.close();
+});
+
+test('connect() checks its fields in Wasm before any popup opens, and a second connect() is refused while one is pending', { timeout: TEST_TIMEOUT }, async () => {
+  const { context, page } = await openDemo();
+  const codes = await page.evaluate(async () => {
+    const { ConsentClient } = await import('/vendor/consentry/consentry.js');
+    const client = new ConsentClient();
+    const codeOf = (promise) => promise.then(() => 'resolved', (error) => error.code);
+    const badProvider = await codeOf(client.connect({ provider: 'Not A Provider', user: 'usr_alice' }));
+    const noUser = await codeOf(client.connect({ provider: 'local-bank', user: '' }));
+    const first = client.connect({ provider: 'local-bank', user: 'usr_alice' });
+    first.catch(() => {});
+    const second = await codeOf(client.connect({ provider: 'local-bank', user: 'usr_alice' }));
+    return { badProvider, noUser, second };
+  });
+  assert.deepEqual(codes, { badProvider: 'unknown_provider', noUser: 'invalid_user', second: 'flow_in_progress' });
+  assert.equal(context.pages().length, 2, 'one popup: the first flow\'s');
+  await context.close();
+});
+
+test('messages from anything but our popup, or for another state, are ignored', { timeout: TEST_TIMEOUT }, async () => {
+  const { context, page } = await openDemo();
+  const popup = await clickConnect(page, 'usr_alice');
+  await popup.waitForSelector('form input[name="login"]');
+  const pending = states.at(-1);
+  assert.ok(pending, 'the popup POSTed the start form');
+  // Forgeries: the pending flow's own state but sent by the page itself, not the popup; and
+  // malformed outcomes.
+  await page.evaluate((state) => {
+    const forged = { type: 'consentry:outcome', v: 1, state, status: 'failed', error: 'access_denied' };
+    window.postMessage(forged, '*');
+    window.postMessage({ ...forged, v: 2 }, '*');
+    window.postMessage('consentry:outcome', '*');
+  }, pending);
+  await page.waitForTimeout(500);
+  assert.equal(await eventCount(page), 0, 'nothing settled the flow');
+  await bankLogin(popup, { user: 'alice' });
+  const event = await nextEvent(page, 0);
+  assert.equal(event.type, 'granted', 'the listener stayed armed for the real outcome');
+  await context.close();
+});
+
+test('after a grant, nothing the page can read holds a token, code or verifier', { timeout: TEST_TIMEOUT }, async () => {
+  const { context, page, bodies } = await openDemo();
+  const codesBefore = stack.issued.codes.length;
+  const tokensBefore = stack.issued.tokens.length;
+  const verifiersBefore = new Set(verifiers);
+  const popup = await clickConnect(page, 'usr_carol');
+  await bankLogin(popup, { user: 'carol' });
+  const event = await nextEvent(page, 0);
+  assert.equal(event.type, 'granted');
+  await page.waitForSelector(`${card('usr_carol')} tr[data-consent="${event.consent.id}"]`);
+
+  const secrets = [
+    ...stack.issued.codes.slice(codesBefore).map((issued) => issued.code),
+    ...stack.issued.tokens.slice(tokensBefore).map((issued) => issued.value),
+    ...[...verifiers].filter((verifier) => !verifiersBefore.has(verifier)),
+  ];
+  assert.ok(stack.issued.codes.length > codesBefore && stack.issued.tokens.length > tokensBefore, 'the bank issued a code and tokens');
+  assert.ok(verifiers.size > verifiersBefore.size, 'a verifier was sent');
+  const readable = await page.evaluate(() => ({
+    cookie: document.cookie,
+    local: JSON.stringify({ ...localStorage }),
+    session: JSON.stringify({ ...sessionStorage }),
+    events: JSON.stringify(window.__events),
+    html: document.documentElement.outerHTML,
+  }));
+  assert.equal(readable.cookie, '', 'the page reads no cookie: both of consentry\'s are HttpOnly');
+  const received = await bodies();
+  assert.ok(received.some((body) => body.url.includes('/auth/consents')), 'the page\'s responses were captured');
+  const haystacks = [...Object.entries(readable), ...received.map((body) => [body.url, body.body])];
+  for (const secret of secrets) {
+    for (const [where, text] of haystacks) {
+      assert.ok(!text.includes(secret), `a secret (${secret.slice(0, 4)}…) appears in ${where}`);
+    }
+  }
+  await context.close();
+});
+
+// Restarts the bank with COOP: keep this the last test.
+test('a bank page with COOP same-origin severs the popup, and the flow still resolves through /auth/outcome', { timeout: TEST_TIMEOUT }, async () => {
+  await stack.restartBank({ coop: 'same-origin' });
+  try {
+    const { context, page } = await openDemo();
+    const outcomeAsks = [];
+    page.on('request', (request) => {
+      if (new URL(request.url()).pathname === '/auth/outcome') outcomeAsks.push(request.url());
+    });
+    const popup = await clickConnect(page, 'usr_alice');
+    await popup.waitForSelector('form input[name="login"]');
+    assert.equal(await popup.evaluate(() => window.opener), null, 'COOP severed the popup from the app');
+    await bankLogin(popup, { user: 'alice' });
+    const event = await nextEvent(page, 0, 30_000);
+    assert.equal(event.type, 'granted', `not a false popup_closed: ${JSON.stringify(event)}`);
+    assert.equal(event.consent.user, 'usr_alice');
+    assert.ok(outcomeAsks.length >= 1, 'the outcome came from /auth/outcome');
+    await context.close();
+  } finally {
+    await stack.restartBank({ coop: '' });
+  }
+});

@@ -1,0 +1,191 @@
+// The demo app: three people, each connecting a bank through consentry's popup, with their
+// consents listed from the Worker. Only the package's public API is used.
+import { ConsentClient, ConsentError, init } from './vendor/consentry/consentry.js';
+
+// What a person should read for each error code; the code itself is shown beside it.
+const MESSAGES = {
+  access_denied: ['warn', 'The bank connection was cancelled at the bank. Nothing was shared.'],
+  popup_blocked: ['warn', 'Your browser blocked the bank\'s window. Allow popups for this site and try again.'],
+  popup_closed: ['warn', 'The bank window was closed before the connection finished.'],
+  timeout: ['warn', 'The bank connection took too long and was stopped. Please try again.'],
+  flow_in_progress: ['warn', 'A bank connection is already open in another window; finish it first.'],
+  not_initialized: ['bad', 'The page did not finish loading. Reload and try again.'],
+  network_error: ['bad', 'We could not reach our server. Check your connection and try again.'],
+  state_mismatch: ['bad', 'The bank\'s answer did not match this connection, so it was refused.'],
+  invalid_state: ['bad', 'The bank\'s answer did not match this connection, so it was refused.'],
+  iss_mismatch: ['bad', 'The answer did not come from the expected bank, so it was refused.'],
+  iss_missing: ['bad', 'The bank did not identify itself, so its answer was refused.'],
+  unknown_transaction: ['bad', 'This connection attempt is unknown or already finished. Please start again.'],
+  transaction_not_bound: ['bad', 'This connection was started in another browser. Please start again here.'],
+  transaction_expired: ['warn', 'The connection attempt expired. Please start again.'],
+  transaction_replayed: ['bad', 'This bank answer was already used. Please start again.'],
+  outcome_pending: ['warn', 'The bank has not answered yet.'],
+  duplicate_parameter: ['bad', 'The bank sent a malformed answer.'],
+  missing_parameter: ['bad', 'The bank sent an incomplete answer.'],
+  forbidden_parameter: ['bad', 'The bank sent an answer we cannot accept.'],
+  invalid_verifier: ['bad', 'The connection could not be secured. Please try again.'],
+  token_exchange_failed: ['bad', 'The bank approved, but finishing the connection failed. Please try again.'],
+  invalid_token_response: ['bad', 'The bank\'s reply could not be read. Please try again later.'],
+  id_token_missing: ['bad', 'The bank did not confirm who signed in.'],
+  id_token_invalid: ['bad', 'The bank\'s sign-in confirmation failed its checks.'],
+  jwt_malformed: ['bad', 'The bank\'s sign-in confirmation was malformed.'],
+  jwt_alg_not_allowed: ['bad', 'The bank signed with a method we do not accept.'],
+  jwt_crit_unsupported: ['bad', 'The bank\'s confirmation needs features we do not support.'],
+  jwt_signature_invalid: ['bad', 'The bank\'s signature did not verify.'],
+  jwk_not_found: ['bad', 'The bank\'s signing key could not be found.'],
+  jwk_invalid: ['bad', 'The bank published an unusable signing key.'],
+  discovery_invalid: ['bad', 'The bank\'s configuration could not be read.'],
+  pkce_not_supported: ['bad', 'This bank does not support the secure sign-in we require.'],
+  invalid_configuration: ['bad', 'This bank connection is not set up correctly. Please contact support.'],
+  unknown_provider: ['bad', 'This bank is not available.'],
+  par_failed: ['bad', 'The bank refused to start the connection. Please try again later.'],
+  invalid_url: ['bad', 'A bank address is misconfigured. Please contact support.'],
+  origin_not_allowed: ['bad', 'This site is not allowed to connect banks.'],
+  csrf_header_missing: ['bad', 'The request was refused for safety. Reload and try again.'],
+  invalid_outcome: ['bad', 'The result could not be read.'],
+  invalid_user: ['bad', 'This person is not known to the bank connection service.'],
+  invalid_parameter: ['bad', 'Something in the request was not valid.'],
+  session_required: ['warn', 'Please connect a bank first.'],
+  consent_not_found: ['warn', 'That connection no longer exists.'],
+  revocation_failed: ['warn', 'The bank did not confirm the disconnection.'],
+  provider_unreachable: ['bad', 'The bank is not reachable right now. Please try again later.'],
+  storage_failed: ['bad', 'We could not save the connection. Please try again.'],
+  not_found: ['bad', 'That page of our service does not exist.'],
+  invalid_request: ['bad', 'The bank refused the request as invalid.'],
+  unauthorized_client: ['bad', 'The bank does not allow this app to connect.'],
+  invalid_scope: ['bad', 'The bank refused the requested access.'],
+  server_error: ['bad', 'The bank had a problem. Please try again later.'],
+  temporarily_unavailable: ['warn', 'The bank is busy. Please try again in a moment.'],
+  invalid_client: ['bad', 'The bank did not recognise this app.'],
+  invalid_grant: ['bad', 'The bank rejected the approval. Please try again.'],
+  login_required: ['warn', 'Please sign in at the bank.'],
+  consent_required: ['warn', 'The bank needs your approval to continue.'],
+  interaction_required: ['warn', 'The bank needs you to complete a step.'],
+};
+
+const client = new ConsentClient();
+const notice = document.getElementById('notice');
+const cards = new Map(); // user id -> card element
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+
+function say(kind, text, code) {
+  notice.dataset.kind = kind;
+  notice.replaceChildren(text);
+  if (code) {
+    const tag = document.createElement('code');
+    tag.textContent = code;
+    notice.append(tag);
+  }
+  notice.hidden = false;
+}
+
+function sayError(error) {
+  const [kind, text] = MESSAGES[error.code] ?? ['bad', error.description || 'Something went wrong.'];
+  say(kind, text, error.code);
+}
+
+function when(value) {
+  return value ? dateFormat.format(new Date(value)) : '—';
+}
+
+function cell(content) {
+  const td = document.createElement('td');
+  if (typeof content === 'string') td.textContent = content;
+  else td.append(content);
+  return td;
+}
+
+function row(consent, user) {
+  const scopes = document.createElement('div');
+  scopes.className = 'scopes';
+  for (const scope of consent.scopes) {
+    const tag = document.createElement('span');
+    tag.className = 'scope';
+    tag.textContent = scope;
+    scopes.append(tag);
+  }
+  const status = document.createElement('span');
+  status.className = `status ${consent.status}`;
+  status.textContent = consent.status;
+  const actions = document.createElement('span');
+  if (consent.status === 'active') {
+    const revoke = document.createElement('button');
+    revoke.className = 'revoke';
+    revoke.type = 'button';
+    revoke.textContent = 'Disconnect';
+    revoke.addEventListener('click', () => disconnect(consent, user, revoke));
+    actions.append(revoke);
+  }
+  const tr = document.createElement('tr');
+  tr.dataset.consent = consent.id;
+  tr.append(cell(consent.provider_name), cell(scopes), cell(status), cell(when(consent.granted_at)), cell(when(consent.expires_at)), cell(actions));
+  return tr;
+}
+
+async function refresh(user) {
+  const card = cards.get(user.id);
+  try {
+    const { consents } = await client.consents({ user: user.id });
+    consents.sort((a, b) => b.granted_at.localeCompare(a.granted_at));
+    card.querySelector('tbody').replaceChildren(...consents.map((consent) => row(consent, user)));
+    card.classList.toggle('has-consents', consents.length > 0);
+    const active = consents.filter((consent) => consent.status === 'active').length;
+    card.querySelector('.summary').textContent =
+      active === 0 ? 'No active bank connection' : `${active} active bank connection${active === 1 ? '' : 's'}`;
+  } catch (error) {
+    sayError(error);
+  }
+}
+
+async function disconnect(consent, user, button) {
+  button.disabled = true;
+  try {
+    const result = await client.revoke(consent.id, { user: user.id });
+    say(result.provider_revoked ? 'ok' : 'warn', result.provider_revoked
+      ? `${consent.provider_name} was disconnected for ${user.name}; the bank revoked access.`
+      : `${consent.provider_name} was disconnected for ${user.name}; the bank did not confirm, but we no longer hold access.`);
+  } catch (error) {
+    sayError(error);
+  }
+  await refresh(user);
+}
+
+function card(user) {
+  const node = document.getElementById('user-card').content.firstElementChild.cloneNode(true);
+  node.dataset.user = user.id;
+  node.querySelector('.name').textContent = user.name;
+  node.querySelector('.avatar').textContent = user.name.slice(0, 1).toUpperCase();
+  const connect = node.querySelector('consentry-connect');
+  connect.setAttribute('user', user.id);
+  connect.addEventListener('consentry-granted', (event) => {
+    say('ok', `Bank connected for ${user.name}: ${event.detail.scopes.join(', ')}.`);
+    refresh(user);
+  });
+  connect.addEventListener('consentry-failed', (event) => {
+    sayError(event.detail);
+    refresh(user); // a flow can end at the bank after its window was closed
+  });
+  cards.set(user.id, node);
+  return node;
+}
+
+async function main() {
+  const list = document.getElementById('users');
+  try {
+    await init();
+    const response = await fetch('/auth/demo/users', { headers: { 'X-Consentry': '1' } });
+    const users = await response.json();
+    if (!response.ok) throw new ConsentError(users.code, users.description);
+    users.sort((a, b) => a.name.localeCompare(b.name));
+    list.replaceChildren(...users.map(card));
+    list.removeAttribute('aria-busy');
+    await Promise.all(users.map(refresh));
+    window.addEventListener('focus', () => users.forEach(refresh));
+    document.body.dataset.ready = 'true';
+  } catch (error) {
+    list.replaceChildren();
+    sayError(error instanceof ConsentError ? error : new ConsentError('network_error', String(error)));
+  }
+}
+
+main();
