@@ -13,14 +13,18 @@ const OUTCOME_POLL_MS = 1000;
 // A provider page served with `Cross-Origin-Opener-Policy: same-origin` severs the popup
 // from this window: from here on the popup reads closed, although the user is still at the
 // bank, and its outcome message cannot arrive. Browsers make that look exactly like a close.
-// Severing happens as the provider's first page loads, so a popup that reads closed this
-// soon after opening is treated as severed: the flow keeps asking the Worker for its outcome
-// until it ends or times out, unless this window regains focus (which a real close gives it).
+// A popup that reads closed this soon after opening is most likely severed (a COOP page
+// usually comes first, at the provider's front door): the flow keeps asking the Worker for
+// its outcome until it ends or times out, unless this window gets the focus a real close
+// gives it. A guess, not knowledge: see "How a flow ends" in the package README.
 const SEVERANCE_WINDOW_MS = 10_000;
+// A focus this long before the close was seen belongs to the close (closed is polled).
+const FOCUS_SLACK_MS = 1_000;
 // A popup that was really closed: the Worker is asked for this long (a grant may just have
 // landed) before the flow ends with popup_closed.
 const CLOSE_GRACE_MS = 2_000;
 const ELEMENT_NAME = 'consentry-connect';
+const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '::1'];
 
 /** The one error shape: a stable `code` and a human `description`. */
 export class ConsentError extends Error {
@@ -35,7 +39,7 @@ export class ConsentError extends Error {
 function toConsentError(error) {
   if (error instanceof ConsentError) return error;
   if (error && typeof error.code === 'string') return new ConsentError(error.code, String(error.description ?? ''));
-  return new ConsentError('network_error', String(error?.message ?? error));
+  return new ConsentError('invalid_parameter', String(error?.message ?? error));
 }
 
 let ready = null;
@@ -76,8 +80,11 @@ export class ConsentClient {
     } catch {
       throw new ConsentError('invalid_configuration', 'authBase is not a URL');
     }
-    if (base.protocol !== 'https:' && base.protocol !== 'http:') {
-      throw new ConsentError('invalid_configuration', 'authBase must be an http(s) URL');
+    // The start form carries the verifier and the user reference: plain http only on a
+    // loopback host, as the Worker's own URL rule says (consentry-core url.rs).
+    const loopback = LOOPBACK_HOSTS.includes(base.hostname.replace(/^\[|\]$/g, ''));
+    if (base.protocol !== 'https:' && !(base.protocol === 'http:' && loopback)) {
+      throw new ConsentError('invalid_configuration', 'authBase must use https (http only on localhost)');
     }
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMEOUT_MS) {
       throw new ConsentError('invalid_configuration', `timeoutMs must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}`);
@@ -109,7 +116,7 @@ export class ConsentClient {
     } catch (error) {
       return Promise.reject(toConsentError(error));
     }
-    const state = fields[fields.indexOf('state') + 1];
+    const state = fieldValue(fields, 'state');
     const name = `consentry-${state.slice(0, 16)}`;
     const popup = window.open('', name, this.#popupFeatures());
     if (!popup) {
@@ -147,7 +154,7 @@ export class ConsentClient {
     const openedAt = Date.now();
     let closedAt = 0;
     let severed = false;
-    let refocusedAt = 0;
+    let focusedAt = 0;
     let lastAsked = 0;
     let asking = false;
     let done = false;
@@ -172,7 +179,7 @@ export class ConsentClient {
       if (outcome) settle(outcome);
     };
     const onFocus = () => {
-      if (closedAt) refocusedAt = Date.now();
+      focusedAt = Date.now();
     };
     const tick = async () => {
       const now = Date.now();
@@ -189,7 +196,8 @@ export class ConsentClient {
       if (done) return;
       if (answer.outcome) return settle(answer.outcome);
       if (answer.gone) return closed();
-      const waitingSince = severed ? refocusedAt : closedAt;
+      const closeFocused = focusedAt >= closedAt - FOCUS_SLACK_MS;
+      const waitingSince = !severed ? closedAt : closeFocused ? Math.max(focusedAt, closedAt) : 0;
       if (waitingSince && Date.now() - waitingSince >= CLOSE_GRACE_MS) closed();
     };
     const ticker = setInterval(tick, CLOSED_POLL_MS);
@@ -229,7 +237,7 @@ export class ConsentClient {
 
   async #call(method, path, user) {
     const headers = { 'X-Consentry': '1' };
-    if (user !== undefined) headers['X-Consentry-User'] = String(user);
+    if (user !== undefined) headers.Authorization = `Bearer ${user}`;
     let response;
     try {
       response = await fetch(this.#base + path, { method, headers, credentials: 'include', cache: 'no-store' });
@@ -271,8 +279,13 @@ function postForm(action, target, fields) {
     form.submit();
   } finally {
     form.remove();
-    fields.fill('');
   }
+}
+
+// A value of the start form (alternating names and values, as `startForm` returns it).
+function fieldValue(fields, name) {
+  for (let i = 0; i < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
+  return undefined;
 }
 
 const isString = (value) => typeof value === 'string';
@@ -296,9 +309,9 @@ function readOutcome(data, state) {
     const { id, provider, user, scopes, granted_at, expires_at } = consent;
     return { consent: { id, provider, user, scopes: [...scopes], granted_at, expires_at: expires_at ?? null } };
   }
-  if ((data.status === 'denied' || data.status === 'failed') && isString(data.error) && data.error) {
-    const description = isString(data.error_description) ? data.error_description : '';
-    return { error: new ConsentError(data.error, description) };
+  const described = data.error_description === undefined || isString(data.error_description);
+  if ((data.status === 'denied' || data.status === 'failed') && isString(data.error) && data.error && described) {
+    return { error: new ConsentError(data.error, data.error_description ?? '') };
   }
   return null;
 }
@@ -323,6 +336,7 @@ function defineConnectElement(name) {
 
     /** Runs the popup flow for this element's attributes; call it from a click. */
     connect() {
+      if (this.#button.disabled) return; // a flow of this button is pending
       let pending;
       try {
         pending = this.#clientNow().connect({

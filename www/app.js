@@ -61,6 +61,17 @@ const MESSAGES = {
   login_required: ['warn', 'Please sign in at the bank.'],
   consent_required: ['warn', 'The bank needs your approval to continue.'],
   interaction_required: ['warn', 'The bank needs you to complete a step.'],
+  account_selection_required: ['warn', 'The bank needs you to choose an account.'],
+  unsupported_response_type: ['bad', 'The bank does not support this kind of connection.'],
+  unsupported_grant_type: ['bad', 'The bank does not support this kind of connection.'],
+  unsupported_token_type: ['warn', 'The bank could not revoke this kind of access.'],
+  invalid_request_uri: ['bad', 'The bank could not find the connection request. Please start again.'],
+  invalid_request_object: ['bad', 'The bank refused the signed connection request.'],
+  request_not_supported: ['bad', 'The bank does not accept signed connection requests.'],
+  request_uri_not_supported: ['bad', 'The bank does not accept pushed connection requests.'],
+  registration_not_supported: ['bad', 'The bank does not support this app\'s registration.'],
+  invalid_dpop_proof: ['bad', 'The bank refused the connection\'s proof of possession.'],
+  use_dpop_nonce: ['warn', 'The bank asked for a retry. Please try again.'],
 };
 
 const client = new ConsentClient();

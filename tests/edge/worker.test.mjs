@@ -670,9 +670,9 @@ test('revoking a consent and logging out', { timeout: TEST_TIMEOUT }, async () =
   await apiError(await stack.workerFetch('/auth/consents', { headers: apiHeaders(), jar: new CookieJar() }), 401, 'session_required');
 });
 
-test('the consent routes act for the user X-Consentry-User names, without a session', { timeout: TEST_TIMEOUT }, async () => {
+test('the consent routes act for the user Authorization: Bearer names, without a session', { timeout: TEST_TIMEOUT }, async () => {
   const { outcome } = await completeFlow({ user: 'usr_carol' });
-  const asUser = (user) => apiHeaders({ 'X-Consentry-User': user });
+  const asUser = (user) => apiHeaders({ Authorization: `Bearer ${user}` });
   const fresh = new CookieJar(); // no session at all
   const listed = await stack.workerFetch('/auth/consents', { headers: asUser('usr_carol'), jar: fresh });
   assert.equal(listed.status, 200, describe(listed));
@@ -684,14 +684,15 @@ test('the consent routes act for the user X-Consentry-User names, without a sess
   await apiError(asBob, 404, 'consent_not_found');
   await apiError(await stack.workerFetch('/auth/consents', { headers: asUser('usr_mallory'), jar: fresh }), 400, 'invalid_user');
   await apiError(await stack.workerFetch('/auth/consents', { headers: asUser('x'.repeat(5000)), jar: fresh }), 400, 'invalid_user');
+  await apiError(await stack.workerFetch('/auth/consents', { headers: apiHeaders({ Authorization: 'Basic dXNyX2Nhcm9sOng=' }), jar: fresh }), 400, 'invalid_user');
 
   const revoked = await stack.workerFetch(`/auth/consents/${encodeURIComponent(outcome.consent.id)}`, { method: 'DELETE', headers: asUser('usr_carol'), jar: fresh });
   assert.equal(revoked.status, 200, describe(revoked));
   assert.equal(revoked.json().status, 'revoked');
   assert.equal(fresh.has(SESSION), false, 'acting for a named user sets no session');
 
-  const preflight = await stack.workerFetch('/auth/consents', { method: 'OPTIONS', headers: { Origin: stack.publicOrigin, 'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'x-consentry, x-consentry-user' } });
-  assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /X-Consentry-User/i);
+  const preflight = await stack.workerFetch('/auth/consents', { method: 'OPTIONS', headers: { Origin: stack.publicOrigin, 'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'x-consentry, authorization' } });
+  assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /Authorization/i);
 });
 
 test('the demo page is served from the Worker\'s origin', { timeout: TEST_TIMEOUT }, async () => {

@@ -75,8 +75,9 @@ async function connectBank(): Promise<Consent> {
 }
 async function account(): Promise<[ConsentList, Revocation]> {
   const list = await client.consents({ user: 'usr_alice' });
-  const first: string = list.consents[0].status;
-  return [list, await client.revoke(first)];
+  const status: 'active' | 'revoked' | 'expired' = list.consents[0].status;
+  void status;
+  return [list, await client.revoke(list.consents[0].id)];
 }
 function describe(error: unknown): string {
   return error instanceof ConsentError ? error.code + ' ' + error.description : 'other';
@@ -86,6 +87,9 @@ button?.addEventListener('consentry-granted', (event) => console.log(event.detai
 button?.addEventListener('consentry-failed', (event) => console.log(event.detail.code));
 // @ts-expect-error provider must be a string
 void client.connect({ provider: 1, user: 'usr_alice' });
+// @ts-expect-error a consent list's status is one of three
+const badStatus: ConsentList['consents'][number]['status'] = 'pending';
+void badStatus;
 // @ts-expect-error a consent's scopes are strings
 const wrong: Consent = { id: '', provider: '', user: '', scopes: [1], granted_at: '', expires_at: null };
 void wrong; void connectBank; void account; void describe;

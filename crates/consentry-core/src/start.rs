@@ -111,7 +111,7 @@ impl StartRequest {
         if !is_provider_id(provider) {
             return Err(Error::new(
                 ErrorCode::UnknownProvider,
-                "the provider id is not a configured provider's id",
+                "no provider can have this id: lower-case letters, digits and -, at most 32",
             ));
         }
         if state.as_str().len() < MIN_STATE_LEN {
@@ -120,12 +120,7 @@ impl StartRequest {
                 "a flow's state must carry at least 128 bits: 22 or more characters",
             ));
         }
-        if user.is_empty() || user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
-            return Err(Error::new(
-                ErrorCode::InvalidUser,
-                "the user reference is empty, too long or has control characters",
-            ));
-        }
+        let user = check_user_reference(user)?;
         let scope = scope
             .filter(|scope| !scope.is_empty())
             .map(Scopes::parse)
@@ -184,6 +179,37 @@ impl std::fmt::Debug for StartRequest {
             .field("provider_hint", &self.provider_hint)
             .finish()
     }
+}
+
+/// The shape every app-user reference must have wherever it arrives (the start form's
+/// `user`, the account routes' `Authorization: Bearer`): 1 to [`MAX_USER_LEN`] characters,
+/// none of them control characters. Whether it names a user is for the Worker to decide.
+pub fn check_user_reference(user: &str) -> Result<&str> {
+    if user.is_empty() || user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
+        return Err(Error::new(
+            ErrorCode::InvalidUser,
+            "the user reference is empty, too long or has control characters",
+        ));
+    }
+    Ok(user)
+}
+
+/// The user reference an account route was sent as `Authorization: Bearer <reference>`
+/// ([RFC 6750 §2.1](https://www.rfc-editor.org/rfc/rfc6750#section-2.1); the scheme is
+/// case-insensitive), checked by [`check_user_reference`]. It travels in that header because
+/// it may be a bearer assertion, which logs and proxies know to redact there.
+pub fn user_reference_from_authorization(header: &str) -> Result<&str> {
+    let reference = header
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+        .map(|(_, reference)| reference.trim_start_matches(' '))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::InvalidUser,
+                "the Authorization header must be Bearer and a user reference",
+            )
+        })?;
+    check_user_reference(reference)
 }
 
 /// Ids of providers and users: ASCII letters, digits, `-` and `_`.
@@ -329,6 +355,24 @@ mod tests {
             code_of(&form(&[("code_challenge", other)])),
             "invalid_verifier"
         );
+    }
+
+    #[test]
+    fn a_user_reference_comes_from_a_bearer_authorization_only() {
+        assert_eq!(
+            user_reference_from_authorization("Bearer usr_alice"),
+            Ok("usr_alice")
+        );
+        assert_eq!(
+            user_reference_from_authorization("bearer  a.b.c"),
+            Ok("a.b.c")
+        );
+        for refused in ["usr_alice", "Basic dXNyOnB3", "Bearer ", "Bearer a\u{7}b"] {
+            let code = user_reference_from_authorization(refused).map_err(|e| e.code().clone());
+            assert_eq!(code, Err(ErrorCode::InvalidUser), "{refused:?}");
+        }
+        let long = format!("Bearer {}", "x".repeat(MAX_USER_LEN + 1));
+        assert!(user_reference_from_authorization(&long).is_err());
     }
 
     #[test]

@@ -2,17 +2,18 @@
 //! session user's consents, revoking one, logging out, and the demo's user list. Each
 //! requires `X-Consentry: 1` and, where the browser sends one, an allowed `Origin`.
 //!
-//! The consent routes act for the session's user, or for the user named by the header
-//! `X-Consentry-User`, trusted exactly as the start form's `user` is (a demo id, or an HS256
-//! assertion from the app's backend): an app with several users of its own reads each one's
-//! consents without a session per user. The reference travels in a header, never a URL.
+//! The consent routes act for the session's user, or for the user sent as
+//! `Authorization: Bearer <user reference>`, trusted exactly as the start form's `user` is (a
+//! demo id, or an HS256 assertion from the app's backend): an app with several users of its
+//! own reads each one's consents without a session per user. The reference travels in that
+//! header, never a URL, and is never logged or echoed.
 
 use consentry_core::cookie::{
     binding_cookie_name, clear_cookie, cookie_value, stored_hash, SameSite, SESSION_COOKIE,
 };
 use consentry_core::encoding::{constant_time_eq, form_value};
 use consentry_core::outcome::format_rfc3339;
-use consentry_core::start::MAX_USER_LEN;
+use consentry_core::start::user_reference_from_authorization;
 use consentry_core::{
     build_revocation_request, process_revocation_response, ConsentRecord, Error, ErrorCode,
     Outcome, Result, State, TokenSet,
@@ -62,7 +63,7 @@ struct Call<'a> {
 }
 
 /// The header that names the app user of a consent route instead of the session.
-const USER_HEADER: &str = "X-Consentry-User";
+const USER_HEADER: &str = "Authorization";
 
 pub(super) async fn handle(
     request: Request,
@@ -188,18 +189,13 @@ impl Call<'_> {
         }
     }
 
-    /// The user a consent route acts for: the one `X-Consentry-User` names, else the
+    /// The user a consent route acts for: the one `Authorization: Bearer` names, else the
     /// session's.
     async fn account_user(&self) -> Result<UserRow> {
         let Some(reference) = &self.user_reference else {
             return self.session_user().await;
         };
-        if reference.len() > MAX_USER_LEN {
-            return Err(Error::new(
-                ErrorCode::InvalidUser,
-                "the user reference is too long",
-            ));
-        }
+        let reference = user_reference_from_authorization(reference)?;
         trusted_user(self.env, self.config, &self.store, reference, self.now).await
     }
 

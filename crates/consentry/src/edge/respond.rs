@@ -55,10 +55,7 @@ pub(crate) fn preflight(origin: &WebOrigin) -> Result<Response> {
     headers.set("Access-Control-Allow-Origin", origin.as_str())?;
     headers.set("Access-Control-Allow-Credentials", "true")?;
     headers.set("Access-Control-Allow-Methods", "GET, POST, DELETE")?;
-    headers.set(
-        "Access-Control-Allow-Headers",
-        "X-Consentry, X-Consentry-User",
-    )?;
+    headers.set("Access-Control-Allow-Headers", "X-Consentry, Authorization")?;
     headers.set("Access-Control-Max-Age", "600")?;
     headers.set("Vary", "Origin")?;
     Ok(Response::empty()?.with_status(204).with_headers(headers))

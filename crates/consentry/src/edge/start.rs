@@ -138,7 +138,7 @@ async fn start(
 
 /// The app user a reference names, trusted as `CONSENTRY_DEMO_USERS` says: a seeded user id
 /// in the demo, otherwise the `sub` of an HS256 assertion from the app's backend. The start
-/// form's `user` field and the account routes' `X-Consentry-User` header are both read here.
+/// form's `user` field and the account routes' `Authorization: Bearer` are both read here.
 pub(super) async fn trusted_user(
     env: &Env,
     config: &Config,

@@ -391,10 +391,16 @@ fn optional(value: Option<&str>) -> JsValue {
     value.map_or(JsValue::NULL, JsValue::from_str)
 }
 
-/// A D1 failure: logged by kind (D1 messages carry SQL, never bound values), reported as
-/// `storage_failed`.
+/// A D1 failure, reported as `storage_failed`. D1's own messages carry SQL, never bound
+/// values, and are logged; a row that failed to decode is logged by kind only, since a
+/// decoder's message may quote the value it choked on.
 fn storage(error: worker::Error) -> Error {
-    worker::console_error!("consentry: storage: {error}");
+    match error {
+        worker::Error::SerdeJsonError(_) | worker::Error::SerdeWasmBindgenError(_) => {
+            worker::console_error!("consentry: storage: a row did not decode");
+        }
+        error => worker::console_error!("consentry: storage: {error}"),
+    }
     Error::new(
         ErrorCode::StorageFailed,
         "consentry's storage failed; nothing was recorded",
