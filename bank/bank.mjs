@@ -4,16 +4,22 @@
 //
 // Configuration (environment):
 //   BANK_PORT             port to listen on (default 9000); the issuer is http://localhost:PORT
-//   BANK_REDIRECT_URIS    comma-separated redirect URIs (default http://localhost:8787/auth/callback)
+//   BANK_REDIRECT_URIS    comma-separated redirect URIs (default
+//                         http://localhost:8787/auth/callback/local-bank, the demo Worker's
+//                         redirect URI for this bank)
 //   BANK_CLIENT_SECRET    secret of the client_secret_basic client `consentry-demo`
 //   BANK_PKJWT_JWKS       JSON JWKS (public) of the private_key_jwt client `consentry-pkjwt`
 //   BANK_COOP             if set, sent as Cross-Origin-Opener-Policy on the bank's pages
 //
 //   BANK_TEST_CONTROLS    `1` turns on fault injection for tests (off for the demo):
-//                         POST /__test/token-mode with a body of `normal`, `500`, `hang` or
-//                         `garbage` changes how the token endpoint answers. It also records
-//                         what the bank hands out, on `issued` (see `startBank`), so tests can
-//                         check that none of it reaches a browser.
+//                         POST /__test/token-mode with a body of `normal`, `500`, `hang`,
+//                         `garbage` or `slow:<ms>` (answer normally, <ms> late) changes how the
+//                         token endpoint answers. It also records what the bank hands out, on
+//                         `issued` (see `startBank`), so tests can check that none of it
+//                         reaches a browser.
+//
+// `startBank({ iss: false })` plays a provider that does not implement RFC 9207 (as TrueLayer
+// does not): no `iss` on its redirects, none advertised in its metadata.
 
 import { createServer } from 'node:http';
 import { pathToFileURL } from 'node:url';
@@ -50,11 +56,12 @@ async function readForm(req) {
 
 export async function startBank({
   port = Number(process.env.BANK_PORT || 9000),
-  redirectUris = (process.env.BANK_REDIRECT_URIS || 'http://localhost:8787/auth/callback').split(','),
+  redirectUris = (process.env.BANK_REDIRECT_URIS || 'http://localhost:8787/auth/callback/local-bank').split(','),
   clientSecret = process.env.BANK_CLIENT_SECRET || 'consentry-demo-secret-change-me-0123456789',
   pkjwtJwks = process.env.BANK_PKJWT_JWKS ? JSON.parse(process.env.BANK_PKJWT_JWKS) : null,
   coop = process.env.BANK_COOP || '',
   testControls = process.env.BANK_TEST_CONTROLS === '1',
+  iss = true,
 } = {}) {
   const issuer = `http://localhost:${port}`;
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -108,6 +115,7 @@ export async function startBank({
   provider.proxy = false;
 
   let tokenMode = 'normal';
+  let slowMs = 0;
   // With test controls on, what the bank hands out (never read by the demo):
   //   codes:       { code, client_id, state } for every authorization code sent to a client
   //   tokens:      { type: 'access_token' | 'refresh_token' | 'id_token', value, grant_type, client_id }
@@ -117,7 +125,9 @@ export async function startBank({
   const issued = testControls ? { codes: [], tokens: [], exchanges: [], revocations: [] } : null;
   provider.use(async (ctx, next) => {
     if (coop) ctx.set('Cross-Origin-Opener-Policy', coop);
-    if (ctx.path === '/token' && ctx.method === 'POST' && tokenMode !== 'normal') {
+    if (ctx.path === '/token' && ctx.method === 'POST' && tokenMode === 'slow') {
+      await new Promise((resolve) => { setTimeout(resolve, slowMs); });
+    } else if (ctx.path === '/token' && ctx.method === 'POST' && tokenMode !== 'normal') {
       const mode = tokenMode;
       if (issued) {
         const chunks = [];
@@ -141,8 +151,22 @@ export async function startBank({
       return;
     }
     await next();
+    if (!iss) withoutIss(ctx);
     if (issued) record(ctx);
   });
+
+  // A provider without RFC 9207: the parameter off its redirects and out of its metadata.
+  function withoutIss(ctx) {
+    if (ctx.path === '/.well-known/openid-configuration' && ctx.body && typeof ctx.body === 'object') {
+      delete ctx.body.authorization_response_iss_parameter_supported;
+    }
+    const location = ctx.response.get('Location');
+    if (location && redirectUris.some((uri) => location.startsWith(uri))) {
+      const target = new URL(location);
+      target.searchParams.delete('iss');
+      ctx.set('Location', target.toString());
+    }
+  }
 
   function record(ctx) {
     const params = ctx.oidc?.params || {};
@@ -225,9 +249,11 @@ export async function startBank({
     try {
       const url = new URL(req.url, issuer);
       if (testControls && url.pathname === '/__test/token-mode' && req.method === 'POST') {
-        const mode = (await readForm(req)).keys().next().value || 'normal';
-        tokenMode = ['normal', '500', 'hang', 'garbage'].includes(mode) ? mode : 'normal';
-        res.end(tokenMode);
+        const asked = (await readForm(req)).keys().next().value || 'normal';
+        const [mode, ms] = asked.split(':');
+        tokenMode = ['normal', '500', 'hang', 'garbage', 'slow'].includes(mode) ? mode : 'normal';
+        slowMs = tokenMode === 'slow' ? Number(ms) || 1000 : 0;
+        res.end(tokenMode === 'slow' ? `slow:${slowMs}` : tokenMode);
         return;
       }
       const match = url.pathname.match(/^\/interaction\/([\w-]+)$/);

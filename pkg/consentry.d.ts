@@ -39,6 +39,7 @@ export type ConsentryErrorCode =
   | 'transaction_expired'
   | 'transaction_replayed'
   | 'outcome_pending'
+  | 'exchange_interrupted'
   | 'duplicate_parameter'
   | 'missing_parameter'
   | 'forbidden_parameter'
@@ -56,6 +57,9 @@ export type ConsentryErrorCode =
   | 'discovery_invalid'
   | 'pkce_not_supported'
   | 'invalid_configuration'
+  | 'invalid_provider_response'
+  | 'provider_mismatch'
+  | 'provider_user_missing'
   | 'unknown_provider'
   | 'par_failed'
   | 'invalid_url'
@@ -160,7 +164,11 @@ export interface ConnectOptions {
   user: string;
   /** Scopes to ask for, narrower than the provider's configured ones. */
   scope?: string | readonly string[];
-  /** A bank id, login hint or provider-side user id, passed on to the provider. */
+  /**
+   * A bank id (TrueLayer's `provider_id`) or a login hint, passed on to the provider. Never
+   * a provider-side user: the Worker names that from its own records (Moneyhub flows refuse
+   * a hint with `invalid_parameter`).
+   */
   providerHint?: string;
 }
 

@@ -330,7 +330,7 @@ test('after a grant, nothing the page can read holds a token, code or verifier',
   assert.equal(readable.cookie, '', 'the page reads no cookie: both of consentry\'s are HttpOnly');
   const received = await bodies();
   assert.ok(received.some((body) => body.url.includes('/auth/consents')), 'the page\'s responses were captured');
-  assert.ok(received.some((body) => new URL(body.url).pathname === '/auth/callback'), 'the popup\'s outcome page was captured');
+  assert.ok(received.some((body) => new URL(body.url).pathname === '/auth/callback/local-bank'), 'the popup\'s outcome page was captured');
   const haystacks = [...Object.entries(readable), ...received.map((body) => [body.url, body.body])];
   for (const secret of secrets) {
     for (const [where, text] of haystacks) {

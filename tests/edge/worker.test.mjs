@@ -287,6 +287,30 @@ function bankHits(path) {
   return stack.bankRequests.filter((req) => req.method === 'GET' && req.path === path).length;
 }
 
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+/** Waits until `condition()` holds, checking every 50 ms, for at most `ms`. */
+async function waitFor(condition, ms, what) {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** The session cookie a browser holds, as the store keys it: base64url(SHA-256(value)). */
+function sessionHashOf(jar) {
+  const value = jar.get(SESSION);
+  assert.ok(value, 'the browser holds a session cookie');
+  return createHash('sha256').update(value).digest('base64url');
+}
+
+/** Which of these session hashes are live sessions in D1. */
+async function liveSessions(hashes) {
+  const rows = await stack.d1(`SELECT id_hash FROM sessions WHERE id_hash IN (${hashes.map(sqlString).join(', ')}) AND expires_at > ${Math.floor(Date.now() / 1000)}`);
+  return rows.map((row) => row.id_hash).sort();
+}
+
 // ---------------------------------------------------------------------------------------
 
 test('each demo user completes a flow and sees only their own consents', { timeout: TEST_TIMEOUT }, async () => {
@@ -352,7 +376,7 @@ test('a replayed callback is refused and spends nothing', { timeout: TEST_TIMEOU
 test('a callback for a state never started is an unknown transaction', { timeout: TEST_TIMEOUT }, async () => {
   const code = randomToken();
   seenCodes.add(code);
-  const url = `${stack.publicOrigin}/auth/callback?${new URLSearchParams({ code, state: randomToken(), iss: stack.issuer })}`;
+  const url = `${stack.publicOrigin}/auth/callback/local-bank?${new URLSearchParams({ code, state: randomToken(), iss: stack.issuer })}`;
   const cb = await callback(new CookieJar(), url);
   assertNotGranted(cb, { error: 'unknown_transaction', outcome: 'absent' });
   assert.equal(exchangesOf(code).length, 0, 'nothing went to the bank');
@@ -410,11 +434,289 @@ test('a callback with a wrong or missing iss is refused', { timeout: TEST_TIMEOU
   }
 });
 
+test('the shared callback path is gone: /auth/callback and an unconfigured provider answer 404', { timeout: TEST_TIMEOUT }, async () => {
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_alice' });
+  const redirect = new URL(flow.location).searchParams.get('redirect_uri');
+  assert.equal(redirect, `${stack.publicOrigin}/auth/callback/local-bank`, 'each provider has its own redirect URI');
+  const url = new URL(await atBank(flow));
+  assert.equal(url.pathname, '/auth/callback/local-bank', 'the bank sends the code to that URI');
+  for (const pathname of ['/auth/callback', '/auth/callback/', '/auth/callback/no-such-bank', '/auth/callback/local-bank/x']) {
+    const res = await stack.workerFetch(`${pathname}${url.search}`, { jar, crossSite: true });
+    await apiError(res, 404, 'not_found');
+  }
+  assert.equal(exchangesOf(codeOf(url)).length, 0, 'nothing was exchanged');
+  assertGranted(await callback(jar, url.toString()), flow);
+});
+
+test('a response on another provider\'s redirect URI is refused before any token request and consumes nothing', { timeout: TEST_TIMEOUT }, async () => {
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_bob' });
+  const url = new URL(await atBank(flow));
+  const elsewhere = new URL(url);
+  elsewhere.pathname = '/auth/callback/local-bank-pkjwt'; // same issuer, so iss cannot tell
+  const cb = await callback(jar, elsewhere.toString());
+  assertNotGranted(cb, { error: 'provider_mismatch', outcome: 'absent' });
+  assert.equal(exchangesOf(codeOf(url)).length, 0, 'no token request');
+  await apiError(await outcomeOf(jar, flow.state), 404, 'outcome_pending');
+  assertGranted(await callback(jar, url.toString()), flow);
+  assert.equal(exchangesOf(codeOf(url)).length, 1);
+});
+
+test('mix-up (RFC 9700 §4.4): an attacker\'s authorization server cannot get an honest bank\'s code spent', { timeout: TEST_TIMEOUT }, async () => {
+  const { attacker, plainBank } = stack;
+  const plainExchanges = (code) => plainBank.issued.exchanges.filter((exchange) => exchange.code === code);
+  const consentsOf = async (user) => (await stack.workerFetch('/auth/consents', { headers: apiHeaders({ Authorization: `Bearer ${user}` }) })).json().consents;
+
+  // The attacker (app user bob) learns how the Worker speaks to the honest bank, which sends no
+  // iss, by starting a flow there: client id, scope, and the redirect URI the bank knows.
+  const attackerJar = new CookieJar();
+  const probe = await start(attackerJar, { provider: 'plain-bank', user: 'usr_bob' });
+  assert.equal(probe.res.status, 303, describe(probe.res));
+  const probed = new URL(probe.location);
+  attacker.plan = {
+    authorizationEndpoint: `${probed.origin}${probed.pathname}`,
+    clientId: probed.searchParams.get('client_id'),
+    redirectUri: probed.searchParams.get('redirect_uri'),
+    scope: probed.searchParams.get('scope'),
+  };
+  const bobsBefore = (await consentsOf('usr_bob')).filter((consent) => consent.provider === 'plain-bank').length;
+
+  // The victim, alice, connects the attacker's provider. It sends her on to the honest bank
+  // with her own state and challenge; she signs in there and consents.
+  const victimJar = new CookieJar();
+  const victim = await start(victimJar, { provider: 'attacker-as', user: 'usr_alice' });
+  assert.equal(victim.res.status, 303, describe(victim.res));
+  assert.ok(victim.location.startsWith(`${attacker.issuer}/authorize?`), victim.location);
+  const url = await consentAtBank(victim.location, { user: 'alice', redirectPrefix: `${stack.publicOrigin}/auth/callback` });
+  const code = codeOf(url);
+  assert.ok(code, 'the honest bank issued the victim a code');
+  seenCodes.add(code);
+  assert.equal(new URL(url).searchParams.get('iss'), null, 'the honest bank sends no iss');
+  const cb = await callback(victimJar, url);
+
+  // Had the code and verifier reached the attacker, it would now redeem them through a flow
+  // of its own with the honest bank, its start form carrying the stolen verifier.
+  const stolen = attacker.received.tokenRequests.find((request) => request.code === code);
+  if (stolen) {
+    const redeem = await start(attackerJar, { provider: 'plain-bank', user: 'usr_bob', verifier: stolen.code_verifier });
+    const redeemUrl = new URL(attacker.plan.redirectUri);
+    redeemUrl.search = new URLSearchParams({ code, state: redeem.state }).toString();
+    await callback(attackerJar, redeemUrl.toString());
+  }
+
+  assert.deepEqual(plainExchanges(code), [], 'no token request for the victim\'s code reached the honest bank');
+  assert.equal((await consentsOf('usr_bob')).filter((consent) => consent.provider === 'plain-bank').length, bobsBefore, 'no consent recorded for the attacker');
+  assert.deepEqual(attacker.received.tokenRequests, [], 'nothing reached the attacker\'s token endpoint');
+  assertNotGranted(cb, { error: 'provider_mismatch', outcome: 'absent' });
+
+  // Nor can the attacker aim the honest bank at its own redirect URI: the bank does not know it.
+  attacker.plan.redirectUri = `${stack.publicOrigin}/auth/callback/attacker-as`;
+  const again = await start(new CookieJar(), { provider: 'attacker-as', user: 'usr_alice' });
+  await assert.rejects(
+    consentAtBank(again.location, { user: 'alice', redirectPrefix: `${stack.publicOrigin}/auth/callback` }),
+    /unexpected page at the bank/,
+    'the honest bank refuses a redirect URI it has not registered',
+  );
+  assert.deepEqual(attacker.received.tokenRequests, []);
+});
+
+test('a popup closed while the token request is in flight still ends with its grant recorded', { timeout: TEST_TIMEOUT }, async () => {
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_bob' });
+  const url = await atBank(flow);
+  const tokenPosts = () => stack.bankRequests.filter((req) => req.method === 'POST' && req.path === '/token').length;
+  const before = tokenPosts();
+  const controller = new AbortController();
+  let closed;
+  await setTokenMode('slow:1200');
+  try {
+    const pending = stack.workerFetch(url, { jar, crossSite: true, signal: controller.signal }).then(() => 'answered', (error) => error.name);
+    await waitFor(() => tokenPosts() > before, 10_000, 'the token request at the bank');
+    controller.abort(); // the popup goes away while the bank is still answering
+    closed = await pending;
+  } finally {
+    await setTokenMode('normal');
+  }
+  assert.equal(closed, 'AbortError', 'the client went away before the callback answered');
+
+  let res;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    res = await outcomeOf(jar, flow.state);
+    if (res.status !== 404 || Date.now() > deadline) break;
+    assert.equal(res.json().code, 'outcome_pending', describe(res));
+    await sleep(200);
+  }
+  assert.equal(res.status, 200, `the outcome was recorded: ${describe(res)}`);
+  const outcome = res.json();
+  assert.equal(outcome.status, 'granted', describe(res));
+  assert.equal(outcome.state, flow.state);
+  const listed = await stack.workerFetch('/auth/consents', { headers: apiHeaders({ Authorization: 'Bearer usr_bob' }) });
+  assert.ok(listed.json().consents.some((consent) => consent.id === outcome.consent.id), 'the consent is stored');
+  const exchanges = exchangesOf(codeOf(url));
+  assert.equal(exchanges.length, 1);
+  assert.equal(exchanges[0].status, 200);
+});
+
+test('a flow consumed but never ended reads as pending, then as interrupted, never as expired', { timeout: TEST_TIMEOUT }, async () => {
+  // What a Worker stopped mid-exchange leaves behind (production cancels a request whose
+  // client went away; waitUntil only extends that by 30 s): consumed, no outcome.
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_alice' });
+  const key = stateKey(flow.state);
+  const now = Math.floor(Date.now() / 1000);
+  await stack.d1(`UPDATE transactions SET consumed_at = ${now - 5} WHERE state_key = ${sqlString(key)}`);
+  await apiError(await outcomeOf(jar, flow.state), 404, 'outcome_pending'); // its ending may still be running
+  // Past the longest an ending can take (4 x the 2 s HTTP timeout + 30 s), and past the deadline.
+  await stack.d1(`UPDATE transactions SET consumed_at = ${now - 120}, expires_at = ${now - 60} WHERE state_key = ${sqlString(key)}`);
+  const res = await outcomeOf(jar, flow.state);
+  assert.equal(res.status, 200, describe(res));
+  const outcome = res.json();
+  assert.equal(outcome.status, 'failed');
+  assert.equal(outcome.error, 'exchange_interrupted', 'a flow that came back in time is not called expired');
+  assert.equal(outcome.state, flow.state);
+});
+
+test('two grants in one browser leave exactly one live session, side by side or one after another', { timeout: TEST_TIMEOUT }, async () => {
+  const jar = new CookieJar();
+  await completeFlow({ user: 'usr_carol', jar });
+  const first = sessionHashOf(jar);
+  const stale = jar.clone();
+  await completeFlow({ user: 'usr_carol', jar }); // the start carries the session; the callback cannot
+  const second = sessionHashOf(jar);
+  assert.notEqual(first, second, 'a fresh session at every grant');
+  assert.deepEqual(await liveSessions([first, second]), [second], 'the first session ended');
+  await apiError(await stack.workerFetch('/auth/consents', { headers: apiHeaders(), jar: stale }), 401, 'session_required');
+  assert.equal((await listConsents(jar)).user.id, 'usr_carol');
+
+  // Two flows started side by side from the second session: whichever lands last wins.
+  const a = await startOk(jar, { user: 'usr_carol' });
+  const b = await startOk(jar, { user: 'usr_carol' });
+  const urlA = await atBank(a);
+  const urlB = await atBank(b);
+  assertGranted(await callback(jar, urlB), b);
+  const third = sessionHashOf(jar);
+  assertGranted(await callback(jar, urlA), a);
+  const fourth = sessionHashOf(jar);
+  assert.deepEqual(await liveSessions([first, second, third, fourth]), [fourth], 'one live session');
+});
+
+test('a provider error outside RFC 6749, or spelling one of our codes, is refused, recorded and logged escaped', { timeout: TEST_TIMEOUT }, async () => {
+  const marker = `forged-${randomToken(6)}`;
+  for (const error of [
+    'transaction_replayed',
+    `access_denied\nconsentry: callback provider=local-bank http=200 code=${marker}`,
+    `${marker}${'x'.repeat(64)}`,
+    `say "${marker}"`,
+  ]) {
+    const jar = new CookieJar();
+    const flow = await startOk(jar, { user: 'usr_alice' });
+    const url = `${stack.publicOrigin}/auth/callback/local-bank?${new URLSearchParams({ error, error_description: marker, state: flow.state, iss: stack.issuer })}`;
+    const cb = await callback(jar, url);
+    assertNotGranted(cb, { error: 'invalid_provider_response', state: flow.state, outcome: 'required' });
+    assert.ok(!cb.res.body.includes(marker), 'the provider\'s text is not passed on');
+    const res = await outcomeOf(jar, flow.state);
+    assert.equal(res.json().error, 'invalid_provider_response', 'nor recorded as its own verdict');
+  }
+  // A description that tries to break lines arrives as one line of text.
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_alice' });
+  const url = `${stack.publicOrigin}/auth/callback/local-bank?${new URLSearchParams({ error: 'access_denied', error_description: `no\r\n${marker}`, state: flow.state, iss: stack.issuer })}`;
+  const cb = await callback(jar, url);
+  assertNotGranted(cb, { error: 'access_denied', status: 'denied', state: flow.state, outcome: 'required' });
+  assert.equal(cb.outcome.error_description, `no  ${marker}`);
+  await sleep(500); // the last log lines
+  assert.ok(!stack.logs().includes(marker), 'no provider text in the logs');
+  assert.match(stack.logs(), /consentry: callback provider=local-bank http=400 code=invalid_provider_response/);
+});
+
+test('an oversized or garbage code or state is refused before any lookup and spends nothing', { timeout: TEST_TIMEOUT }, async () => {
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_alice' });
+  const url = new URL(await atBank(flow));
+  for (const [error, rewrite] of [
+    ['invalid_parameter', (params) => params.set('code', 'c'.repeat(4096))],
+    ['invalid_parameter', (params) => params.set('code', `${params.get('code')}\u0000`)],
+    ['invalid_parameter', (params) => params.set('code', `${params.get('code')}\n`)],
+    ['invalid_state', (params) => params.set('state', `${flow.state}<`)],
+    ['invalid_state', (params) => params.set('state', 's'.repeat(600))],
+  ]) {
+    const bad = new URL(url);
+    rewrite(bad.searchParams);
+    assertNotGranted(await callback(jar, bad.toString()), { error, outcome: 'absent' });
+  }
+  assert.equal(exchangesOf(codeOf(url)).length, 0, 'no token request');
+  await apiError(await outcomeOf(jar, flow.state), 404, 'outcome_pending');
+  assertGranted(await callback(jar, url.toString()), flow);
+});
+
+test('moneyhub: the profile a consent lands on comes from the Worker\'s records, never from the browser', { timeout: TEST_TIMEOUT }, async () => {
+  const requestsBefore = stack.bankRequests.length;
+  const refused = [
+    ['no profile recorded', 'provider_user_missing', {}],
+    ['a provider_hint naming another profile', 'invalid_parameter', { provider_hint: 'bob' }],
+  ];
+  for (const [name, code, extra] of refused) {
+    const flow = await start(new CookieJar(), { form: { provider: 'local-moneyhub', state: randomToken(), code_verifier: randomToken(), user: 'usr_alice', ...extra } });
+    assert.equal(flow.res.status, 400, `${name}: ${describe(flow.res)}`);
+    assert.equal(outcomePage(flow.res).error, code, name);
+    assert.equal(flow.location, null);
+  }
+  assert.equal(stack.bankRequests.length, requestsBefore, 'nothing reached the provider');
+
+  await stack.d1("INSERT INTO provider_users (user_id, provider, subject, created_at) VALUES ('usr_alice', 'local-moneyhub', 'alice', 0), ('usr_carol', 'local-moneyhub', 'carol', 0)");
+  const hinted = await start(new CookieJar(), { form: { provider: 'local-moneyhub', state: randomToken(), code_verifier: randomToken(), user: 'usr_alice', provider_hint: 'bob' } });
+  assert.equal(outcomePage(hinted.res).error, 'invalid_parameter', 'a hint is refused with a record too');
+
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { provider: 'local-moneyhub', user: 'usr_alice' });
+  const claims = JSON.parse(new URL(flow.location).searchParams.get('claims'));
+  assert.deepEqual(claims.id_token.sub, { essential: true, value: 'alice' }, 'the recorded profile is the one asked for');
+  const cb = await callback(jar, await atBank(flow));
+  assertGranted(cb, flow);
+  const [row] = await stack.d1(`SELECT provider_subject FROM consents WHERE id = ${sqlString(cb.outcome.consent.id)}`);
+  assert.equal(row.provider_subject, 'alice');
+
+  // Carol's record names her profile: an id_token for anyone else (bob signs in) is refused.
+  const stored = await storedCounts();
+  const carolJar = new CookieJar();
+  const carol = await startOk(carolJar, { provider: 'local-moneyhub', user: 'usr_carol' });
+  const refusedCb = await callback(carolJar, await atBank(carol, { account: 'bob' }));
+  assertNotGranted(refusedCb, { error: 'id_token_invalid', state: carol.state, outcome: 'required' });
+  assert.deepEqual(await storedCounts(), stored, 'no consent stored');
+});
+
+test('a grant that cannot be stored ends as storage_failed, stores nothing, and is revoked at the bank', { timeout: TEST_TIMEOUT }, async () => {
+  const stored = await storedCounts();
+  const jar = new CookieJar();
+  const flow = await startOk(jar, { user: 'usr_carol' });
+  const url = await atBank(flow);
+  const revocationsBefore = stack.issued.revocations.length;
+  await stack.d1("CREATE TRIGGER refuse_consents BEFORE INSERT ON consents BEGIN SELECT RAISE(ABORT, 'injected storage failure'); END");
+  let cb;
+  try {
+    cb = await callback(jar, url);
+  } finally {
+    await stack.d1('DROP TRIGGER refuse_consents');
+  }
+  assertNotGranted(cb, { error: 'storage_failed', state: flow.state, outcome: 'required' });
+  assert.deepEqual(await storedCounts(), stored, 'no consent or token set');
+  const res = await outcomeOf(jar, flow.state);
+  assert.equal(res.status, 200, describe(res));
+  assert.equal(res.json().error, 'storage_failed');
+  const issuedRefresh = stack.issued.tokens.filter((token) => token.type === 'refresh_token').at(-1);
+  const revocations = stack.issued.revocations.slice(revocationsBefore);
+  assert.equal(revocations.length, 1, 'the Worker revoked the grant it could not keep');
+  assert.equal(revocations[0].token, issuedRefresh.value, 'the refresh token of that exchange');
+  assert.equal(revocations[0].status, 200);
+});
+
 test('HTML in the provider\'s error_description is shown as text, never as markup', { timeout: TEST_TIMEOUT }, async () => {
   const payload = '<script>alert(1)</script><img src=x onerror=alert(2)>';
   const jar = new CookieJar();
   const flow = await startOk(jar, { user: 'usr_alice' });
-  const url = `${stack.publicOrigin}/auth/callback?${new URLSearchParams({ error: 'access_denied', error_description: payload, state: flow.state, iss: stack.issuer })}`;
+  const url = `${stack.publicOrigin}/auth/callback/local-bank?${new URLSearchParams({ error: 'access_denied', error_description: payload, state: flow.state, iss: stack.issuer })}`;
   const cb = await callback(jar, url);
   assertNotGranted(cb, { error: 'access_denied', status: 'denied', state: flow.state, outcome: 'required' });
   assert.ok(!cb.res.body.includes('<script>alert(1)'), 'no injected <script>');

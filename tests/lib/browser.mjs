@@ -79,8 +79,8 @@ export async function evaluateWithoutGesture(page, expression) {
  * Plays the account holder in the consent popup `popupPage`: signs in at the bank (bank/bank.mjs:
  * a login form with `login` and `password`; skipped when the bank session is still alive),
  * answers the consent page (`decision`: 'allow' or 'deny'), then waits until the popup has
- * reached the Worker's callback (`callbackPrefix`, default: any URL whose path is
- * `/auth/callback`) or has closed (the outcome page closes itself 100 ms after posting).
+ * reached the Worker's callback (`callbackPrefix`, default: any URL whose path is under
+ * `/auth/callback/`, one per provider) or has closed (the outcome page closes itself 100 ms after posting).
  *
  * Resolves to `{ url, closed }`: the callback URL the popup reached (null if it closed before
  * it could be seen) and whether it is closed by then.
@@ -90,7 +90,7 @@ export async function bankLogin(popupPage, { user, password = user, decision = '
   if (decision !== 'allow' && decision !== 'deny') throw new Error(`bankLogin: decision must be 'allow' or 'deny', not ${decision}`);
   const deadline = Date.now() + timeout;
   const left = () => Math.max(1, deadline - Date.now());
-  const atCallback = (url) => (callbackPrefix ? String(url).startsWith(callbackPrefix) : new URL(url).pathname === '/auth/callback');
+  const atCallback = (url) => (callbackPrefix ? String(url).startsWith(callbackPrefix) : new URL(url).pathname.startsWith('/auth/callback/'));
 
   let closed = popupPage.isClosed();
   const closedEvent = new Promise((resolve) => { popupPage.once('close', () => { closed = true; resolve('closed'); }); });

@@ -1,8 +1,11 @@
 // The whole stack for the Worker's integration tests, on one machine, no browser needed:
 // the local bank (oidc-provider, in this process, with test controls on) and the Worker under
-// `wrangler dev` (workerd + a local D1 in a temporary directory, migrations applied).
+// `wrangler dev` (workerd + a local D1 in a temporary directory, migrations applied). Beside
+// the bank, for the mix-up tests: a second honest bank that sends no RFC 9207 `iss` (the
+// "plain bank", as TrueLayer is) and an attacker's authorization server
+// (tests/lib/attacker-as.mjs), each one more provider of the Worker's.
 //
-//   const stack = await startStack();            // ports 8788 (Worker) and 9100 (bank)
+//   const stack = await startStack();            // ports 8788 (Worker), 9100-9102 (banks)
 //   const res = await stack.workerFetch('/auth/demo/users', { headers: { 'X-Consentry': '1' } });
 //   ...
 //   await stack.stop();
@@ -34,6 +37,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { startBank } from '../../bank/bank.mjs';
+import { startAttackerAs } from './attacker-as.mjs';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const WRANGLER = path.join(ROOT, 'node_modules', 'wrangler', 'bin', 'wrangler.js');
@@ -41,6 +45,8 @@ const BUILD_WORKER = path.join(ROOT, 'scripts', 'build-worker');
 
 /** The bank's default secret for the client_secret_basic client `consentry-demo`. */
 export const BANK_CLIENT_SECRET = 'consentry-demo-secret-change-me-0123456789';
+/** The Worker's client secret at the attacker's authorization server (the attacker knows it). */
+const ATTACKER_CLIENT_SECRET = 'consentry-at-the-attacker-0123456789';
 
 export function randomToken(bytes = 32) {
   return randomBytes(bytes).toString('base64url');
@@ -141,10 +147,16 @@ function portTaken(port) {
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 /**
- * Starts the bank and the Worker. Resolves to
- * `{ workerUrl, publicOrigin, bank, issuer, issued, bankRequests, logs, stop, workerFetch,
- * responses, secrets, tmpDir, persistDir, configPath, d1, restartBank }` (`persistDir` holds the
- * local D1's SQLite files, `configPath` the generated wrangler config).
+ * Starts the banks and the Worker. Resolves to
+ * `{ workerUrl, publicOrigin, bank, issuer, issued, bankRequests, plainBank, attacker, logs,
+ * stop, workerFetch, responses, secrets, tmpDir, persistDir, configPath, d1, restartBank }`
+ * (`persistDir` holds the local D1's SQLite files, `configPath` the generated wrangler config).
+ *
+ * The Worker's providers: `local-bank` (client_secret_basic), `local-bank-pkjwt` and
+ * `local-bank-pkjwt-wrongkey` (private_key_jwt, ES256), `local-moneyhub` (the moneyhub
+ * profile on the local bank, without PAR so its request shows on the front channel), all at
+ * the bank; `plain-bank` (no `iss`, no openid) at `plainBank`; `attacker-as` at `attacker`.
+ * Each bank has exactly its own providers' redirect URIs registered.
  *
  * - `workerFetch(pathOrUrl, { method, headers, body, jar, crossSite })`: a request to the Worker
  *   (`redirect: 'manual'`); a URL on `publicOrigin` is sent to `workerUrl`. The cookie jar, if
@@ -168,7 +180,8 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
  * - `logs()`: wrangler's stdout and stderr so far (build output, Worker console, request log).
  * - `stop()`: ends wrangler's process group, closes the bank, removes the temporary directory.
  *
- * Options: `workerPort` (8788), `bankPort` (9100), `timeoutMs` (the Worker's outbound HTTP
+ * Options: `workerPort` (8788), `bankPort` (9100; the plain bank and the attacker take the
+ * next two ports), `timeoutMs` (the Worker's outbound HTTP
  * timeout, 2000), `build` (run ./scripts/build-worker first; false serves build/ as it is),
  * `readyTimeoutMs` (how long wrangler may take to serve, after the build; 120 s), `logLevel`
  * (wrangler's; the default `log` keeps the Worker's console.log, which `info` drops), `bankCoop`
@@ -186,7 +199,7 @@ export async function startStack({
 } = {}) {
   const publicOrigin = `http://localhost:${workerPort}`;
   const workerUrl = `http://127.0.0.1:${workerPort}`;
-  for (const port of [workerPort, bankPort]) {
+  for (const port of [workerPort, bankPort, bankPort + 1, bankPort + 2]) {
     if (await portTaken(port)) throw new Error(`port ${port} is already in use; is another stack still running?`);
   }
   if (!existsSync(WRANGLER)) throw new Error(`wrangler not found at ${WRANGLER}; run npm install`);
@@ -211,11 +224,26 @@ export async function startStack({
     const wrongKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
     const pkjwtWrongKeyPrivateJwk = { ...wrongKey.export({ format: 'jwk' }), kid, alg: 'ES256' };
 
-    // 2. The bank, in this process. A restart (restartBank) starts another with the same
-    // options and has it record into the same `issued` arrays.
+    // 2. The Worker's providers, and the banks, in this process. A restart (restartBank)
+    // starts another bank with the same options and has it record into the same `issued`
+    // arrays. prompt=consent as in wrangler.toml's demo provider: oidc-provider drops
+    // offline_access (so issues no refresh token) without it.
+    const issuer = `http://localhost:${bankPort}`;
+    const plainIssuer = `http://localhost:${bankPort + 1}`;
+    const attackerIssuer = `http://localhost:${bankPort + 2}`;
+    const authorizationParams = { prompt: 'consent' };
+    const providers = [
+      { id: 'local-bank', name: 'Local Bank', profile: 'generic', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['openid', 'profile', 'accounts', 'balance', 'offline_access'], authorization_params: authorizationParams },
+      { id: 'local-bank-pkjwt', name: 'Local Bank (private_key_jwt)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams },
+      { id: 'local-bank-pkjwt-wrongkey', name: 'Local Bank (private_key_jwt, wrong key)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams },
+      { id: 'local-moneyhub', name: 'Local Moneyhub', profile: 'moneyhub', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', par: false, request_object: false, scopes: ['openid', 'accounts'] },
+      { id: 'plain-bank', name: 'Plain Bank', profile: 'generic', issuer: plainIssuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['accounts', 'balance'] },
+      { id: 'attacker-as', name: 'Attacker', profile: 'generic', issuer: attackerIssuer, client_id: 'consentry-at-attacker', auth_method: 'client_secret_basic', scopes: ['accounts', 'balance'] },
+    ];
+    const redirectUrisAt = (at) => providers.filter((p) => p.issuer === at).map((p) => `${publicOrigin}/auth/callback/${p.id}`);
     const bankOptions = {
       port: bankPort,
-      redirectUris: [`${publicOrigin}/auth/callback`],
+      redirectUris: redirectUrisAt(issuer),
       clientSecret: BANK_CLIENT_SECRET,
       testControls: true,
       pkjwtJwks,
@@ -229,7 +257,10 @@ export async function startStack({
     let bank = watchBank(await startBank(bankOptions));
     cleanups.push(() => bank.close());
     const { issued } = bank;
-    const { issuer } = bank;
+    const plainBank = await startBank({ port: bankPort + 1, redirectUris: redirectUrisAt(plainIssuer), clientSecret: BANK_CLIENT_SECRET, testControls: true, iss: false });
+    cleanups.push(() => plainBank.close());
+    const attacker = await startAttackerAs({ port: bankPort + 2 });
+    cleanups.push(() => attacker.close());
 
     // 3. A temporary directory: the Worker's config and env file, a fresh local D1.
     const tmpDir = await mkdtemp(path.join(tmpdir(), 'consentry-stack-'));
@@ -255,14 +286,7 @@ export async function startStack({
     const migration = await run(process.execPath, [WRANGLER, 'd1', 'migrations', 'apply', 'consentry', '--local', '--config', configPath, '--persist-to', persistDir], { cwd: ROOT, env: childEnv });
     if (migration.code !== 0) throw new Error(`D1 migrations failed (exit ${migration.code}):\n${migration.output}`);
 
-    // 4. The Worker's configuration. prompt=consent as in wrangler.toml's demo provider:
-    // oidc-provider drops offline_access (so issues no refresh token) without it.
-    const authorizationParams = { prompt: 'consent' };
-    const providers = [
-      { id: 'local-bank', name: 'Local Bank', profile: 'generic', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['openid', 'profile', 'accounts', 'balance', 'offline_access'], authorization_params: authorizationParams },
-      { id: 'local-bank-pkjwt', name: 'Local Bank (private_key_jwt)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams },
-      { id: 'local-bank-pkjwt-wrongkey', name: 'Local Bank (private_key_jwt, wrong key)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams },
-    ];
+    // 4. The Worker's configuration.
     const consentryKey = randomToken(32);
     const vars = {
       CONSENTRY_PUBLIC_URL: publicOrigin,
@@ -273,6 +297,9 @@ export async function startStack({
       LOCAL_BANK_CLIENT_SECRET: BANK_CLIENT_SECRET,
       LOCAL_BANK_PKJWT_PRIVATE_JWK: JSON.stringify(pkjwtPrivateJwk),
       LOCAL_BANK_PKJWT_WRONGKEY_PRIVATE_JWK: JSON.stringify(pkjwtWrongKeyPrivateJwk),
+      LOCAL_MONEYHUB_CLIENT_SECRET: BANK_CLIENT_SECRET,
+      PLAIN_BANK_CLIENT_SECRET: BANK_CLIENT_SECRET,
+      ATTACKER_AS_CLIENT_SECRET: ATTACKER_CLIENT_SECRET,
       CONSENTRY_KEY: consentryKey,
     };
     const envFile = path.join(tmpDir, 'worker.env');
@@ -372,6 +399,8 @@ export async function startStack({
       issuer,
       issued,
       bankRequests,
+      plainBank,
+      attacker,
       logs,
       workerFetch,
       responses,

@@ -12,6 +12,10 @@ use crate::url::IssuerUrl;
 /// Parameters that would mean an implicit or hybrid response: never accepted.
 const FORBIDDEN_PARAMS: &[&str] = &["access_token", "id_token", "token"];
 
+/// The longest authorization `code` accepted. RFC 6749 sets no limit; real codes are well
+/// under 512 characters, and a longer one is refused before any lookup or token request.
+pub const MAX_CODE_LEN: usize = 2048;
+
 /// A parsed, not yet validated, authorization response.
 ///
 /// Its [`state`](Self::state) finds the pending transaction; then
@@ -32,6 +36,10 @@ impl std::fmt::Debug for AuthorizationResponse {
 impl AuthorizationResponse {
     /// Parses a redirect's query string (without `?`) or a `form_post` body. Every parameter
     /// may occur at most once ([RFC 6749 §3.1](https://www.rfc-editor.org/rfc/rfc6749#section-3.1)).
+    /// A `state` that is not one consentry could have sent ([`State::parse`]) and a `code`
+    /// that is not 1 to [`MAX_CODE_LEN`] `VSCHAR` (`%x20-7E`,
+    /// [Appendix A.11](https://www.rfc-editor.org/rfc/rfc6749#appendix-A.11)) are refused
+    /// here, before the response can be used to look anything up.
     pub fn parse(query_or_form: &str) -> Result<Self> {
         let params = form_decode(query_or_form.strip_prefix('?').unwrap_or(query_or_form));
         for (index, (name, _)) in params.iter().enumerate() {
@@ -51,7 +59,22 @@ impl AuthorizationResponse {
                 format!("authorization response must not carry {name}: only the code flow is used"),
             ));
         }
-        Ok(AuthorizationResponse { params })
+        let response = AuthorizationResponse { params };
+        if let Some(state) = response.param("state") {
+            State::parse(state)?;
+        }
+        if let Some(code) = response.param("code") {
+            let vschar = code.bytes().all(|b| (0x20..=0x7E).contains(&b));
+            if code.len() > MAX_CODE_LEN || !vschar {
+                return Err(Error::new(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "the authorization code is not 1 to {MAX_CODE_LEN} printable ASCII characters"
+                    ),
+                ));
+            }
+        }
+        Ok(response)
     }
 
     fn param(&self, name: &str) -> Option<&str> {
@@ -61,8 +84,8 @@ impl AuthorizationResponse {
             .map(|(_, value)| value.as_str())
     }
 
-    /// The `state` as received, to look the transaction up by; `None` when absent or not a
-    /// well-formed state (such a response can match no transaction).
+    /// The `state` as received, to look the transaction up by; `None` when absent (a
+    /// malformed one was refused by [`parse`](Self::parse)).
     pub fn state(&self) -> Option<State> {
         self.param("state")
             .and_then(|state| State::parse(state).ok())
@@ -279,6 +302,63 @@ mod tests {
         )
         .expect_err("error");
         assert_eq!(long.description().len(), MAX_ERROR_DESCRIPTION_LEN);
+    }
+
+    #[test]
+    fn oversized_or_garbage_code_and_state_are_refused_before_any_lookup() {
+        let parse_code = |query: &str| {
+            AuthorizationResponse::parse(query)
+                .map(|_| ())
+                .map_err(|error| error.code().clone())
+        };
+        let long_code = format!("code={}&state=xyz", "c".repeat(MAX_CODE_LEN + 1));
+        assert_eq!(parse_code(&long_code), Err(ErrorCode::InvalidParameter));
+        let just_fits = format!("code={}&state=xyz", "c".repeat(MAX_CODE_LEN));
+        assert_eq!(parse_code(&just_fits), Ok(()));
+        for bad_code in [
+            "code=a%0Ab&state=xyz",
+            "code=a%00&state=xyz",
+            "code=%C3%A9&state=xyz",
+        ] {
+            assert_eq!(
+                parse_code(bad_code),
+                Err(ErrorCode::InvalidParameter),
+                "{bad_code}"
+            );
+        }
+        let long_state = format!("code=c&state={}", "s".repeat(256));
+        assert_eq!(parse_code(&long_state), Err(ErrorCode::InvalidState));
+        for bad_state in [
+            "code=c&state=a%20b",
+            "code=c&state=%3Cscript%3E",
+            "error=access_denied&state=",
+        ] {
+            assert_eq!(
+                parse_code(bad_state),
+                Err(ErrorCode::InvalidState),
+                "{bad_state}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_provider_error_outside_rfc_6749_is_an_invalid_provider_response() {
+        for error in [
+            "access_denied%0Aforged",
+            "transaction_replayed",
+            "%22quoted%22",
+        ] {
+            assert_eq!(
+                code_of(validate(&format!("error={error}&state=xyz"), false)),
+                ErrorCode::InvalidProviderResponse,
+                "{error}"
+            );
+        }
+        // Checked after state: a forged error for another flow is still a state mismatch.
+        assert_eq!(
+            code_of(validate("error=transaction_replayed&state=abc", false)),
+            ErrorCode::StateMismatch
+        );
     }
 
     #[test]

@@ -119,6 +119,25 @@ pub fn is_unreserved(text: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
+/// `text` as it may stand in a log line: characters other than `[A-Za-z0-9_.:~-]` are
+/// percent-encoded, so a value from outside (a provider's error string) can neither end the
+/// line nor pose as another `name=value` field of it.
+pub fn log_field(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'~' | b'-');
+    if text.bytes().all(plain) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        if plain(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -180,6 +199,20 @@ mod tests {
             sha256_base64url(b"abc"),
             "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
         );
+    }
+
+    #[test]
+    fn log_fields_cannot_end_a_line_or_add_a_field() {
+        assert_eq!(log_field("token_exchange_failed"), "token_exchange_failed");
+        assert_eq!(
+            log_field("mh:consent-expired.v2~"),
+            "mh:consent-expired.v2~"
+        );
+        assert_eq!(
+            log_field("x http=200\nconsentry: forged"),
+            "x%20http%3D200%0Aconsentry:%20forged"
+        );
+        assert_eq!(log_field("é"), "%C3%A9");
     }
 
     #[test]

@@ -210,6 +210,9 @@ sdk_error_codes! {
     TransactionReplayed => "transaction_replayed",
     /// The flow was started but has no outcome yet.
     OutcomePending => "outcome_pending",
+    /// The flow came back in time, but the Worker was stopped before it recorded how the
+    /// code exchange ended (the exchange may or may not have happened).
+    ExchangeInterrupted => "exchange_interrupted",
     /// A parameter occurs more than once where it must occur at most once.
     DuplicateParameter => "duplicate_parameter",
     /// A required parameter is absent.
@@ -244,6 +247,15 @@ sdk_error_codes! {
     PkceNotSupported => "pkce_not_supported",
     /// The provider configuration is malformed or incomplete.
     InvalidConfiguration => "invalid_configuration",
+    /// The provider answered outside the protocol: an `error` that is not an RFC 6749 error
+    /// string, or one that would read as one of consentry's own codes.
+    InvalidProviderResponse => "invalid_provider_response",
+    /// The callback arrived on another provider's redirect URI than the flow's own: a mix-up
+    /// (RFC 9700 §4.4). The flow is not consumed and no token request is made.
+    ProviderMismatch => "provider_mismatch",
+    /// The provider needs a profile of the app user (Moneyhub's user) that the Worker has
+    /// not recorded yet.
+    ProviderUserMissing => "provider_user_missing",
     /// No provider is configured under this id.
     UnknownProvider => "unknown_provider",
     /// A pushed authorization request failed (RFC 9126).
@@ -288,9 +300,12 @@ impl ErrorCode {
             | ErrorCode::OutcomePending
             | ErrorCode::ConsentNotFound
             | ErrorCode::NotFound => 404,
-            ErrorCode::StorageFailed | ErrorCode::InvalidConfiguration => 500,
+            ErrorCode::StorageFailed
+            | ErrorCode::InvalidConfiguration
+            | ErrorCode::ExchangeInterrupted => 500,
             ErrorCode::ProviderUnreachable
             | ErrorCode::RevocationFailed
+            | ErrorCode::InvalidProviderResponse
             | ErrorCode::OAuth(OAuthErrorCode::ServerError) => 502,
             _ => 400,
         }
@@ -305,6 +320,38 @@ impl fmt::Display for ErrorCode {
 
 /// The longest provider `error_description` kept ([`Error::oauth`] cuts the rest).
 pub const MAX_ERROR_DESCRIPTION_LEN: usize = 512;
+
+/// The longest provider `error` accepted; every RFC error string is under 32 characters.
+pub const MAX_ERROR_CODE_LEN: usize = 64;
+
+/// Whether `error` is an RFC 6749 error string: 1 or more `NQSCHAR`, `%x20-21 / %x23-5B /
+/// %x5D-7E` ([§4.1.2.1](https://www.rfc-editor.org/rfc/rfc6749#section-4.1.2.1),
+/// [Appendix A.7](https://www.rfc-editor.org/rfc/rfc6749#appendix-A.7)), at most
+/// [`MAX_ERROR_CODE_LEN`] of them.
+pub fn is_rfc_error_string(error: &str) -> bool {
+    (1..=MAX_ERROR_CODE_LEN).contains(&error.len())
+        && error
+            .bytes()
+            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+}
+
+/// A provider's `error_description` as consentry keeps it: control characters, line and
+/// paragraph separators and bidirectional overrides become spaces (so it cannot break a
+/// line, a log or the reading order of a page), cut to [`MAX_ERROR_DESCRIPTION_LEN`]
+/// characters. Other Unicode is kept: providers localize their descriptions.
+fn sanitize_description(description: &str) -> String {
+    description
+        .chars()
+        .map(|c| match c {
+            c if c.is_control() => ' ',
+            '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => ' ',
+            c => c,
+        })
+        .take(MAX_ERROR_DESCRIPTION_LEN)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
 
 /// A consentry failure: a stable [`ErrorCode`] and a human description.
 ///
@@ -325,15 +372,32 @@ impl Error {
     }
 
     /// An error the authorization server reported, its RFC `error` string kept exactly.
-    /// Its `error_description` is cut to [`MAX_ERROR_DESCRIPTION_LEN`] characters: it is
-    /// shown to people, stored with the outcome, and never parsed.
+    /// Its `error_description` is shown to people, stored with the outcome and never parsed:
+    /// it is kept sanitized and cut to [`MAX_ERROR_DESCRIPTION_LEN`] characters.
+    ///
+    /// Every string a provider sends as `error` comes through here, and two kinds are not
+    /// passed on: one that is not an RFC error string ([`is_rfc_error_string`]: too long, a
+    /// newline, a quote), and one that spells one of consentry's own codes
+    /// (`transaction_replayed`, ...), which the app would read as the SDK's verdict. Both
+    /// become [`ErrorCode::InvalidProviderResponse`], without the provider's text.
     pub fn oauth(error: &str, description: Option<&str>) -> Self {
-        let description = description
-            .unwrap_or_default()
-            .chars()
-            .take(MAX_ERROR_DESCRIPTION_LEN)
-            .collect::<String>();
-        Error::new(ErrorCode::OAuth(OAuthErrorCode::parse(error)), description)
+        if !is_rfc_error_string(error) {
+            return Error::new(
+                ErrorCode::InvalidProviderResponse,
+                format!(
+                    "the provider's error is not an RFC 6749 error string (1 to \
+                     {MAX_ERROR_CODE_LEN} printable ASCII characters, no quote or backslash)"
+                ),
+            );
+        }
+        let code = ErrorCode::parse(error);
+        if !matches!(code, ErrorCode::OAuth(_)) {
+            return Error::new(
+                ErrorCode::InvalidProviderResponse,
+                "the provider's error spells one of consentry's own codes; it is not passed on as one",
+            );
+        }
+        Error::new(code, sanitize_description(description.unwrap_or_default()))
     }
 
     /// The stable code.
@@ -429,6 +493,68 @@ mod tests {
             ErrorCode::parse("access_denied"),
             ErrorCode::OAuth(OAuthErrorCode::AccessDenied)
         );
+    }
+
+    #[test]
+    fn provider_error_strings_outside_rfc_6749_are_not_passed_on() {
+        let code_of = |error: &str| Error::oauth(error, Some("text")).code().clone();
+        for bad in [
+            "",
+            "access_denied\nconsentry: callback provider=x http=200",
+            "access_denied\r",
+            "say \"hi\"",
+            "back\\slash",
+            "caf\u{e9}",
+            &"a".repeat(MAX_ERROR_CODE_LEN + 1),
+        ] {
+            assert_eq!(code_of(bad), ErrorCode::InvalidProviderResponse, "{bad:?}");
+            assert!(
+                !Error::oauth(bad, Some("secret text"))
+                    .description()
+                    .contains("secret"),
+                "the provider's text is dropped"
+            );
+        }
+        // The whole NQSCHAR set is accepted, up to the length limit.
+        for good in [
+            "a",
+            "mh:consent_expired",
+            "x-y.z ~!#[]",
+            &"a".repeat(MAX_ERROR_CODE_LEN),
+        ] {
+            assert_eq!(code_of(good).as_str(), good, "{good:?}");
+        }
+    }
+
+    #[test]
+    fn a_provider_error_spelling_an_sdk_code_is_not_read_as_ours() {
+        for ours in [
+            "transaction_replayed",
+            "state_mismatch",
+            "popup_closed",
+            "storage_failed",
+        ] {
+            let error = Error::oauth(ours, Some("forged"));
+            assert_eq!(error.code(), &ErrorCode::InvalidProviderResponse, "{ours}");
+        }
+        // RFC strings stay themselves, also where the SDK uses the same word elsewhere.
+        assert_eq!(
+            Error::oauth("consent_required", None).code(),
+            &ErrorCode::OAuth(OAuthErrorCode::ConsentRequired)
+        );
+    }
+
+    #[test]
+    fn provider_descriptions_cannot_break_a_line_or_the_reading_order() {
+        let error = Error::oauth(
+            "access_denied",
+            Some("line one\nconsentry: forged\r\u{2028}\u{202E}gnp.exe\u{7}  Zurück "),
+        );
+        assert_eq!(
+            error.description(),
+            "line one consentry: forged   gnp.exe   Zurück"
+        );
+        assert!(!error.description().chars().any(char::is_control));
     }
 
     #[test]

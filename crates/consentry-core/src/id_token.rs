@@ -29,6 +29,7 @@ pub struct IdTokenValidation<'a> {
     issuer: &'a IssuerUrl,
     client_id: &'a ClientId,
     nonce: Option<&'a Nonce>,
+    subject: Option<&'a str>,
     max_age: Option<u64>,
     now: u64,
     clock_tolerance: u64,
@@ -42,6 +43,7 @@ impl<'a> IdTokenValidation<'a> {
             issuer,
             client_id,
             nonce: None,
+            subject: None,
             max_age: None,
             now,
             clock_tolerance: DEFAULT_CLOCK_TOLERANCE,
@@ -53,6 +55,14 @@ impl<'a> IdTokenValidation<'a> {
     /// the id_token must then carry it.
     pub fn with_nonce(mut self, nonce: &'a Nonce) -> Self {
         self.nonce = Some(nonce);
+        self
+    }
+
+    /// Expect this `sub`: the one the authentication request asked for (a `claims` request
+    /// with a `sub` value, as Moneyhub's are), or the one an earlier id_token of the same
+    /// grant carried ([Core §12.2](https://openid.net/specs/openid-connect-core-1_0.html#RefreshTokenResponse)).
+    pub fn with_subject(mut self, subject: &'a str) -> Self {
+        self.subject = Some(subject);
         self
     }
 
@@ -169,7 +179,7 @@ pub fn validate_id_token_claims(
     let iat = claims.required_numeric_date("iat")?;
     window.check_not_in_future(&claims, "iat", iat)?;
     check_not_before(&claims, window)?;
-    let sub = check_subject(&claims)?;
+    let sub = check_subject(&claims, expected.subject)?;
     let nonce = check_nonce(&claims, expected.nonce)?;
     let auth_time = check_auth_time(&claims, expected.max_age, window)?;
     Ok(IdTokenClaims {
@@ -365,10 +375,13 @@ fn check_not_before(claims: &ClaimsSet<'_>, window: TimeWindow) -> Result<()> {
     }
 }
 
-fn check_subject<'a>(claims: &ClaimsSet<'a>) -> Result<&'a str> {
+fn check_subject<'a>(claims: &ClaimsSet<'a>, expected: Option<&str>) -> Result<&'a str> {
     let sub = claims.required_string("sub")?;
     if sub.is_empty() || sub.chars().count() > MAX_SUB_LEN {
         return Err(claims.invalid("sub must be 1 to 255 characters"));
+    }
+    if expected.is_some_and(|expected| expected != sub) {
+        return Err(claims.invalid("sub is not the subject this flow asked for"));
     }
     Ok(sub)
 }
@@ -574,6 +587,20 @@ mod tests {
         assert_rejected(validate(&with("sub", json!("s".repeat(256)))), "sub");
         assert_rejected(validate(&with("sub", json!(42))), "sub");
         assert!(validate(&with("sub", json!("s".repeat(255)))).is_ok());
+    }
+
+    #[test]
+    fn an_expected_subject_must_be_the_sub() {
+        let asked = validate_with(&valid_claims(), Some(NONCE), |expected| {
+            expected.with_subject(SUB)
+        });
+        assert_eq!(asked.expect("the asked-for subject").sub(), SUB);
+        let other = validate_with(
+            &with("sub", json!("mh-user-of-someone-else")),
+            Some(NONCE),
+            |expected| expected.with_subject(SUB),
+        );
+        assert_rejected(other, "sub");
     }
 
     #[test]

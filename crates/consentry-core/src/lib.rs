@@ -27,10 +27,11 @@
 //! )?
 //! .remove(0);
 //! let metadata = provider.explicit_metadata().expect("endpoints are configured");
-//! let redirect = RedirectUrl::parse("https://consent.example/auth/callback")?;
+//! let redirect = provider.redirect_url(&WebOrigin::parse("https://consent.example")?)?;
+//! assert_eq!(redirect.as_str(), "https://consent.example/auth/callback/bank");
 //! let scopes = provider.scopes_for(None)?;
 //! let request = provider.build_authorization_request(
-//!     &redirect, &scopes, &state, &verifier.challenge(), None, None,
+//!     &redirect, &scopes, &state, &verifier.challenge(), None, None, None,
 //! )?;
 //! let url = request.to_url(&metadata.authorization_endpoint);
 //! assert!(url.starts_with("https://bank.example/authorize?response_type=code"));

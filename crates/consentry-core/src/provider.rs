@@ -17,7 +17,21 @@ use crate::jws::JwsAlgorithm;
 use crate::pkce::PkceCodeChallenge;
 use crate::scope::Scopes;
 use crate::state::{Nonce, State};
-use crate::url::{EndpointUrl, IssuerUrl, RedirectUrl};
+use crate::url::{EndpointUrl, IssuerUrl, RedirectUrl, WebOrigin};
+
+/// Where each provider's redirect URI lives under the Worker's public origin: one path per
+/// provider, `/auth/callback/{provider id}` (DESIGN.md, wire contract). A response that comes
+/// back on one provider's URI can only end a flow started with that provider, which is what
+/// defeats the mix-up attack ([RFC 9700 §4.4.2](https://www.rfc-editor.org/rfc/rfc9700#section-4.4.2))
+/// even with a provider that sends no `iss`.
+pub const CALLBACK_PATH_PREFIX: &str = "/auth/callback/";
+
+/// The provider id a callback path names (`/auth/callback/{id}`), when it is a well-formed
+/// id; `None` for any other path.
+pub fn callback_provider_id(path: &str) -> Option<&str> {
+    path.strip_prefix(CALLBACK_PATH_PREFIX)
+        .filter(|id| is_provider_id(id))
+}
 
 /// The kind of provider, which fixes the protocol choices (DESIGN.md, "Providers").
 #[non_exhaustive]
@@ -270,6 +284,15 @@ impl ProviderConfig {
                 Value::Null => Err(config_error("authorization_params values must not be null")),
             })
             .collect::<Result<Vec<_>>>()?;
+        if profile == Profile::Moneyhub
+            && authorization_params
+                .iter()
+                .any(|(name, _)| name == "claims")
+        {
+            return Err(config_error(
+                "the moneyhub profile builds claims itself (the profile's sub comes from the Worker)",
+            ));
+        }
         // Fail at configuration time, not at the first login, when an extra is not allowed.
         for (name, value) in &authorization_params {
             AuthorizationRequest::check_param(name, value)?;
@@ -328,6 +351,24 @@ impl ProviderConfig {
     /// The provider's id, as used in `/auth/start` and `/api/{provider}/...`.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// This provider's `redirect_uri`: `{public_origin}/auth/callback/{id}`, never derived
+    /// from a request's `Host`. It is registered with the provider and sent, byte for byte,
+    /// in the authorization and token requests.
+    pub fn redirect_url(&self, public_origin: &WebOrigin) -> Result<RedirectUrl> {
+        RedirectUrl::parse(&format!(
+            "{}{CALLBACK_PATH_PREFIX}{}",
+            public_origin.as_str(),
+            self.id
+        ))
+    }
+
+    /// Whether a flow needs the app user's profile at the provider, from the Worker's own
+    /// records (Moneyhub: the `userId` its `claims` request names as `sub`). The browser
+    /// never chooses it.
+    pub fn needs_provider_user(&self) -> bool {
+        matches!(self.profile, Profile::Moneyhub)
     }
 
     /// A display name (the id unless configured).
@@ -477,8 +518,12 @@ impl ProviderConfig {
 
     /// Builds the authorization request for one flow, with the profile's parameters and
     /// the configured `authorization_params`. `nonce` must be given when `scopes` has
-    /// `openid`. `provider_hint` becomes `provider_id` (TrueLayer), the requested `sub`
-    /// (Moneyhub) or `login_hint` (others).
+    /// `openid`. `provider_hint`, the browser's, becomes `provider_id` (TrueLayer) or
+    /// `login_hint` (generic, Connect, FAPI 2.0); Moneyhub takes none. `provider_user` is
+    /// the Worker's own record of the app user's profile at the provider: Moneyhub's
+    /// `claims` request it as the id_token's `sub`, and a Moneyhub flow without it is
+    /// [`ErrorCode::ProviderUserMissing`] (see [`needs_provider_user`](Self::needs_provider_user)).
+    #[allow(clippy::too_many_arguments)]
     pub fn build_authorization_request(
         &self,
         redirect_uri: &RedirectUrl,
@@ -487,6 +532,7 @@ impl ProviderConfig {
         code_challenge: &PkceCodeChallenge,
         nonce: Option<&Nonce>,
         provider_hint: Option<&str>,
+        provider_user: Option<&str>,
     ) -> Result<AuthorizationRequest> {
         let mut request =
             AuthorizationRequest::new(&self.client_id, redirect_uri, scopes, state, code_challenge);
@@ -500,13 +546,14 @@ impl ProviderConfig {
             }
             (false, _) => {}
         }
-        self.apply_extras(request, provider_hint)
+        self.apply_extras(request, provider_hint, provider_user)
     }
 
     fn apply_extras(
         &self,
         mut request: AuthorizationRequest,
         provider_hint: Option<&str>,
+        provider_user: Option<&str>,
     ) -> Result<AuthorizationRequest> {
         for (name, value) in &self.authorization_params {
             request = request.with_param(name, value)?;
@@ -519,20 +566,30 @@ impl ProviderConfig {
                 }
             }
             Profile::Moneyhub => {
+                // The profile a consent is recorded against must not be the browser's pick:
+                // anyone could aim their bank connection at another user's profile.
+                if hint.is_some() {
+                    return Err(Error::new(
+                        ErrorCode::InvalidParameter,
+                        "a moneyhub flow takes no provider_hint: the Worker names the profile",
+                    ));
+                }
+                let sub = provider_user.ok_or_else(|| {
+                    Error::new(
+                        ErrorCode::ProviderUserMissing,
+                        "this app user has no Moneyhub profile recorded yet",
+                    )
+                })?;
                 if request.param("prompt").is_none() {
                     request = request.with_param("prompt", "consent")?;
                 }
-                if request.param("claims").is_none() {
-                    let mut id_token = serde_json::json!({});
-                    id_token[MONEYHUB_CONSENT_ID_CLAIM] = serde_json::json!({"essential": true});
-                    if let Some(sub) = hint {
-                        id_token["sub"] = serde_json::json!({"essential": true, "value": sub});
-                    }
-                    request = request.with_param(
-                        "claims",
-                        &serde_json::json!({"id_token": id_token}).to_string(),
-                    )?;
-                }
+                let mut id_token = serde_json::json!({});
+                id_token[MONEYHUB_CONSENT_ID_CLAIM] = serde_json::json!({"essential": true});
+                id_token["sub"] = serde_json::json!({"essential": true, "value": sub});
+                request = request.with_param(
+                    "claims",
+                    &serde_json::json!({"id_token": id_token}).to_string(),
+                )?;
             }
             Profile::Generic | Profile::Connect | Profile::Fapi2 => {
                 if let Some(hint) = hint {
@@ -584,14 +641,24 @@ mod tests {
         scope: &str,
         hint: Option<&str>,
     ) -> Result<AuthorizationRequest> {
+        request_for_user(provider, scope, hint, None)
+    }
+
+    fn request_for_user(
+        provider: &ProviderConfig,
+        scope: &str,
+        hint: Option<&str>,
+        provider_user: Option<&str>,
+    ) -> Result<AuthorizationRequest> {
         let scopes = Scopes::parse(scope).expect("valid");
         provider.build_authorization_request(
-            &RedirectUrl::parse("https://consent.example/auth/callback").expect("valid"),
+            &RedirectUrl::parse("https://consent.example/auth/callback/b").expect("valid"),
             &scopes,
             &State::parse("st").expect("valid"),
             &PkceCodeVerifier::from_random_bytes(&[2; 32]).challenge(),
             Some(&Nonce::new("n")),
             hint,
+            provider_user,
         )
     }
 
@@ -624,12 +691,14 @@ mod tests {
 
         let moneyhub = one(r#"{"id":"moneyhub","profile":"moneyhub","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh","scopes":["openid","id:test","accounts:read"]}"#).expect("valid");
         assert!(moneyhub.uses_par() && moneyhub.uses_request_object());
-        let request =
-            request_for(&moneyhub, "openid accounts:read", Some("mh-user-1")).expect("valid");
+        assert!(moneyhub.needs_provider_user());
+        let request = request_for_user(&moneyhub, "openid accounts:read", None, Some("mh-user-1"))
+            .expect("valid");
         assert_eq!(request.param("prompt"), Some("consent"));
         let claims: Value =
             serde_json::from_str(request.param("claims").expect("claims")).expect("json");
         assert_eq!(claims["id_token"]["sub"]["value"], "mh-user-1");
+        assert_eq!(claims["id_token"]["sub"]["essential"], true);
         assert_eq!(claims["id_token"]["mh:con_id"]["essential"], true);
         assert_eq!(moneyhub.consent_id_claim(), Some("mh:con_id"));
 
@@ -650,6 +719,85 @@ mod tests {
             fapi.requires_iss(&metadata),
             "fapi2 requires iss even if discovery is silent"
         );
+    }
+
+    #[test]
+    fn the_browser_never_picks_the_moneyhub_profile() {
+        let moneyhub = one(r#"{"id":"moneyhub","profile":"moneyhub","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh","scopes":["openid","id:test"]}"#).expect("valid");
+        let code = |hint, user| {
+            request_for_user(&moneyhub, "openid", hint, user)
+                .map(|_| ())
+                .map_err(|error| error.code().clone())
+        };
+        assert_eq!(code(None, None), Err(ErrorCode::ProviderUserMissing));
+        assert_eq!(
+            code(Some("mh-user-of-someone-else"), Some("mh-user-1")),
+            Err(ErrorCode::InvalidParameter),
+            "a hint is refused, not merged"
+        );
+        assert_eq!(
+            code(Some("mh-user-of-someone-else"), None),
+            Err(ErrorCode::InvalidParameter)
+        );
+        // Nor can configuration swap in its own claims (and so drop the sub binding).
+        let configured_claims = one(
+            r#"{"id":"moneyhub","profile":"moneyhub","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh","authorization_params":{"claims":{"id_token":{}}}}"#,
+        );
+        assert_eq!(
+            configured_claims
+                .map(|_| ())
+                .map_err(|error| error.code().clone()),
+            Err(ErrorCode::InvalidConfiguration)
+        );
+        let generic =
+            one(r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c"}"#)
+                .expect("valid");
+        assert!(!generic.needs_provider_user());
+    }
+
+    #[test]
+    fn each_provider_has_its_own_redirect_uri() {
+        let providers = ProviderConfig::parse_list(
+            r#"[{"id":"bank-a","profile":"generic","issuer":"https://a.example","client_id":"c"},
+                {"id":"bank-b","profile":"generic","issuer":"https://b.example","client_id":"c"}]"#,
+        )
+        .expect("valid");
+        let origin = WebOrigin::parse("https://consent.example").expect("valid");
+        let uris: Vec<String> = providers
+            .iter()
+            .map(|provider| {
+                provider
+                    .redirect_url(&origin)
+                    .expect("valid")
+                    .as_str()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                "https://consent.example/auth/callback/bank-a",
+                "https://consent.example/auth/callback/bank-b"
+            ]
+        );
+        assert_eq!(
+            callback_provider_id("/auth/callback/bank-a"),
+            Some("bank-a")
+        );
+        for not_a_callback in [
+            "/auth/callback",
+            "/auth/callback/",
+            "/auth/callback/bank-a/x",
+            "/auth/callback/Bank-A",
+            "/auth/callback/bank%2Da",
+            "/auth/callbackbank-a",
+        ] {
+            assert_eq!(
+                callback_provider_id(not_a_callback),
+                None,
+                "{not_a_callback}"
+            );
+        }
     }
 
     #[test]
@@ -725,6 +873,7 @@ mod tests {
             &Scopes::parse("openid").expect("valid"),
             &State::parse("s").expect("valid"),
             &PkceCodeVerifier::from_random_bytes(&[2; 32]).challenge(),
+            None,
             None,
             None,
         );

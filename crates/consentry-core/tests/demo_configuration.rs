@@ -42,7 +42,7 @@ fn demo_providers_parse_and_match_the_local_bank() {
     assert!(bank_source.contains("token_endpoint_auth_method: 'client_secret_basic'"));
     let public_url = wrangler_var("CONSENTRY_PUBLIC_URL");
     assert!(
-        bank_source.contains(&format!("'{public_url}/auth/callback'")),
-        "the bank's default redirect URI is the Worker's callback"
+        bank_source.contains(&format!("'{public_url}/auth/callback/local-bank'")),
+        "the bank's default redirect URI is the Worker's callback for the local bank"
     );
 }

@@ -17,7 +17,7 @@ use sha2::Sha256;
 const ISSUER: &str = "https://bank.example";
 const CLIENT_ID: &str = "consentry-demo";
 const CLIENT_SECRET: &str = "a client secret long enough for HS256 keys";
-const REDIRECT: &str = "https://consent.example/auth/callback";
+const REDIRECT: &str = "https://consent.example/auth/callback/bank";
 const NOW: u64 = 1_790_000_000;
 
 /// What the fake server remembers about an issued code.
@@ -258,6 +258,7 @@ fn start_request(
             &transaction.state,
             &transaction.verifier.challenge(),
             Some(&transaction.nonce),
+            None,
             None,
         )
         .expect("request");

@@ -11,16 +11,14 @@
 use consentry_core::cookie::{
     binding_cookie_name, clear_cookie, cookie_value, stored_hash, SameSite, SESSION_COOKIE,
 };
-use consentry_core::encoding::{constant_time_eq, form_value};
+use consentry_core::encoding::{constant_time_eq, form_value, log_field};
 use consentry_core::outcome::format_rfc3339;
 use consentry_core::start::user_reference_from_authorization;
-use consentry_core::{
-    build_revocation_request, process_revocation_response, ConsentRecord, Error, ErrorCode,
-    Outcome, Result, State, TokenSet,
-};
+use consentry_core::{ConsentRecord, Error, ErrorCode, Outcome, Result, State, TokenSet};
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
+use super::callback::{ending_deadline_secs, exchange_interrupted};
 use super::config::{self, Config};
 use super::provider_client::ProviderClient;
 use super::start::{transaction_expired, trusted_user};
@@ -179,7 +177,14 @@ impl Call<'_> {
                     "the recorded outcome is unreadable",
                 )
             }),
-            None if flow.expires_at <= self.now => {
+            // Consumed, yet no ending recorded past the longest an ending can take.
+            None if flow.consumed_at.is_some_and(|consumed_at| {
+                self.now > consumed_at + ending_deadline_secs(self.config.http_timeout_ms)
+            }) =>
+            {
+                Ok(Outcome::from_error(state, &exchange_interrupted()))
+            }
+            None if flow.consumed_at.is_none() && flow.expires_at <= self.now => {
                 Ok(Outcome::from_error(state, &transaction_expired()))
             }
             None => Err(Error::new(
@@ -282,7 +287,7 @@ impl Call<'_> {
                 worker::console_warn!(
                     "consentry: revoke provider={} code={}",
                     consent.provider,
-                    error.code()
+                    log_field(error.code().as_str())
                 );
                 false
             }
@@ -293,20 +298,14 @@ impl Call<'_> {
         let provider = self.config.provider(&consent.provider)?;
         let client =
             ProviderClient::connect(provider, self.config.http_timeout_ms, self.now).await?;
-        let Some(endpoint) = client.metadata.revocation_endpoint.clone() else {
+        if client.metadata.revocation_endpoint.is_none() {
             return Ok(false);
-        };
+        }
         let tokens = config::sealing_key(self.env)?
             .open(&consent.id, sealed)
             .await?;
         let tokens = TokenSet::parse(&tokens)?;
-        let auth = client.authentication(self.env, self.now).await?;
-        let request = build_revocation_request(&endpoint, &auth, tokens.revocable());
-        let answer = client
-            .send(&request, "revocation endpoint", ErrorCode::RevocationFailed)
-            .await?;
-        process_revocation_response(answer.status, &answer.body)?;
-        Ok(true)
+        client.revoke(self.env, tokens.revocable(), self.now).await
     }
 
     /// `POST /auth/logout`: ends the session, here and in the browser.

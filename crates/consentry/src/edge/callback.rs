@@ -1,19 +1,25 @@
-//! `GET|POST /auth/callback` (DESIGN.md flow step 5): consumes the transaction exactly once,
-//! checks the binding cookie, `iss` and `state`, exchanges the code with the provider's client
+//! `GET|POST /auth/callback/{provider}` (DESIGN.md flow step 5): consumes the transaction
+//! exactly once, checks the binding cookie, that the flow was started with the provider whose
+//! redirect URI this is, `iss` and `state`, exchanges the code with the provider's client
 //! authentication, verifies the id_token, seals the tokens, records the consent and a fresh
 //! session, and renders the outcome page that posts only the outcome to the opener.
+//!
+//! Once a flow is consumed its ending no longer depends on the browser: the exchange and
+//! the recording run under `waitUntil`, and the response is answered from that same work, so
+//! a popup closed mid-exchange still leaves an outcome for `/auth/outcome` to report.
 
 use consentry_core::cookie::{
     binding_cookie_name, cookie_value, set_cookie, stored_hash, SameSite, SESSION_COOKIE,
 };
-use consentry_core::encoding::base64url_encode;
+use consentry_core::encoding::{base64url_encode, log_field};
 use consentry_core::outcome::format_rfc3339;
 use consentry_core::{
     build_authorization_code_request, process_token_response, validate_authorization_response,
     AuthorizationResponse, Consent, Error, ErrorCode, Nonce, Outcome, OutcomePage,
-    PkceCodeVerifier, Result, Scopes, State, StateKey, TokenSet, WebOrigin,
+    PkceCodeVerifier, ProviderConfig, Result, Scopes, State, StateKey, TokenSet, WebOrigin,
 };
-use worker::{Env, Method, Request, Response};
+use futures_channel::oneshot;
+use worker::{Context, Env, Method, Request, Response};
 
 use super::config::{self, Config};
 use super::provider_client::ProviderClient;
@@ -25,48 +31,99 @@ use crate::random::random_bytes;
 /// A session's lifetime: 12 hours.
 pub(crate) const SESSION_SECS: u64 = 12 * 3600;
 
+/// How long after its consumption a flow's ending can take at most: discovery, the token
+/// request and two JWKS fetches, each bounded by the HTTP timeout, and 30 s for the rest
+/// (WebCrypto, D1; also what `waitUntil` is granted once the client has gone). A consumed
+/// flow with no outcome after that was cut off: `/auth/outcome` says so.
+pub(crate) fn ending_deadline_secs(http_timeout_ms: u32) -> u64 {
+    4 * u64::from(http_timeout_ms).div_ceil(1000) + 30
+}
+
+/// The outcome error of a flow whose ending was never recorded.
+pub(crate) fn exchange_interrupted() -> Error {
+    Error::new(
+        ErrorCode::ExchangeInterrupted,
+        "the flow came back, but its code exchange was cut off before it was recorded; start it again",
+    )
+}
+
 pub(super) async fn handle(
     mut request: Request,
     env: &Env,
     config: &Config,
+    provider: &ProviderConfig,
+    ctx: &Context,
 ) -> worker::Result<Response> {
     let cookies = request.headers().get("Cookie")?.unwrap_or_default();
     let params = match request.method() {
         Method::Post => read_form(&mut request).await,
         _ => Ok(request.url()?.query().unwrap_or_default().to_owned()),
     };
-    let ended = match params {
-        Ok(params) => end_flow(env, config, &params, &cookies).await,
+    let claimed = match params {
+        Ok(params) => claim_flow(env, provider, &params, &cookies).await,
         Err(error) => Err(error),
     };
-    match ended {
-        Ok(Ending {
-            page,
-            provider,
-            code,
-            set_cookies,
-        }) => {
-            log_ending("callback", Some(&provider), &page, code.as_ref());
-            respond::page(&page, &set_cookies)
-        }
+    let claimed = match claimed {
+        Ok(claimed) => claimed,
         Err(error) => {
+            // Nothing was consumed: no outcome to post, nothing recorded.
             let page = OutcomePage::for_error(&error, 400);
-            log_ending("callback", None, &page, Some(error.code()));
-            respond::page(&page, &[])
+            log_ending("callback", Some(provider.id()), &page, Some(error.code()));
+            return respond::page(&page, &[]);
         }
-    }
+    };
+
+    // The flow is consumed: its ending runs to completion whether or not the browser waits.
+    let (sender, receiver) = oneshot::channel();
+    let ending = end_flow(env.clone(), config.clone(), claimed);
+    ctx.wait_until(async move {
+        // The receiver is gone when the client went away: the ending is recorded anyway.
+        let _ = sender.send(ending.await);
+    });
+    let Ending {
+        page,
+        code,
+        set_cookies,
+    } = match receiver.await {
+        Ok(ending) => ending,
+        // Only if the ending's future was dropped unfinished: its outcome was not recorded.
+        Err(_) => Ending {
+            page: OutcomePage::for_error(&exchange_interrupted(), 400),
+            code: Some(ErrorCode::ExchangeInterrupted),
+            set_cookies: Vec::new(),
+        },
+    };
+    log_ending("callback", Some(provider.id()), &page, code.as_ref());
+    respond::page(&page, &set_cookies)
 }
 
-/// How a consumed flow ended: its page, and the session cookie when granted.
+/// A flow this request consumed, with everything its ending needs.
+struct Claimed {
+    store: Store,
+    response: AuthorizationResponse,
+    state: State,
+    key: StateKey,
+    transaction: Transaction,
+    /// The session cookie's hash, when this callback carries it (only a same-site redirect).
+    callback_session: Option<String>,
+    now: u64,
+}
+
+/// How a consumed flow ended: its page, its code, and the session cookie when granted.
 struct Ending {
     page: OutcomePage,
-    provider: String,
     code: Option<ErrorCode>,
     set_cookies: Vec<String>,
 }
 
-/// Finds and consumes the flow; an error here means no flow was consumed (nothing recorded).
-async fn end_flow(env: &Env, config: &Config, params: &str, cookies: &str) -> Result<Ending> {
+/// Finds and consumes the flow of `provider` (whose redirect URI this is); an error here
+/// means no flow was consumed and nothing recorded.
+async fn claim_flow(
+    env: &Env,
+    provider: &ProviderConfig,
+    params: &str,
+    cookies: &str,
+) -> Result<Claimed> {
     let response = AuthorizationResponse::parse(params)?;
     let state = response
         .state()
@@ -76,7 +133,7 @@ async fn end_flow(env: &Env, config: &Config, params: &str, cookies: &str) -> Re
     let store = open_store(env)?;
     let now = now();
     let transaction = match store
-        .consume_transaction(key.as_str(), binding_hash.as_deref(), now)
+        .consume_transaction(key.as_str(), binding_hash.as_deref(), provider.id(), now)
         .await?
     {
         Consumed::Taken(transaction) => transaction,
@@ -92,6 +149,16 @@ async fn end_flow(env: &Env, config: &Config, params: &str, cookies: &str) -> Re
                 "this flow was started in another browser (its binding cookie is missing)",
             ))
         }
+        Consumed::ProviderMismatch => {
+            return Err(Error::new(
+                ErrorCode::ProviderMismatch,
+                format!(
+                    "this flow was started with another provider than {}: the response came \
+                     back on the wrong redirect URI and is not used",
+                    provider.id()
+                ),
+            ))
+        }
         Consumed::Replayed => {
             return Err(Error::new(
                 ErrorCode::TransactionReplayed,
@@ -99,46 +166,124 @@ async fn end_flow(env: &Env, config: &Config, params: &str, cookies: &str) -> Re
             ))
         }
     };
-    let origin = WebOrigin::parse(&transaction.origin)?;
-    let provider = transaction.provider.clone();
+    Ok(Claimed {
+        store,
+        response,
+        state,
+        key,
+        transaction,
+        callback_session: cookie_value(cookies, SESSION_COOKIE).map(stored_hash),
+        now,
+    })
+}
 
-    // The transaction is consumed: from here every ending is recorded as the flow's outcome.
-    let previous_session = cookie_value(cookies, SESSION_COOKIE).map(stored_hash);
-    let granted = match exchange(env, config, &transaction, response, &state, &key, now).await {
-        Ok(grant) => {
-            record_grant(
-                &store,
-                &transaction,
-                &state,
-                &key,
-                grant,
-                previous_session,
-                now,
-            )
-            .await
+/// Exchanges and records a consumed flow; every ending, failures included, is recorded as
+/// the flow's outcome (or logged when even that cannot be stored).
+async fn end_flow(env: Env, config: Config, claimed: Claimed) -> Ending {
+    let Claimed {
+        store,
+        response,
+        state,
+        key,
+        transaction,
+        callback_session,
+        now,
+    } = claimed;
+    let origin = match WebOrigin::parse(&transaction.origin) {
+        Ok(origin) => origin,
+        // A damaged row: recorded, but with no origin to post the outcome to.
+        Err(error) => {
+            record_failure(&store, &key, &Outcome::from_error(state, &error)).await;
+            return Ending {
+                page: OutcomePage::for_error(&error, 400),
+                code: Some(error.code().clone()),
+                set_cookies: Vec::new(),
+            };
         }
-        Err(error) => Err(error),
+    };
+    let granted = match exchange(&env, &config, &transaction, response, &state, &key, now).await {
+        Ok(grant) => {
+            // The session this browser held when it started the flow (or, on a same-site
+            // redirect, the one it holds now) ends with the grant.
+            let replaces = transaction.replaces_session.clone().or(callback_session);
+            record_grant(&store, &transaction, &state, &key, &grant, replaces, now)
+                .await
+                .map_err(|error| (error, Some(grant)))
+        }
+        Err(error) => Err((error, None)),
     };
     let (outcome, set_cookies) = match granted {
         Ok((outcome, session_cookie)) => (outcome, vec![session_cookie]),
-        Err(error) => {
+        Err((error, unrecorded_grant)) => {
             let outcome = Outcome::from_error(state, &error);
-            if let Err(failure) = store.record_outcome(key.as_str(), &outcome.to_json()).await {
-                worker::console_error!("consentry: outcome not recorded: {}", failure.code());
+            record_failure(&store, &key, &outcome).await;
+            if let Some(grant) = unrecorded_grant {
+                revoke_unrecorded_grant(&env, &config, &transaction, &grant, now).await;
             }
             (outcome, Vec::new())
         }
     };
-    Ok(Ending {
+    Ending {
         page: OutcomePage::for_outcome(&outcome, &origin),
-        provider,
         code: outcome.error().map(|error| error.code().clone()),
         set_cookies,
-    })
+    }
+}
+
+/// Records a failed flow's outcome, trying twice: a flow that came back must not read as
+/// pending. If both fail, `/auth/outcome` reports the flow as interrupted once its ending
+/// deadline has passed.
+async fn record_failure(store: &Store, key: &StateKey, outcome: &Outcome) {
+    let json = outcome.to_json();
+    for attempt in 1..=2 {
+        match store.record_outcome(key.as_str(), &json).await {
+            Ok(()) => return,
+            Err(failure) => worker::console_error!(
+                "consentry: outcome not recorded (attempt {attempt}): {}",
+                failure.code()
+            ),
+        }
+    }
+}
+
+/// A grant that could not be stored is revoked at the provider, so that no live grant is
+/// left that nobody can use or see. Best effort: failures are logged by code only.
+async fn revoke_unrecorded_grant(
+    env: &Env,
+    config: &Config,
+    transaction: &Transaction,
+    grant: &Grant,
+    now: u64,
+) {
+    let revoked = match config.provider(&transaction.provider) {
+        Ok(provider) => {
+            match ProviderClient::connect(provider, config.http_timeout_ms, now).await {
+                Ok(client) => client.revoke(env, grant.tokens.revocable(), now).await,
+                Err(error) => Err(error),
+            }
+        }
+        Err(error) => Err(error),
+    };
+    match revoked {
+        Ok(true) => worker::console_warn!(
+            "consentry: grant not stored; revoked at provider={}",
+            transaction.provider
+        ),
+        Ok(false) => worker::console_warn!(
+            "consentry: grant not stored; provider={} has no revocation endpoint",
+            transaction.provider
+        ),
+        Err(error) => worker::console_error!(
+            "consentry: grant not stored nor revoked at provider={}: {}",
+            transaction.provider,
+            log_field(error.code().as_str())
+        ),
+    }
 }
 
 /// What a successful code exchange yields, before it is stored.
 struct Grant {
+    tokens: TokenSet,
     scopes: Scopes,
     sealed_tokens: String,
     access_expires_at: Option<u64>,
@@ -192,7 +337,7 @@ async fn exchange(
         &client.metadata.token_endpoint,
         &auth,
         validated,
-        &config.redirect_url,
+        &provider.redirect_url(&config.public_origin)?,
         verifier,
         &[],
     )?;
@@ -210,26 +355,33 @@ async fn exchange(
         &answer.body,
         &requested,
     )?;
+    let expected_subject = transaction.provider_subject.as_deref();
     let claims = match tokens.id_token() {
         Some(id_token) => {
             let nonce = transaction.nonce.clone().map(Nonce::new);
             Some(
                 client
-                    .verify_id_token(env, id_token, nonce.as_ref(), now)
+                    .verify_id_token(env, id_token, nonce.as_ref(), expected_subject, now)
                     .await?,
             )
+        }
+        // The flow asked for a profile: only an id_token naming it proves it was granted.
+        None if expected_subject.is_some() => {
+            return Err(Error::new(
+                ErrorCode::IdTokenMissing,
+                "the flow asked for a provider profile, and no id_token names it",
+            ))
         }
         None => None,
     };
 
     let consent_id = format!("cns_{}", base64url_encode(&random_bytes::<16>()?));
+    let token_set = TokenSet::from_response(&tokens);
     let sealed_tokens = sealing_key
-        .seal(
-            &consent_id,
-            TokenSet::from_response(&tokens).to_plaintext().as_bytes(),
-        )
+        .seal(&consent_id, token_set.to_plaintext().as_bytes())
         .await?;
     Ok(Grant {
+        tokens: token_set,
         scopes: tokens.scopes().clone(),
         sealed_tokens,
         access_expires_at: tokens
@@ -256,8 +408,8 @@ async fn record_grant(
     transaction: &Transaction,
     state: &State,
     key: &StateKey,
-    grant: Grant,
-    previous_session: Option<String>,
+    grant: &Grant,
+    replaces_session: Option<String>,
     now: u64,
 ) -> Result<(Outcome, String)> {
     let expires_at = grant.consent_expires_at;
@@ -292,7 +444,7 @@ async fn record_grant(
                 user_id: &transaction.user_id,
                 created_at: now,
                 expires_at: now + SESSION_SECS,
-                replaces: previous_session.as_deref(),
+                replaces: replaces_session.as_deref(),
             },
         )
         .await?;

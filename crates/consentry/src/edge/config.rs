@@ -3,23 +3,18 @@
 //! a redacting newtype on the line it is read (`worker::Secret`'s Debug prints its value).
 
 use consentry_core::secret::{ClientSecret, PrivateKeyJwk, UserAssertionSecret};
-use consentry_core::{
-    AllowedOrigins, Error, ErrorCode, ProviderConfig, RedirectUrl, Result, WebOrigin,
-};
+use consentry_core::{AllowedOrigins, Error, ErrorCode, ProviderConfig, Result, WebOrigin};
 use worker::Env;
 
 use super::webcrypto::SealingKey;
-
-/// The callback path under the Worker's public origin.
-pub(crate) const CALLBACK_PATH: &str = "/auth/callback";
 
 /// How long a provider has to answer, unless `CONSENTRY_HTTP_TIMEOUT_MS` says otherwise.
 const DEFAULT_HTTP_TIMEOUT_MS: u32 = 10_000;
 
 /// The validated configuration of one request.
+#[derive(Clone)]
 pub(crate) struct Config {
     pub public_origin: WebOrigin,
-    pub redirect_url: RedirectUrl,
     pub allowed_origins: AllowedOrigins,
     pub providers: Vec<ProviderConfig>,
     pub demo_users: bool,
@@ -33,8 +28,6 @@ impl Config {
             WebOrigin::parse(&required_var(env, "CONSENTRY_PUBLIC_URL")?).map_err(|error| {
                 config_error(&format!("CONSENTRY_PUBLIC_URL: {}", error.description()))
             })?;
-        let redirect_url =
-            RedirectUrl::parse(&format!("{}{CALLBACK_PATH}", public_origin.as_str()))?;
         let allowed_origins =
             AllowedOrigins::parse(&required_var(env, "CONSENTRY_ALLOWED_ORIGINS")?)?;
         let providers = ProviderConfig::parse_list(&required_var(env, "CONSENTRY_PROVIDERS")?)?;
@@ -57,7 +50,6 @@ impl Config {
         };
         Ok(Config {
             public_origin,
-            redirect_url,
             allowed_origins,
             providers,
             demo_users,

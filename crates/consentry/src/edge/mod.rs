@@ -2,8 +2,8 @@
 //! `shared/DESIGN.md`; every protocol decision is delegated to `consentry_core`, every
 //! secret stays between this Worker and the provider.
 //!
-//! * `POST /auth/start` ([`start`]), `GET|POST /auth/callback` ([`callback`]): the popup's
-//!   two pages.
+//! * `POST /auth/start` ([`start`]), `GET|POST /auth/callback/{provider}` ([`callback`]):
+//!   the popup's two pages. Each provider has its own redirect URI (against mix-up).
 //! * `GET /auth/outcome`, `GET /auth/consents`, `DELETE /auth/consents/{id}`,
 //!   `POST /auth/logout`, `GET /auth/demo/users` ([`account`]): JSON for the SPA, each
 //!   requiring `X-Consentry: 1` and an allowed `Origin` where the browser sends one.
@@ -20,7 +20,8 @@ mod start;
 mod store;
 mod webcrypto;
 
-use consentry_core::encoding::base64url_encode;
+use consentry_core::encoding::{base64url_encode, log_field};
+use consentry_core::provider::callback_provider_id;
 use consentry_core::{Error, ErrorCode, OutcomePage, Result};
 use worker::{event, Context, Env, Method, Request, Response};
 
@@ -30,7 +31,7 @@ use store::Store;
 
 /// The Worker's entry point.
 #[event(fetch)]
-pub async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+pub async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let path = request.path();
     if !path.starts_with("/auth/") {
         return respond::json_error(&Error::new(ErrorCode::NotFound, "no such route"), None);
@@ -42,12 +43,15 @@ pub async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<
             return respond::json_error(&error, None);
         }
     };
-    match (request.method(), path.as_str()) {
-        (Method::Post, "/auth/start") => start::handle(request, &env, &config).await,
-        (Method::Get | Method::Post, config::CALLBACK_PATH) => {
-            callback::handle(request, &env, &config).await
+    // A callback route exists for each configured provider only; `/auth/callback` alone is
+    // no route (404), so no response can arrive without naming its provider.
+    let callback_provider = callback_provider_id(&path).and_then(|id| config.provider(id).ok());
+    match (request.method(), path.as_str(), callback_provider) {
+        (Method::Post, "/auth/start", _) => start::handle(request, &env, &config).await,
+        (Method::Get | Method::Post, _, Some(provider)) => {
+            callback::handle(request, &env, &config, provider, &ctx).await
         }
-        (Method::Options, _) => {
+        (Method::Options, _, _) => {
             let origin = request.headers().get("Origin")?;
             match config.allowed_origins.check(origin.as_deref()) {
                 Ok(origin) => respond::preflight(origin),
@@ -116,12 +120,13 @@ async fn read_form(request: &mut Request) -> Result<String> {
     Ok(body)
 }
 
-/// Logs how a popup page ended: route, provider, status and code. Never a value.
+/// Logs how a popup page ended: route, provider, status and code. Never a value; a
+/// provider's error string only escaped ([`log_field`]).
 fn log_ending(route: &str, provider: Option<&str>, page: &OutcomePage, code: Option<&ErrorCode>) {
     worker::console_log!(
         "consentry: {route} provider={} http={} code={}",
         provider.unwrap_or("-"),
         page.status(),
-        code.map_or("-", ErrorCode::as_str)
+        log_field(code.map_or("-", ErrorCode::as_str))
     );
 }

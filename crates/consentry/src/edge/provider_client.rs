@@ -12,9 +12,10 @@ use consentry_core::jwk::JwkSet;
 use consentry_core::jwt::{UnverifiedJwt, VerifiedJwt};
 use consentry_core::secret::ClientAssertion;
 use consentry_core::{
-    build_client_assertion, process_par_response, AuthorizationRequest, ClientAuthMethod,
-    ClientAuthentication, Error, ErrorCode, HttpRequest, IdToken, JwsAlgorithm, JwsSigningInput,
-    Nonce, ProviderConfig, Result,
+    build_client_assertion, build_revocation_request, process_par_response,
+    process_revocation_response, AuthorizationRequest, ClientAuthMethod, ClientAuthentication,
+    Error, ErrorCode, HttpRequest, IdToken, JwsAlgorithm, JwsSigningInput, Nonce, ProviderConfig,
+    Result, RevocableToken,
 };
 use worker::Env;
 
@@ -144,15 +145,36 @@ impl<'a> ProviderClient<'a> {
         ))
     }
 
+    /// Revokes `token` at the provider (RFC 7009). `Ok(false)` when the provider has no
+    /// revocation endpoint; an error when it did not confirm.
+    pub(crate) async fn revoke(
+        &self,
+        env: &Env,
+        token: RevocableToken<'_>,
+        now: u64,
+    ) -> Result<bool> {
+        let Some(endpoint) = &self.metadata.revocation_endpoint else {
+            return Ok(false);
+        };
+        let auth = self.authentication(env, now).await?;
+        let request = build_revocation_request(endpoint, &auth, token);
+        let answer = self
+            .send(&request, "revocation endpoint", ErrorCode::RevocationFailed)
+            .await?;
+        process_revocation_response(answer.status, &answer.body)?;
+        Ok(true)
+    }
+
     /// Verifies an id_token: the signature, with WebCrypto against the provider's JWKS (one
     /// refetch when no key fits, as after a rotation) or, for HS256, with the client secret
     /// (OpenID Connect Core §10.1); then its claims with the core, `max_age` included when
-    /// the provider's configuration asks for it.
+    /// the provider's configuration asks for it, and `sub` when the flow asked for one.
     pub(crate) async fn verify_id_token(
         &self,
         env: &Env,
         id_token: &IdToken,
         nonce: Option<&Nonce>,
+        subject: Option<&str>,
         now: u64,
     ) -> Result<IdTokenClaims> {
         let jwt = UnverifiedJwt::parse(id_token.secret(), self.config.id_token_signing_algs())?;
@@ -170,6 +192,9 @@ impl<'a> ProviderClient<'a> {
         }
         if let Some(max_age) = self.config.max_age() {
             expected = expected.with_max_age(max_age);
+        }
+        if let Some(subject) = subject {
+            expected = expected.with_subject(subject);
         }
         validate_id_token_claims(&verified, &expected)
     }

@@ -2,7 +2,9 @@
 //! Checks `Origin` and every field, stores the transaction under the hash of `state` for
 //! 15 minutes, binds it to this browser with a cookie, and sends the popup to the provider.
 
-use consentry_core::cookie::{binding_cookie_name, set_cookie, stored_hash, SameSite};
+use consentry_core::cookie::{
+    binding_cookie_name, cookie_value, set_cookie, stored_hash, SameSite, SESSION_COOKIE,
+};
 use consentry_core::encoding::form_value;
 use consentry_core::start::FIELD_STATE;
 use consentry_core::user_assertion::parse_user_id;
@@ -46,9 +48,13 @@ pub(super) async fn handle(
             return respond::page(&page, &[]);
         }
     };
+    // The start is a same-site request: the SameSite=Strict session cookie comes along, and
+    // the flow records which session its grant will replace.
+    let cookies = request.headers().get("Cookie")?.unwrap_or_default();
+    let current_session = cookie_value(&cookies, SESSION_COOKIE).map(stored_hash);
     let body = read_form(&mut request).await;
     let started = match &body {
-        Ok(body) => start(body, env, config, &origin).await,
+        Ok(body) => start(body, env, config, &origin, current_session.as_deref()).await,
         Err(error) => Err(error.clone()),
     };
     match started {
@@ -74,6 +80,7 @@ async fn start(
     env: &Env,
     config: &Config,
     origin: &WebOrigin,
+    current_session: Option<&str>,
 ) -> Result<(String, String)> {
     let form = StartRequest::parse(body)?;
     let provider = config.provider(&form.provider)?;
@@ -87,20 +94,26 @@ async fn start(
     let store = open_store(env)?;
     let user_id = trusted_user(env, config, &store, &form.user, now).await?.id;
     let scopes = provider.scopes_for(form.scope.as_ref())?;
-    let client = ProviderClient::connect(provider, config.http_timeout_ms, now).await?;
+    let provider_user = match provider.needs_provider_user() {
+        true => store.provider_user(&user_id, provider.id()).await?,
+        false => None,
+    };
     let nonce = match scopes.contains("openid") {
         true => Some(Nonce::from_random_bytes(&random_bytes()?)),
         false => None,
     };
     let authorization_request = provider.build_authorization_request(
-        &config.redirect_url,
+        &provider.redirect_url(&config.public_origin)?,
         &scopes,
         &form.state,
         &form.code_verifier.challenge(),
         nonce.as_ref(),
         form.provider_hint.as_deref(),
+        provider_user.as_deref(),
     )?;
-    // PAR (if any) runs before anything is stored: a refused push leaves nothing behind.
+    // Discovery and PAR (if any) run before anything is stored: a refused push leaves
+    // nothing behind.
+    let client = ProviderClient::connect(provider, config.http_timeout_ms, now).await?;
     let location = client
         .authorization_url(env, &authorization_request, now)
         .await?;
@@ -120,6 +133,8 @@ async fn start(
             scopes: &scopes.to_wire(),
             nonce: nonce.as_ref().map(Nonce::as_str),
             sealed_verifier: &sealed_verifier,
+            replaces_session: current_session,
+            provider_subject: provider_user.as_deref(),
             created_at: now,
             expires_at: now + TRANSACTION_SECS,
         })

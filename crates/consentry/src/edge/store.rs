@@ -1,5 +1,5 @@
-//! D1: transactions, outcomes, consents, sealed token sets, sessions and users
-//! (`migrations/0001_init.sql`). Every write that must not be half-done is one D1 batch,
+//! D1: transactions, outcomes, consents, sealed token sets, sessions, users and their
+//! profiles at providers (`migrations/`). Every write that must not be half-done is one D1 batch,
 //! which D1 runs as a single SQL transaction.
 
 use consentry_core::{Error, ErrorCode, Result};
@@ -20,6 +20,11 @@ pub(crate) struct NewTransaction<'a> {
     pub scopes: &'a str,
     pub nonce: Option<&'a str>,
     pub sealed_verifier: &'a str,
+    /// The hash of the session cookie this browser sent to `/auth/start` (a same-site
+    /// request, so the `SameSite=Strict` cookie comes along): a grant ends that session.
+    pub replaces_session: Option<&'a str>,
+    /// The profile at the provider the flow asks for (Moneyhub's `sub`), from our records.
+    pub provider_subject: Option<&'a str>,
     pub created_at: u64,
     pub expires_at: u64,
 }
@@ -33,6 +38,8 @@ pub(crate) struct Transaction {
     pub scopes: String,
     pub nonce: Option<String>,
     pub sealed_verifier: Option<String>,
+    pub replaces_session: Option<String>,
+    pub provider_subject: Option<String>,
     pub expires_at: u64,
 }
 
@@ -44,6 +51,9 @@ pub(crate) enum Consumed {
     Unknown,
     /// It exists, but this browser does not hold its binding cookie.
     NotBound,
+    /// It was started with another provider than the one whose redirect URI the response
+    /// came back on: a mix-up. Not consumed.
+    ProviderMismatch,
     /// It was consumed before (a replay, or the loser of two concurrent callbacks).
     Replayed,
 }
@@ -54,6 +64,7 @@ pub(crate) struct RecordedFlow {
     pub binding_hash: String,
     pub outcome: Option<String>,
     pub expires_at: u64,
+    pub consumed_at: Option<u64>,
 }
 
 /// A consent row, as listed to its user.
@@ -95,8 +106,9 @@ pub(crate) struct NewSession<'a> {
     pub user_id: &'a str,
     pub created_at: u64,
     pub expires_at: u64,
-    /// The session this browser had before, ended as the new one starts. It arrives only
-    /// when the provider's redirect is same-site (the cookie is `SameSite=Strict`).
+    /// The session this browser had before (the hash its flow recorded at `/auth/start`),
+    /// ended as the new one starts, together with any other session that replaced it (a
+    /// flow started beside this one from the same session, which landed first).
     pub replaces: Option<&'a str>,
 }
 
@@ -121,7 +133,8 @@ impl Store {
         )?;
         let insert = self.statement(
             "INSERT INTO transactions (state_key, binding_hash, provider, user_id, origin, scopes, \
-             nonce, sealed_verifier, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             nonce, sealed_verifier, replaces_session, provider_subject, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             &[
                 transaction.state_key.into(),
                 transaction.binding_hash.into(),
@@ -131,6 +144,8 @@ impl Store {
                 transaction.scopes.into(),
                 optional(transaction.nonce),
                 transaction.sealed_verifier.into(),
+                optional(transaction.replaces_session),
+                optional(transaction.provider_subject),
                 number(now),
                 number(transaction.expires_at),
             ],
@@ -148,21 +163,23 @@ impl Store {
         Ok(())
     }
 
-    /// Consumes the transaction for `state_key` if `binding_hash` matches and nobody has:
+    /// Consumes the transaction for `state_key` if `binding_hash` matches, it was started
+    /// with `provider` (the one whose redirect URI the response came back on) and nobody has:
     /// one conditional UPDATE, so of two concurrent callbacks exactly one gets `Taken`.
     pub(crate) async fn consume_transaction(
         &self,
         state_key: &str,
         binding_hash: Option<&str>,
+        provider: &str,
         now: u64,
     ) -> Result<Consumed> {
         if let Some(binding_hash) = binding_hash {
             let taken = self
                 .statement(
                     "UPDATE transactions SET consumed_at = ?1 WHERE state_key = ?2 AND binding_hash = ?3 \
-                     AND consumed_at IS NULL RETURNING provider, user_id, origin, scopes, nonce, \
-                     sealed_verifier, expires_at",
-                    &[number(now), state_key.into(), binding_hash.into()],
+                     AND provider = ?4 AND consumed_at IS NULL RETURNING provider, user_id, origin, \
+                     scopes, nonce, sealed_verifier, replaces_session, provider_subject, expires_at",
+                    &[number(now), state_key.into(), binding_hash.into(), provider.into()],
                 )?
                 .first::<Transaction>(None)
                 .await
@@ -171,14 +188,16 @@ impl Store {
                 return Ok(Consumed::Taken(transaction));
             }
         }
-        // Not taken: tell why. A bound row the UPDATE did not take was consumed already.
+        // Not taken: tell why. A bound row of this provider the UPDATE did not take was
+        // consumed already.
         #[derive(Deserialize)]
         struct Seen {
             binding_hash: String,
+            provider: String,
         }
         let seen = self
             .statement(
-                "SELECT binding_hash FROM transactions WHERE state_key = ?1",
+                "SELECT binding_hash, provider FROM transactions WHERE state_key = ?1",
                 &[state_key.into()],
             )?
             .first::<Seen>(None)
@@ -187,6 +206,7 @@ impl Store {
         Ok(match seen {
             None => Consumed::Unknown,
             Some(seen) if Some(seen.binding_hash.as_str()) != binding_hash => Consumed::NotBound,
+            Some(seen) if seen.provider != provider => Consumed::ProviderMismatch,
             Some(_) => Consumed::Replayed,
         })
     }
@@ -212,7 +232,8 @@ impl Store {
     }
 
     /// Records a grant in one batch: the consent, its sealed tokens, the flow's outcome and
-    /// the new session (ending the one it replaces). All of it lands, or none of it.
+    /// the new session (ending the ones it replaces, and expired ones). All of it lands, or
+    /// none of it.
     pub(crate) async fn record_grant(
         &self,
         state_key: &str,
@@ -220,7 +241,7 @@ impl Store {
         consent: &NewConsent<'_>,
         session: &NewSession<'_>,
     ) -> Result<()> {
-        let mut batch = vec![
+        let batch = vec![
             self.statement(
                 "INSERT INTO consents (id, user_id, provider, scopes, granted_at, expires_at, \
                  provider_subject, provider_consent_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -246,20 +267,23 @@ impl Store {
                 ],
             )?,
             self.outcome_statement(state_key, outcome_json)?,
+            // Before the insert: the new session also names `replaces`.
             self.statement(
-                "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                "DELETE FROM sessions WHERE id_hash = ?1 OR replaces = ?1 OR expires_at <= ?2",
+                &[optional(session.replaces), number(session.created_at)],
+            )?,
+            self.statement(
+                "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, replaces) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
                 &[
                     session.id_hash.into(),
                     session.user_id.into(),
                     number(session.created_at),
                     number(session.expires_at),
+                    optional(session.replaces),
                 ],
             )?,
         ];
-        batch.push(self.statement(
-            "DELETE FROM sessions WHERE id_hash = ?1 OR expires_at <= ?2",
-            &[optional(session.replaces), number(session.created_at)],
-        )?);
         self.0.batch(batch).await.map_err(storage)?;
         Ok(())
     }
@@ -267,12 +291,33 @@ impl Store {
     /// The recorded flow for `state_key`, if any.
     pub(crate) async fn recorded_flow(&self, state_key: &str) -> Result<Option<RecordedFlow>> {
         self.statement(
-            "SELECT binding_hash, outcome, expires_at FROM transactions WHERE state_key = ?1",
+            "SELECT binding_hash, outcome, expires_at, consumed_at FROM transactions WHERE state_key = ?1",
             &[state_key.into()],
         )?
         .first::<RecordedFlow>(None)
         .await
         .map_err(storage)
+    }
+
+    /// The app user's profile at a provider (Moneyhub's `userId`), if one is recorded.
+    pub(crate) async fn provider_user(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Option<String>> {
+        #[derive(Deserialize)]
+        struct Row {
+            subject: String,
+        }
+        let row = self
+            .statement(
+                "SELECT subject FROM provider_users WHERE user_id = ?1 AND provider = ?2",
+                &[user_id.into(), provider.into()],
+            )?
+            .first::<Row>(None)
+            .await
+            .map_err(storage)?;
+        Ok(row.map(|row| row.subject))
     }
 
     /// An app user by id.
