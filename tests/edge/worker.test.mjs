@@ -510,7 +510,8 @@ test('mix-up (RFC 9700 §4.4): an attacker\'s authorization server cannot get an
   assert.deepEqual(attacker.received.tokenRequests, [], 'nothing reached the attacker\'s token endpoint');
   assertNotGranted(cb, { error: 'provider_mismatch', outcome: 'absent' });
 
-  // Nor can the attacker aim the honest bank at its own redirect URI: the bank does not know it.
+  // A check of the test's setup, not of the Worker: the attacker cannot aim the honest bank
+  // at its own redirect URI either, because each bank knows only its own providers' URIs.
   attacker.plan.redirectUri = `${stack.publicOrigin}/auth/callback/attacker-as`;
   const again = await start(new CookieJar(), { provider: 'attacker-as', user: 'usr_alice' });
   await assert.rejects(
@@ -652,22 +653,33 @@ test('an oversized or garbage code or state is refused before any lookup and spe
 });
 
 test('moneyhub: the profile a consent lands on comes from the Worker\'s records, never from the browser', { timeout: TEST_TIMEOUT }, async () => {
-  const requestsBefore = stack.bankRequests.length;
+  // Refused at the start, before the request is pushed: a start that went ahead would show
+  // as a PAR request at the bank (local-moneyhub-par pushes its requests).
+  const pushes = () => stack.bankRequests.filter((req) => req.method === 'POST' && req.path === '/request').length;
+  const pushedBefore = pushes();
   const refused = [
     ['no profile recorded', 'provider_user_missing', {}],
     ['a provider_hint naming another profile', 'invalid_parameter', { provider_hint: 'bob' }],
+    ['no openid (no id_token to bind the profile)', 'invalid_parameter', { scope: 'accounts' }],
   ];
   for (const [name, code, extra] of refused) {
-    const flow = await start(new CookieJar(), { form: { provider: 'local-moneyhub', state: randomToken(), code_verifier: randomToken(), user: 'usr_alice', ...extra } });
+    const flow = await start(new CookieJar(), { form: { provider: 'local-moneyhub-par', state: randomToken(), code_verifier: randomToken(), user: 'usr_alice', ...extra } });
     assert.equal(flow.res.status, 400, `${name}: ${describe(flow.res)}`);
     assert.equal(outcomePage(flow.res).error, code, name);
     assert.equal(flow.location, null);
   }
-  assert.equal(stack.bankRequests.length, requestsBefore, 'nothing reached the provider');
+  assert.equal(pushes(), pushedBefore, 'nothing was pushed to the provider');
 
-  await stack.d1("INSERT INTO provider_users (user_id, provider, subject, created_at) VALUES ('usr_alice', 'local-moneyhub', 'alice', 0), ('usr_carol', 'local-moneyhub', 'carol', 0)");
-  const hinted = await start(new CookieJar(), { form: { provider: 'local-moneyhub', state: randomToken(), code_verifier: randomToken(), user: 'usr_alice', provider_hint: 'bob' } });
-  assert.equal(outcomePage(hinted.res).error, 'invalid_parameter', 'a hint is refused with a record too');
+  await stack.d1("INSERT INTO provider_users (user_id, provider, subject, created_at) VALUES ('usr_alice', 'local-moneyhub', 'alice', 0), ('usr_carol', 'local-moneyhub', 'carol', 0), ('usr_alice', 'local-moneyhub-par', 'alice', 0)");
+  for (const extra of [{ provider_hint: 'bob' }, { scope: 'accounts' }]) {
+    const again = await start(new CookieJar(), { form: { provider: 'local-moneyhub-par', state: randomToken(), code_verifier: randomToken(), user: 'usr_alice', ...extra } });
+    assert.equal(outcomePage(again.res).error, 'invalid_parameter', `refused with a record too: ${JSON.stringify(extra)}`);
+  }
+  assert.equal(pushes(), pushedBefore, 'nothing was pushed to the provider');
+  const pushed = await start(new CookieJar(), { provider: 'local-moneyhub-par', user: 'usr_alice' });
+  assert.equal(pushed.res.status, 303, describe(pushed.res));
+  assert.ok(new URL(pushed.location).searchParams.get('request_uri'), 'only a request_uri on the front channel');
+  assert.equal(pushes(), pushedBefore + 1, 'with a record the start pushes its request: the count above can move');
 
   const jar = new CookieJar();
   const flow = await startOk(jar, { provider: 'local-moneyhub', user: 'usr_alice' });
@@ -682,9 +694,13 @@ test('moneyhub: the profile a consent lands on comes from the Worker\'s records,
   const stored = await storedCounts();
   const carolJar = new CookieJar();
   const carol = await startOk(carolJar, { provider: 'local-moneyhub', user: 'usr_carol' });
+  const revocationsBefore = stack.issued.revocations.length;
   const refusedCb = await callback(carolJar, await atBank(carol, { account: 'bob' }));
   assertNotGranted(refusedCb, { error: 'id_token_invalid', state: carol.state, outcome: 'required' });
   assert.deepEqual(await storedCounts(), stored, 'no consent stored');
+  const revoked = stack.issued.revocations.slice(revocationsBefore);
+  assert.equal(revoked.length, 1, 'the tokens issued for the wrong profile were revoked at the bank');
+  assert.equal(revoked[0].status, 200);
 });
 
 test('a grant that cannot be stored ends as storage_failed, stores nothing, and is revoked at the bank', { timeout: TEST_TIMEOUT }, async () => {

@@ -154,7 +154,8 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
  *
  * The Worker's providers: `local-bank` (client_secret_basic), `local-bank-pkjwt` and
  * `local-bank-pkjwt-wrongkey` (private_key_jwt, ES256), `local-moneyhub` (the moneyhub
- * profile on the local bank, without PAR so its request shows on the front channel), all at
+ * profile on the local bank, without PAR so its request shows on the front channel) and
+ * `local-moneyhub-par` (with PAR, so that a start that goes ahead shows at the bank), all at
  * the bank; `plain-bank` (no `iss`, no openid) at `plainBank`; `attacker-as` at `attacker`.
  * Each bank has exactly its own providers' redirect URIs registered.
  *
@@ -237,6 +238,7 @@ export async function startStack({
       { id: 'local-bank-pkjwt', name: 'Local Bank (private_key_jwt)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams },
       { id: 'local-bank-pkjwt-wrongkey', name: 'Local Bank (private_key_jwt, wrong key)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams },
       { id: 'local-moneyhub', name: 'Local Moneyhub', profile: 'moneyhub', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', par: false, request_object: false, scopes: ['openid', 'accounts'] },
+      { id: 'local-moneyhub-par', name: 'Local Moneyhub (PAR)', profile: 'moneyhub', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', par: true, request_object: false, scopes: ['openid', 'accounts'] },
       { id: 'plain-bank', name: 'Plain Bank', profile: 'generic', issuer: plainIssuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['accounts', 'balance'] },
       { id: 'attacker-as', name: 'Attacker', profile: 'generic', issuer: attackerIssuer, client_id: 'consentry-at-attacker', auth_method: 'client_secret_basic', scopes: ['accounts', 'balance'] },
     ];
@@ -298,6 +300,7 @@ export async function startStack({
       LOCAL_BANK_PKJWT_PRIVATE_JWK: JSON.stringify(pkjwtPrivateJwk),
       LOCAL_BANK_PKJWT_WRONGKEY_PRIVATE_JWK: JSON.stringify(pkjwtWrongKeyPrivateJwk),
       LOCAL_MONEYHUB_CLIENT_SECRET: BANK_CLIENT_SECRET,
+      LOCAL_MONEYHUB_PAR_CLIENT_SECRET: BANK_CLIENT_SECRET,
       PLAIN_BANK_CLIENT_SECRET: BANK_CLIENT_SECRET,
       ATTACKER_AS_CLIENT_SECRET: ATTACKER_CLIENT_SECRET,
       CONSENTRY_KEY: consentryKey,

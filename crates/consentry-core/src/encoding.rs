@@ -138,6 +138,23 @@ pub fn log_field(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A message from elsewhere (a storage error's text) as it may stand in a log line: control
+/// characters are escaped (`\n`, `\u{7}`), so it cannot end the line and start a forged one.
+pub fn log_message(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -213,6 +230,14 @@ mod tests {
             "x%20http%3D200%0Aconsentry:%20forged"
         );
         assert_eq!(log_field("é"), "%C3%A9");
+        assert_eq!(
+            log_message("no such table: consents"),
+            "no such table: consents"
+        );
+        assert_eq!(
+            log_message("injected\nconsentry: forged \"x\" 'y'"),
+            "injected\\nconsentry: forged \"x\" 'y'"
+        );
     }
 
     #[test]

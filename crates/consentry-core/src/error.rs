@@ -336,15 +336,25 @@ pub fn is_rfc_error_string(error: &str) -> bool {
 }
 
 /// A provider's `error_description` as consentry keeps it: control characters, line and
-/// paragraph separators and bidirectional overrides become spaces (so it cannot break a
-/// line, a log or the reading order of a page), cut to [`MAX_ERROR_DESCRIPTION_LEN`]
+/// paragraph separators, and the invisible format characters (bidirectional marks and
+/// overrides, zero-width characters, the byte-order mark) become spaces, so that it cannot
+/// break a line, a log or the reading order of a page; cut to [`MAX_ERROR_DESCRIPTION_LEN`]
 /// characters. Other Unicode is kept: providers localize their descriptions.
 fn sanitize_description(description: &str) -> String {
     description
         .chars()
         .map(|c| match c {
             c if c.is_control() => ' ',
-            '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => ' ',
+            // Unicode's Cf (format) characters that can hide or reorder text, and Zl / Zp.
+            '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}' => ' ',
             c => c,
         })
         .take(MAX_ERROR_DESCRIPTION_LEN)
@@ -548,11 +558,11 @@ mod tests {
     fn provider_descriptions_cannot_break_a_line_or_the_reading_order() {
         let error = Error::oauth(
             "access_denied",
-            Some("line one\nconsentry: forged\r\u{2028}\u{202E}gnp.exe\u{7}  Zurück "),
+            Some("line one\nconsentry: forged\r\u{2028}\u{202E}gnp.exe\u{7}  Zurück\u{200F}\u{FEFF}x "),
         );
         assert_eq!(
             error.description(),
-            "line one consentry: forged   gnp.exe   Zurück"
+            "line one consentry: forged   gnp.exe   Zurück  x"
         );
         assert!(!error.description().chars().any(char::is_control));
     }

@@ -574,6 +574,16 @@ impl ProviderConfig {
                         "a moneyhub flow takes no provider_hint: the Worker names the profile",
                     ));
                 }
+                // The profile is bound through the id_token: no openid, no binding.
+                if request
+                    .param("scope")
+                    .is_none_or(|scope| !scope.split(' ').any(|s| s == "openid"))
+                {
+                    return Err(Error::new(
+                        ErrorCode::InvalidParameter,
+                        "a moneyhub flow needs the openid scope: its profile is checked in the id_token",
+                    ));
+                }
                 let sub = provider_user.ok_or_else(|| {
                     Error::new(
                         ErrorCode::ProviderUserMissing,
@@ -738,6 +748,14 @@ mod tests {
         assert_eq!(
             code(Some("mh-user-of-someone-else"), None),
             Err(ErrorCode::InvalidParameter)
+        );
+        let without_openid = request_for_user(&moneyhub, "id:test", None, Some("mh-user-1"))
+            .map(|_| ())
+            .map_err(|error| error.code().clone());
+        assert_eq!(
+            without_openid,
+            Err(ErrorCode::InvalidParameter),
+            "no openid, no sub binding"
         );
         // Nor can configuration swap in its own claims (and so drop the sub binding).
         let configured_claims = one(

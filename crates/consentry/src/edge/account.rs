@@ -177,12 +177,21 @@ impl Call<'_> {
                     "the recorded outcome is unreadable",
                 )
             }),
-            // Consumed, yet no ending recorded past the longest an ending can take.
+            // Consumed, yet no ending recorded past the longest an ending can take: recorded
+            // as interrupted, so that an ending that still lands later cannot contradict it.
             None if flow.consumed_at.is_some_and(|consumed_at| {
                 self.now > consumed_at + ending_deadline_secs(self.config.http_timeout_ms)
             }) =>
             {
-                Ok(Outcome::from_error(state, &exchange_interrupted()))
+                let interrupted = Outcome::from_error(state, &exchange_interrupted());
+                match self
+                    .store
+                    .record_outcome(key.as_str(), &interrupted.to_json())
+                    .await?
+                {
+                    true => Ok(interrupted),
+                    false => self.store.recorded_outcome(key.as_str()).await,
+                }
             }
             None if flow.consumed_at.is_none() && flow.expires_at <= self.now => {
                 Ok(Outcome::from_error(state, &transaction_expired()))

@@ -59,26 +59,19 @@ pub(super) async fn handle(
         Method::Post => read_form(&mut request).await,
         _ => Ok(request.url()?.query().unwrap_or_default().to_owned()),
     };
-    let claimed = match params {
-        Ok(params) => claim_flow(env, provider, &params, &cookies).await,
-        Err(error) => Err(error),
-    };
-    let claimed = match claimed {
-        Ok(claimed) => claimed,
-        Err(error) => {
-            // Nothing was consumed: no outcome to post, nothing recorded.
-            let page = OutcomePage::for_error(&error, 400);
-            log_ending("callback", Some(provider.id()), &page, Some(error.code()));
-            return respond::page(&page, &[]);
-        }
-    };
-
-    // The flow is consumed: its ending runs to completion whether or not the browser waits.
+    // From the lookup on, the work runs to completion whether or not the browser waits: a
+    // flow consumed is a flow whose ending gets recorded.
     let (sender, receiver) = oneshot::channel();
-    let ending = end_flow(env.clone(), config.clone(), claimed);
+    let work = run(
+        env.clone(),
+        config.clone(),
+        provider.id().to_owned(),
+        params,
+        cookies,
+    );
     ctx.wait_until(async move {
         // The receiver is gone when the client went away: the ending is recorded anyway.
-        let _ = sender.send(ending.await);
+        let _ = sender.send(work.await);
     });
     let Ending {
         page,
@@ -86,7 +79,8 @@ pub(super) async fn handle(
         set_cookies,
     } = match receiver.await {
         Ok(ending) => ending,
-        // Only if the ending's future was dropped unfinished: its outcome was not recorded.
+        // Only if the work was dropped unfinished: what it recorded, if anything, is what
+        // /auth/outcome reports.
         Err(_) => Ending {
             page: OutcomePage::for_error(&exchange_interrupted(), 400),
             code: Some(ErrorCode::ExchangeInterrupted),
@@ -95,6 +89,29 @@ pub(super) async fn handle(
     };
     log_ending("callback", Some(provider.id()), &page, code.as_ref());
     respond::page(&page, &set_cookies)
+}
+
+/// Claims the flow, then ends it.
+async fn run(
+    env: Env,
+    config: Config,
+    provider_id: String,
+    params: Result<String>,
+    cookies: String,
+) -> Ending {
+    let claimed = match (params, config.provider(&provider_id)) {
+        (Ok(params), Ok(provider)) => claim_flow(&env, provider, &params, &cookies).await,
+        (Err(error), _) | (_, Err(error)) => Err(error),
+    };
+    match claimed {
+        Ok(claimed) => end_flow(env, config, claimed).await,
+        // Nothing was consumed: no outcome to post, nothing recorded.
+        Err(error) => Ending {
+            page: OutcomePage::for_error(&error, 400),
+            code: Some(error.code().clone()),
+            set_cookies: Vec::new(),
+        },
+    }
 }
 
 /// A flow this request consumed, with everything its ending needs.
@@ -193,7 +210,7 @@ async fn end_flow(env: Env, config: Config, claimed: Claimed) -> Ending {
         Ok(origin) => origin,
         // A damaged row: recorded, but with no origin to post the outcome to.
         Err(error) => {
-            record_failure(&store, &key, &Outcome::from_error(state, &error)).await;
+            record_failure(&store, &key, Outcome::from_error(state, &error)).await;
             return Ending {
                 page: OutcomePage::for_error(&error, 400),
                 code: Some(error.code().clone()),
@@ -203,22 +220,33 @@ async fn end_flow(env: Env, config: Config, claimed: Claimed) -> Ending {
     };
     let granted = match exchange(&env, &config, &transaction, response, &state, &key, now).await {
         Ok(grant) => {
-            // The session this browser held when it started the flow (or, on a same-site
-            // redirect, the one it holds now) ends with the grant.
-            let replaces = transaction.replaces_session.clone().or(callback_session);
-            record_grant(&store, &transaction, &state, &key, &grant, replaces, now)
-                .await
-                .map_err(|error| (error, Some(grant)))
+            // The session this browser held when it started the flow, and the one it holds
+            // now if the redirect was same-site, end with the grant.
+            let replaces = [
+                transaction.replaces_session.as_deref(),
+                callback_session.as_deref(),
+            ];
+            match record_grant(&store, &transaction, &state, &key, &grant, replaces, now).await {
+                Ok(recorded) => Ok(recorded),
+                Err(error) => Err(Failure {
+                    unrecorded: store
+                        .consent_stored(&grant.consent_id)
+                        .await
+                        .ok()
+                        .filter(|stored| !stored)
+                        .map(|_| grant.tokens),
+                    error,
+                }),
+            }
         }
-        Err(error) => Err((error, None)),
+        Err(failure) => Err(failure),
     };
     let (outcome, set_cookies) = match granted {
         Ok((outcome, session_cookie)) => (outcome, vec![session_cookie]),
-        Err((error, unrecorded_grant)) => {
-            let outcome = Outcome::from_error(state, &error);
-            record_failure(&store, &key, &outcome).await;
-            if let Some(grant) = unrecorded_grant {
-                revoke_unrecorded_grant(&env, &config, &transaction, &grant, now).await;
+        Err(Failure { error, unrecorded }) => {
+            let outcome = record_failure(&store, &key, Outcome::from_error(state, &error)).await;
+            if let Some(tokens) = unrecorded {
+                revoke_unrecorded_grant(&env, &config, &transaction, &tokens, now).await;
             }
             (outcome, Vec::new())
         }
@@ -230,35 +258,62 @@ async fn end_flow(env: Env, config: Config, claimed: Claimed) -> Ending {
     }
 }
 
-/// Records a failed flow's outcome, trying twice: a flow that came back must not read as
-/// pending. If both fail, `/auth/outcome` reports the flow as interrupted once its ending
-/// deadline has passed.
-async fn record_failure(store: &Store, key: &StateKey, outcome: &Outcome) {
-    let json = outcome.to_json();
-    for attempt in 1..=2 {
-        match store.record_outcome(key.as_str(), &json).await {
-            Ok(()) => return,
-            Err(failure) => worker::console_error!(
-                "consentry: outcome not recorded (attempt {attempt}): {}",
-                failure.code()
-            ),
+/// Why a consumed flow did not end in a stored grant, and, when the provider had already
+/// issued tokens that nothing keeps, those tokens (to revoke).
+struct Failure {
+    error: Error,
+    unrecorded: Option<TokenSet>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure {
+            error,
+            unrecorded: None,
         }
     }
 }
 
-/// A grant that could not be stored is revoked at the provider, so that no live grant is
-/// left that nobody can use or see. Best effort: failures are logged by code only.
+/// Records a failed flow's outcome, trying twice: a flow that came back must not read as
+/// pending. The first outcome recorded stands (an `exchange_interrupted` that
+/// `/auth/outcome` recorded while this ending overran its deadline, say): the outcome given
+/// back is the one on record. If nothing can be recorded, `/auth/outcome` reports the flow
+/// as interrupted once its ending deadline has passed.
+async fn record_failure(store: &Store, key: &StateKey, outcome: Outcome) -> Outcome {
+    let json = outcome.to_json();
+    for attempt in 1..=2 {
+        match store.record_outcome(key.as_str(), &json).await {
+            Ok(true) => return outcome,
+            Ok(false) => {
+                return store
+                    .recorded_outcome(key.as_str())
+                    .await
+                    .unwrap_or(outcome)
+            }
+            Err(failure) => worker::console_error!(
+                "consentry: outcome not recorded (attempt {attempt}): {}",
+                log_field(failure.code().as_str())
+            ),
+        }
+    }
+    outcome
+}
+
+/// Tokens the provider issued for a flow that did not end in a stored grant are revoked at
+/// the provider (RFC 7009: the refresh token, which ends the grant, when there is one), so
+/// that no live grant is left that nobody can use or see. Best effort: a provider without a
+/// revocation endpoint, or a revocation that fails, is logged by code only.
 async fn revoke_unrecorded_grant(
     env: &Env,
     config: &Config,
     transaction: &Transaction,
-    grant: &Grant,
+    tokens: &TokenSet,
     now: u64,
 ) {
     let revoked = match config.provider(&transaction.provider) {
         Ok(provider) => {
             match ProviderClient::connect(provider, config.http_timeout_ms, now).await {
-                Ok(client) => client.revoke(env, grant.tokens.revocable(), now).await,
+                Ok(client) => client.revoke(env, tokens.revocable(), now).await,
                 Err(error) => Err(error),
             }
         }
@@ -302,9 +357,9 @@ async fn exchange(
     state: &State,
     key: &StateKey,
     now: u64,
-) -> Result<Grant> {
+) -> Result<Grant, Failure> {
     if transaction.expires_at <= now {
-        return Err(transaction_expired());
+        return Err(transaction_expired().into());
     }
     let provider = config.provider(&transaction.provider)?;
     let client = ProviderClient::connect(provider, config.http_timeout_ms, now).await?;
@@ -318,10 +373,7 @@ async fn exchange(
     let verifier = match transaction.sealed_verifier.as_deref() {
         Some(sealed) => sealing_key.open(key.as_str(), sealed).await?,
         None => {
-            return Err(Error::new(
-                ErrorCode::StorageFailed,
-                "the flow's verifier is gone",
-            ))
+            return Err(Error::new(ErrorCode::StorageFailed, "the flow's verifier is gone").into())
         }
     };
     let verifier = String::from_utf8(verifier)
@@ -355,6 +407,71 @@ async fn exchange(
         &answer.body,
         &requested,
     )?;
+    // The provider has issued tokens: from here a failure must not leave them live.
+    let token_set = TokenSet::from_response(&tokens);
+    match verify_grant(
+        env,
+        provider,
+        &client,
+        transaction,
+        &tokens,
+        &sealing_key,
+        now,
+    )
+    .await
+    {
+        Ok(verified) => Ok(verified.into_grant(token_set, &tokens, provider, now)),
+        Err(error) => Err(Failure {
+            error,
+            unrecorded: Some(token_set),
+        }),
+    }
+}
+
+/// What the checks of a token response yield: the verified id_token's claims we keep.
+struct Verified {
+    provider_subject: Option<String>,
+    provider_consent_id: Option<String>,
+    consent_id: String,
+    sealed_tokens: String,
+}
+
+impl Verified {
+    fn into_grant(
+        self,
+        tokens: TokenSet,
+        response: &consentry_core::TokenResponse,
+        provider: &ProviderConfig,
+        now: u64,
+    ) -> Grant {
+        Grant {
+            tokens,
+            scopes: response.scopes().clone(),
+            sealed_tokens: self.sealed_tokens,
+            access_expires_at: response
+                .expires_in()
+                .map(|seconds| now.saturating_add(seconds)),
+            consent_expires_at: provider
+                .consent_days()
+                .map(|days| now.saturating_add(days.saturating_mul(86_400))),
+            provider_subject: self.provider_subject,
+            provider_consent_id: self.provider_consent_id,
+            consent_id: self.consent_id,
+        }
+    }
+}
+
+/// Verifies the id_token (when there is one, and requires one when the flow asked for a
+/// profile) and seals the tokens under a fresh consent id.
+async fn verify_grant(
+    env: &Env,
+    provider: &ProviderConfig,
+    client: &ProviderClient<'_>,
+    transaction: &Transaction,
+    tokens: &consentry_core::TokenResponse,
+    sealing_key: &super::webcrypto::SealingKey,
+    now: u64,
+) -> Result<Verified> {
     let expected_subject = transaction.provider_subject.as_deref();
     let claims = match tokens.id_token() {
         Some(id_token) => {
@@ -376,20 +493,13 @@ async fn exchange(
     };
 
     let consent_id = format!("cns_{}", base64url_encode(&random_bytes::<16>()?));
-    let token_set = TokenSet::from_response(&tokens);
     let sealed_tokens = sealing_key
-        .seal(&consent_id, token_set.to_plaintext().as_bytes())
+        .seal(
+            &consent_id,
+            TokenSet::from_response(tokens).to_plaintext().as_bytes(),
+        )
         .await?;
-    Ok(Grant {
-        tokens: token_set,
-        scopes: tokens.scopes().clone(),
-        sealed_tokens,
-        access_expires_at: tokens
-            .expires_in()
-            .map(|seconds| now.saturating_add(seconds)),
-        consent_expires_at: provider
-            .consent_days()
-            .map(|days| now.saturating_add(days.saturating_mul(86_400))),
+    Ok(Verified {
         provider_subject: claims.as_ref().map(|claims| claims.sub().to_owned()),
         provider_consent_id: claims
             .as_ref()
@@ -398,6 +508,7 @@ async fn exchange(
             .and_then(|value| value.as_str())
             .map(str::to_owned),
         consent_id,
+        sealed_tokens,
     })
 }
 
@@ -409,7 +520,7 @@ async fn record_grant(
     state: &State,
     key: &StateKey,
     grant: &Grant,
-    replaces_session: Option<String>,
+    replaces_sessions: [Option<&str>; 2],
     now: u64,
 ) -> Result<(Outcome, String)> {
     let expires_at = grant.consent_expires_at;
@@ -444,7 +555,7 @@ async fn record_grant(
                 user_id: &transaction.user_id,
                 created_at: now,
                 expires_at: now + SESSION_SECS,
-                replaces: replaces_session.as_deref(),
+                replaces: replaces_sessions,
             },
         )
         .await?;

@@ -2,7 +2,8 @@
 //! profiles at providers (`migrations/`). Every write that must not be half-done is one D1 batch,
 //! which D1 runs as a single SQL transaction.
 
-use consentry_core::{Error, ErrorCode, Result};
+use consentry_core::encoding::log_message;
+use consentry_core::{Error, ErrorCode, Outcome, Result};
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement};
@@ -106,10 +107,11 @@ pub(crate) struct NewSession<'a> {
     pub user_id: &'a str,
     pub created_at: u64,
     pub expires_at: u64,
-    /// The session this browser had before (the hash its flow recorded at `/auth/start`),
-    /// ended as the new one starts, together with any other session that replaced it (a
-    /// flow started beside this one from the same session, which landed first).
-    pub replaces: Option<&'a str>,
+    /// The sessions this browser had before (the hash its flow recorded at `/auth/start`,
+    /// and the one the callback carried, if it was same-site), ended as the new one starts,
+    /// together with any other session that replaced them (a flow started beside this one
+    /// from the same session, which landed first).
+    pub replaces: [Option<&'a str>; 2],
 }
 
 /// The store over the `DB` binding.
@@ -211,13 +213,15 @@ impl Store {
         })
     }
 
-    /// Records a failed or denied flow's outcome and forgets its verifier.
-    pub(crate) async fn record_outcome(&self, state_key: &str, outcome_json: &str) -> Result<()> {
-        self.outcome_statement(state_key, outcome_json)?
+    /// Records a failed or denied flow's outcome and forgets its verifier, unless the flow
+    /// has an outcome already (the first one recorded stands). Whether it was recorded.
+    pub(crate) async fn record_outcome(&self, state_key: &str, outcome_json: &str) -> Result<bool> {
+        let result = self
+            .outcome_statement(state_key, outcome_json)?
             .run()
             .await
             .map_err(storage)?;
-        Ok(())
+        Ok(changes(&result) > 0)
     }
 
     fn outcome_statement(
@@ -226,14 +230,50 @@ impl Store {
         outcome_json: &str,
     ) -> Result<D1PreparedStatement> {
         self.statement(
-            "UPDATE transactions SET outcome = ?1, sealed_verifier = NULL WHERE state_key = ?2",
+            "UPDATE transactions SET outcome = ?1, sealed_verifier = NULL \
+             WHERE state_key = ?2 AND outcome IS NULL",
             &[outcome_json.into(), state_key.into()],
         )
     }
 
-    /// Records a grant in one batch: the consent, its sealed tokens, the flow's outcome and
-    /// the new session (ending the ones it replaces, and expired ones). All of it lands, or
-    /// none of it.
+    /// The outcome on record for a flow, if it has one.
+    pub(crate) async fn recorded_outcome(&self, state_key: &str) -> Result<Outcome> {
+        let unreadable = || {
+            Error::new(
+                ErrorCode::StorageFailed,
+                "the recorded outcome is unreadable",
+            )
+        };
+        let flow = self
+            .recorded_flow(state_key)
+            .await?
+            .ok_or_else(unreadable)?;
+        Outcome::parse(flow.outcome.as_deref().ok_or_else(unreadable)?).map_err(|_| unreadable())
+    }
+
+    /// Whether a consent with this id is stored.
+    pub(crate) async fn consent_stored(&self, consent_id: &str) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct Found {
+            #[allow(dead_code)]
+            id: String,
+        }
+        let found = self
+            .statement(
+                "SELECT id FROM consents WHERE id = ?1",
+                &[consent_id.into()],
+            )?
+            .first::<Found>(None)
+            .await
+            .map_err(storage)?;
+        Ok(found.is_some())
+    }
+
+    /// Records a grant in one batch: the consent, its sealed tokens, the new session (ending
+    /// the ones it replaces, and expired ones) and, last, the flow's outcome. Every statement
+    /// lands only while the flow has no outcome yet, so a grant whose flow was meanwhile
+    /// reported as interrupted stores nothing and is refused here (its tokens are then the
+    /// caller's to revoke). All of it lands, or none of it.
     pub(crate) async fn record_grant(
         &self,
         state_key: &str,
@@ -241,11 +281,17 @@ impl Store {
         consent: &NewConsent<'_>,
         session: &NewSession<'_>,
     ) -> Result<()> {
+        const OPEN: &str =
+            "EXISTS (SELECT 1 FROM transactions WHERE state_key = ?1 AND outcome IS NULL)";
+        let [replaces_a, replaces_b] = session.replaces;
         let batch = vec![
             self.statement(
-                "INSERT INTO consents (id, user_id, provider, scopes, granted_at, expires_at, \
-                 provider_subject, provider_consent_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                &format!(
+                    "INSERT INTO consents (id, user_id, provider, scopes, granted_at, expires_at, \
+                     provider_subject, provider_consent_id) SELECT ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE {OPEN}"
+                ),
                 &[
+                    state_key.into(),
                     consent.id.into(),
                     consent.user_id.into(),
                     consent.provider.into(),
@@ -257,34 +303,54 @@ impl Store {
                 ],
             )?,
             self.statement(
-                "INSERT INTO token_sets (consent_id, sealed, access_expires_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
+                &format!(
+                    "INSERT INTO token_sets (consent_id, sealed, access_expires_at, updated_at) \
+                     SELECT ?2, ?3, ?4, ?5 WHERE {OPEN}"
+                ),
                 &[
+                    state_key.into(),
                     consent.id.into(),
                     consent.sealed_tokens.into(),
                     consent.access_expires_at.map_or(JsValue::NULL, number),
                     number(consent.granted_at),
                 ],
             )?,
-            self.outcome_statement(state_key, outcome_json)?,
-            // Before the insert: the new session also names `replaces`.
+            // Before the insert: the new session names what it replaces, too.
             self.statement(
-                "DELETE FROM sessions WHERE id_hash = ?1 OR replaces = ?1 OR expires_at <= ?2",
-                &[optional(session.replaces), number(session.created_at)],
+                &format!(
+                    "DELETE FROM sessions WHERE {OPEN} AND (id_hash IN (?2, ?3) OR replaces IN (?2, ?3) \
+                     OR expires_at <= ?4)"
+                ),
+                &[
+                    state_key.into(),
+                    optional(replaces_a),
+                    optional(replaces_b),
+                    number(session.created_at),
+                ],
             )?,
             self.statement(
-                "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, replaces) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                &format!(
+                    "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, replaces) \
+                     SELECT ?2, ?3, ?4, ?5, ?6 WHERE {OPEN}"
+                ),
                 &[
+                    state_key.into(),
                     session.id_hash.into(),
                     session.user_id.into(),
                     number(session.created_at),
                     number(session.expires_at),
-                    optional(session.replaces),
+                    optional(replaces_a.or(replaces_b)),
                 ],
             )?,
+            self.outcome_statement(state_key, outcome_json)?,
         ];
-        self.0.batch(batch).await.map_err(storage)?;
+        let results = self.0.batch(batch).await.map_err(storage)?;
+        if results.last().map_or(0, changes) == 0 {
+            return Err(Error::new(
+                ErrorCode::ExchangeInterrupted,
+                "the flow was already reported as interrupted; the grant was not kept",
+            ));
+        }
         Ok(())
     }
 
@@ -432,6 +498,16 @@ fn number(value: u64) -> JsValue {
     JsValue::from_f64(value as f64)
 }
 
+/// How many rows a statement changed.
+fn changes(result: &worker::D1Result) -> usize {
+    result
+        .meta()
+        .ok()
+        .flatten()
+        .and_then(|meta| meta.changes)
+        .unwrap_or(0)
+}
+
 fn optional(value: Option<&str>) -> JsValue {
     value.map_or(JsValue::NULL, JsValue::from_str)
 }
@@ -444,7 +520,7 @@ fn storage(error: worker::Error) -> Error {
         worker::Error::SerdeJsonError(_) | worker::Error::SerdeWasmBindgenError(_) => {
             worker::console_error!("consentry: storage: a row did not decode");
         }
-        error => worker::console_error!("consentry: storage: {error}"),
+        error => worker::console_error!("consentry: storage: {}", log_message(&error.to_string())),
     }
     Error::new(
         ErrorCode::StorageFailed,
