@@ -1,6 +1,8 @@
 // The local bank: an OpenID provider built on oidc-provider (OpenID Certified), playing the
 // bank for the demo and the end-to-end tests. PKCE is required, the RFC 9207 `iss` response
-// parameter is on, PAR and revocation are enabled, refresh tokens come with offline_access.
+// parameter is on, PAR and revocation are enabled, refresh tokens come with offline_access
+// and rotate at every refresh (a rotated-away one presented again revokes the whole grant,
+// as reuse detection does). It also serves a data API (bank/data-api.mjs) under /data/v1.
 //
 // Configuration (environment):
 //   BANK_PORT             port to listen on (default 9000); the issuer is http://localhost:PORT
@@ -10,13 +12,17 @@
 //   BANK_CLIENT_SECRET    secret of the client_secret_basic client `consentry-demo`
 //   BANK_PKJWT_JWKS       JSON JWKS (public) of the private_key_jwt client `consentry-pkjwt`
 //   BANK_COOP             if set, sent as Cross-Origin-Opener-Policy on the bank's pages
+//   BANK_ACCESS_TOKEN_TTL access tokens' lifetime in seconds (default 3600; the demo runs 120,
+//                         so that a person sees a refresh happen)
 //
 //   BANK_TEST_CONTROLS    `1` turns on fault injection for tests (off for the demo):
 //                         POST /__test/token-mode with a body of `normal`, `500`, `hang`,
 //                         `garbage` or `slow:<ms>` (answer normally, <ms> late) changes how the
-//                         token endpoint answers. It also records what the bank hands out, on
-//                         `issued` (see `startBank`), so tests can check that none of it
-//                         reaches a browser.
+//                         token endpoint answers; POST /__test/data-mode with `normal`,
+//                         `401` (every data call), `401-once`, `redirect`, `set-cookie`, `hang`
+//                         or `huge` (an endless chunked body) changes how the data API does.
+//                         It also records what the bank hands out, on `issued` (see
+//                         `startBank`), so tests can check that none of it reaches a browser.
 //
 // `startBank({ iss: false })` plays a provider that does not implement RFC 9207 (as TrueLayer
 // does not): no `iss` on its redirects, none advertised in its metadata.
@@ -25,6 +31,8 @@ import { createServer } from 'node:http';
 import { pathToFileURL } from 'node:url';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
+
+import { answerDataRequest, buildLedger } from './data-api.mjs';
 
 export const ACCOUNTS = {
   alice: { password: 'alice', name: 'Alice Martin', email: 'alice@bank.example' },
@@ -61,6 +69,7 @@ export async function startBank({
   pkjwtJwks = process.env.BANK_PKJWT_JWKS ? JSON.parse(process.env.BANK_PKJWT_JWKS) : null,
   coop = process.env.BANK_COOP || '',
   testControls = process.env.BANK_TEST_CONTROLS === '1',
+  accessTokenTtl = Number(process.env.BANK_ACCESS_TOKEN_TTL || 3600),
   iss = true,
 } = {}) {
   const issuer = `http://localhost:${port}`;
@@ -74,7 +83,7 @@ export async function startBank({
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
-    scope: 'openid profile accounts balance offline_access',
+    scope: 'openid profile accounts balance transactions offline_access',
   }];
   if (pkjwtJwks) {
     clients.push({
@@ -85,7 +94,7 @@ export async function startBank({
       token_endpoint_auth_method: 'private_key_jwt',
       token_endpoint_auth_signing_alg: 'ES256',
       jwks: pkjwtJwks,
-      scope: 'openid profile accounts balance offline_access',
+      scope: 'openid profile accounts balance transactions offline_access',
     });
   }
 
@@ -93,7 +102,8 @@ export async function startBank({
     clients,
     jwks: { keys: [signingKey] },
     pkce: { required: () => true },
-    scopes: ['openid', 'profile', 'accounts', 'balance', 'offline_access'],
+    scopes: ['openid', 'profile', 'accounts', 'balance', 'transactions', 'offline_access'],
+    rotateRefreshToken: () => true,
     claims: { openid: ['sub'], profile: ['name'], email: ['email'] },
     features: {
       devInteractions: { enabled: false },
@@ -105,7 +115,7 @@ export async function startBank({
       accountId: id,
       claims: () => ({ sub: id, name: ACCOUNTS[id].name, email: ACCOUNTS[id].email }),
     } : undefined),
-    ttl: { AccessToken: 3600, AuthorizationCode: 60, RefreshToken: 30 * 24 * 3600, Interaction: 600, Session: 3600, Grant: 3600 },
+    ttl: { AccessToken: accessTokenTtl, AuthorizationCode: 60, RefreshToken: 30 * 24 * 3600, Interaction: 600, Session: 3600, Grant: 3600 },
     cookies: { keys: [randomBytes(32).toString('hex')] },
     renderError: (ctx, out) => {
       ctx.type = 'html';
@@ -116,13 +126,18 @@ export async function startBank({
 
   let tokenMode = 'normal';
   let slowMs = 0;
+  let dataMode = 'normal';
+  const ledger = buildLedger();
   // With test controls on, what the bank hands out (never read by the demo):
   //   codes:       { code, client_id, state } for every authorization code sent to a client
   //   tokens:      { type: 'access_token' | 'refresh_token' | 'id_token', value, grant_type, client_id }
   //   exchanges:   { code, client_id, status, mode } for every token request with a code
   //                (mode is the token mode it met; status 200 with mode `normal` = success)
   //   revocations: { token, status } for every revocation request
-  const issued = testControls ? { codes: [], tokens: [], exchanges: [], revocations: [] } : null;
+  //   refreshes:   { presented, status, rotated } for every refresh token grant (the refresh
+  //                token presented, the status, the new refresh token when it rotated)
+  //   dataRequests: { method, path, token, status, mode } for every data API request
+  const issued = testControls ? { codes: [], tokens: [], exchanges: [], revocations: [], refreshes: [], dataRequests: [] } : null;
   provider.use(async (ctx, next) => {
     if (coop) ctx.set('Cross-Origin-Opener-Policy', coop);
     if (ctx.path === '/token' && ctx.method === 'POST' && tokenMode === 'slow') {
@@ -176,6 +191,9 @@ export async function startBank({
       let body = ctx.body;
       if (typeof body === 'string' || Buffer.isBuffer(body)) {
         try { body = JSON.parse(String(body)); } catch { body = null; }
+      }
+      if (params.grant_type === 'refresh_token') {
+        issued.refreshes.push({ presented: params.refresh_token, status: ctx.status, rotated: ctx.status === 200 && body ? body.refresh_token : undefined });
       }
       if (ctx.status === 200 && body && typeof body === 'object') {
         for (const type of ['access_token', 'refresh_token', 'id_token']) {
@@ -244,6 +262,49 @@ export async function startBank({
     await provider.interactionFinished(req, res, { consent: { grantId: await grant.save() } }, { mergeWithLastSubmission: true });
   }
 
+  // The data API: a live access token of this bank's, the owner's accounts only.
+  async function dataApi(req, res, url) {
+    const mode = dataMode;
+    if (mode === '401-once') dataMode = 'normal';
+    const bearer = /^Bearer ([\x21-\x7e]+)$/.exec(req.headers.authorization || '');
+    const value = bearer?.[1];
+    const token = value ? await provider.AccessToken.find(value) : undefined;
+    let answer = req.method === 'GET'
+      ? answerDataRequest({ ledger, path: url.pathname, search: url.search, token })
+      : { status: 405, body: '{"error":"method_not_allowed"}', headers: { 'Content-Type': 'application/json' } };
+    if (mode === '401' || mode === '401-once') {
+      answer = { status: 401, body: '{"error":"invalid_token"}', headers: { 'Content-Type': 'application/json', 'WWW-Authenticate': 'Bearer error="invalid_token"' } };
+    } else if (mode === 'redirect') {
+      answer = { status: 302, body: '', headers: { Location: 'http://127.0.0.1:9/elsewhere' } };
+    } else if (mode === 'set-cookie') {
+      answer = { ...answer, headers: { ...answer.headers, 'Set-Cookie': 'bank-tracker=1; Path=/' } };
+    }
+    issued?.dataRequests.push({ method: req.method, path: url.pathname, token: value, status: mode === 'hang' ? 0 : answer.status, mode });
+    if (mode === 'hang') {
+      await new Promise((resolve) => {
+        setTimeout(resolve, 120_000).unref();
+        req.socket.once('close', resolve);
+      });
+      res.destroy();
+      return;
+    }
+    if (mode === 'huge') {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      const chunk = Buffer.alloc(64 * 1024, 'x');
+      let sent = 0;
+      const pump = () => {
+        while (sent < 4 * 1024 * 1024 && res.write(chunk)) sent += chunk.length;
+        if (sent < 4 * 1024 * 1024) res.once('drain', pump); else res.end();
+      };
+      res.on('error', () => {});
+      req.socket.once('close', () => { sent = Infinity; });
+      pump();
+      return;
+    }
+    res.writeHead(answer.status, answer.headers);
+    res.end(answer.body);
+  }
+
   const handle = provider.callback();
   const server = createServer(async (req, res) => {
     try {
@@ -254,6 +315,16 @@ export async function startBank({
         tokenMode = ['normal', '500', 'hang', 'garbage', 'slow'].includes(mode) ? mode : 'normal';
         slowMs = tokenMode === 'slow' ? Number(ms) || 1000 : 0;
         res.end(tokenMode === 'slow' ? `slow:${slowMs}` : tokenMode);
+        return;
+      }
+      if (testControls && url.pathname === '/__test/data-mode' && req.method === 'POST') {
+        const asked = (await readForm(req)).keys().next().value || 'normal';
+        dataMode = ['normal', '401', '401-once', 'redirect', 'set-cookie', 'hang', 'huge'].includes(asked) ? asked : 'normal';
+        res.end(dataMode);
+        return;
+      }
+      if (url.pathname.startsWith('/data/v1/')) {
+        await dataApi(req, res, url);
         return;
       }
       const match = url.pathname.match(/^\/interaction\/([\w-]+)$/);

@@ -70,6 +70,15 @@ export type ConsentryErrorCode =
   | 'invalid_parameter'
   | 'session_required'
   | 'consent_not_found'
+  | 'consent_ambiguous'
+  | 'consent_expired'
+  | 'invalid_api_path'
+  | 'refresh_failed'
+  | 'upstream_redirect'
+  | 'upstream_unreachable'
+  | 'upstream_timeout'
+  | 'upstream_too_large'
+  | 'upstream_error'
   | 'revocation_failed'
   | 'provider_unreachable'
   | 'storage_failed'
@@ -105,10 +114,14 @@ export type ErrorCode = ConsentryErrorCode | OAuthErrorCode | (string & {});
 
 /** The one error shape. `description` explains; it never holds a token, code or verifier. */
 export class ConsentError extends Error {
-  constructor(code: ErrorCode, description?: string);
+  constructor(code: ErrorCode, description?: string, extra?: { status?: number; body?: unknown });
   readonly name: 'ConsentError';
   readonly code: ErrorCode;
   readonly description: string;
+  /** From `api()`: the HTTP status of an answer that was not 2xx. */
+  readonly status?: number;
+  /** From `api()` with `upstream_error`: the provider's own error body (JSON, or text). */
+  readonly body?: unknown;
 }
 
 /** A consent as a flow's outcome reports it. Times are RFC 3339 UTC. */
@@ -125,8 +138,11 @@ export interface Consent {
 /** A consent as `consents()` lists it. */
 export interface ConsentRecord extends Consent {
   provider_name: string;
+  /** `expired`: past its limit, or the provider refused to refresh it (connect again). */
   status: 'active' | 'revoked' | 'expired';
   revoked_at: string | null;
+  /** The provider-side account or connection it reaches, when the provider tells it. */
+  account: string | null;
 }
 
 export interface ConsentList {
@@ -152,6 +168,8 @@ export interface PopupOptions {
 export interface ClientOptions {
   /** The Worker's auth base, absolute or relative to the page; default `/auth`. */
   authBase?: string;
+  /** The Worker's data API base, on the same origin; default `/api`. */
+  apiBase?: string;
   /** How long a flow may take, in milliseconds; default 600000 (10 minutes). */
   timeoutMs?: number;
   popup?: PopupOptions;
@@ -177,6 +195,18 @@ export interface AccountOptions {
   user?: string;
 }
 
+/** A JSON value, as a data API takes and gives them. */
+export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+
+export interface ApiOptions extends AccountOptions {
+  /** The consent to use; without it, the user's one active consent with the provider. */
+  consent?: string;
+  /** Default `GET`; others only where the Worker's `api_methods` allow them. */
+  method?: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  /** Sent as JSON. */
+  body?: Json;
+}
+
 export class ConsentClient {
   /** Throws `invalid_configuration` for a bad `authBase` or `timeoutMs`. */
   constructor(options?: ClientOptions);
@@ -189,6 +219,14 @@ export class ConsentClient {
   consents(options?: AccountOptions): Promise<ConsentList>;
   revoke(id: string, options?: AccountOptions): Promise<Revocation>;
   logout(): Promise<void>;
+  /**
+   * Calls `path` of the provider's data API through the Worker, which attaches the token.
+   * Resolves to the parsed JSON (type it with `T`); rejects with a ConsentError: the
+   * Worker's code (`consent_required`, `consent_ambiguous`, `consent_expired`,
+   * `invalid_api_path`, `upstream_timeout`, ...) or `upstream_error` with the provider's
+   * `status` and `body`.
+   */
+  api<T = Json>(provider: string, path: string, options?: ApiOptions): Promise<T>;
 }
 
 /**

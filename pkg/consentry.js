@@ -28,11 +28,15 @@ const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '::1'];
 
 /** The one error shape: a stable `code` and a human `description`. */
 export class ConsentError extends Error {
-  constructor(code, description = '') {
+  constructor(code, description = '', { status, body } = {}) {
     super(description ? `${code}: ${description}` : code);
     this.name = 'ConsentError';
     this.code = code;
     this.description = description;
+    // For `api()` answers that are not 2xx: the HTTP status, and for `upstream_error` the
+    // provider's own body (parsed JSON, or text).
+    if (status !== undefined) this.status = status;
+    if (body !== undefined) this.body = body;
   }
 }
 
@@ -65,15 +69,16 @@ export function init({ wasm, elementName = ELEMENT_NAME } = {}) {
   });
 }
 
-/** Talks to one consentry Worker: popup flows, consents, revocation, logout. */
+/** Talks to one consentry Worker: popup flows, consents, the data API, revocation, logout. */
 export class ConsentClient {
   #base;
+  #apiBase;
   #origin;
   #timeoutMs;
   #popupSize;
   #flow = null;
 
-  constructor({ authBase = '/auth', timeoutMs = DEFAULT_TIMEOUT_MS, popup = {} } = {}) {
+  constructor({ authBase = '/auth', apiBase = '/api', timeoutMs = DEFAULT_TIMEOUT_MS, popup = {} } = {}) {
     let base;
     try {
       base = new URL(authBase, document.baseURI);
@@ -90,6 +95,17 @@ export class ConsentClient {
       throw new ConsentError('invalid_configuration', `timeoutMs must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}`);
     }
     this.#base = base.href.replace(/\/+$/, '');
+    // The data API lives beside the auth routes, on the same Worker (same origin).
+    let api;
+    try {
+      api = new URL(apiBase, base);
+    } catch {
+      throw new ConsentError('invalid_configuration', 'apiBase is not a URL');
+    }
+    if (api.origin !== base.origin) {
+      throw new ConsentError('invalid_configuration', 'apiBase must be on the same origin as authBase');
+    }
+    this.#apiBase = api.href.replace(/\/+$/, '');
     this.#origin = base.origin;
     this.#timeoutMs = timeoutMs;
     this.#popupSize = { width: popup.width ?? 480, height: popup.height ?? 720 };
@@ -141,6 +157,47 @@ export class ConsentClient {
   /** Ends the session. */
   async logout() {
     await this.#call('POST', '/logout');
+  }
+
+  /**
+   * Calls the provider's data API through the Worker, which attaches the consent's token:
+   * `path` is the provider API's own path (`/accounts/acc-1/balance`, segments already
+   * URL-encoded, a query allowed). Resolves to the parsed JSON (text for other types,
+   * undefined for 204). Rejects with a ConsentError: the Worker's own code (`consent_required`,
+   * `consent_expired`, `invalid_api_path`, ...), or `upstream_error` with the provider's
+   * `status` and `body` when its API answered an error.
+   */
+  async api(provider, path, { consent, method = 'GET', body, user } = {}) {
+    if (typeof provider !== 'string' || !/^[a-z0-9-]{1,32}$/.test(provider)) {
+      throw new ConsentError('unknown_provider', 'provider must be a configured provider id');
+    }
+    if (typeof path !== 'string' || !path.startsWith('/')) {
+      throw new ConsentError('invalid_api_path', 'path must start with /');
+    }
+    const headers = { 'X-Consentry': '1' };
+    if (user !== undefined) headers.Authorization = `Bearer ${user}`;
+    if (consent !== undefined) headers['X-Consentry-Consent'] = consent;
+    const init = { method, headers, credentials: 'include', cache: 'no-store', redirect: 'error' };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(`${this.#apiBase}/${provider}${path}`, init);
+    } catch (error) {
+      throw new ConsentError('network_error', `the Worker could not be reached: ${error?.message ?? error}`);
+    }
+    if (response.status === 204) return undefined;
+    const text = await response.text();
+    const json = /^application\/(.+\+)?json\b/i.test(response.headers.get('Content-Type') ?? '') ? parseJson(text) : undefined;
+    if (response.ok) return json ?? text;
+    if (response.headers.get('X-Consentry-Upstream') === '1') {
+      throw new ConsentError('upstream_error', `the provider's API answered ${response.status}`, { status: response.status, body: json ?? text });
+    }
+    throw typeof json?.code === 'string'
+      ? new ConsentError(json.code, String(json.description ?? ''), { status: response.status })
+      : new ConsentError('network_error', `the Worker answered ${response.status}`, { status: response.status });
   }
 
   #popupFeatures() {
@@ -257,6 +314,14 @@ export class ConsentClient {
         : new ConsentError('network_error', `the Worker answered ${response.status}`);
     }
     return body;
+  }
+}
+
+function parseJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }
 

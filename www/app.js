@@ -51,6 +51,15 @@ const MESSAGES = {
   invalid_parameter: ['bad', 'Something in the request was not valid.'],
   session_required: ['warn', 'Please connect a bank first.'],
   consent_not_found: ['warn', 'That connection no longer exists.'],
+  consent_ambiguous: ['warn', 'Several bank connections could answer; pick one.'],
+  consent_expired: ['warn', 'The bank no longer accepts this connection: connect the bank again.'],
+  invalid_api_path: ['bad', 'That bank data is not available through this app.'],
+  refresh_failed: ['warn', 'The bank could not renew access just now. Please try again.'],
+  upstream_redirect: ['bad', 'The bank\'s data service answered unexpectedly.'],
+  upstream_unreachable: ['bad', 'The bank\'s data service is not reachable right now.'],
+  upstream_timeout: ['warn', 'The bank\'s data service took too long. Please try again.'],
+  upstream_too_large: ['bad', 'The bank sent more data than we accept.'],
+  upstream_error: ['bad', 'The bank\'s data service refused the request.'],
   revocation_failed: ['warn', 'The bank did not confirm the disconnection.'],
   provider_unreachable: ['bad', 'The bank is not reachable right now. Please try again later.'],
   storage_failed: ['bad', 'We could not save the connection. Please try again.'],
@@ -121,7 +130,7 @@ function row(consent, user) {
   }
   const status = document.createElement('span');
   status.className = `status ${consent.status}`;
-  status.textContent = consent.status;
+  status.textContent = consent.status === 'expired' ? 'reconnect' : consent.status;
   const actions = document.createElement('span');
   if (consent.status === 'active') {
     const revoke = document.createElement('button');
@@ -133,20 +142,87 @@ function row(consent, user) {
   }
   const tr = document.createElement('tr');
   tr.dataset.consent = consent.id;
-  tr.append(cell(consent.provider_name), cell(scopes), cell(status), cell(when(consent.granted_at)), cell(when(consent.expires_at)), cell(actions));
+  tr.append(cell(consent.provider_name), cell(consent.account ?? '—'), cell(scopes), cell(status), cell(when(consent.granted_at)), cell(when(consent.expires_at)), cell(actions));
   return tr;
 }
 
-async function refresh(user) {
+const money = new Intl.NumberFormat(undefined, { style: 'currency', currency: 'GBP' });
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// One consent's accounts, read through the Worker's /api (the page never holds a token):
+// each account's balance and its latest transactions. A consent whose refresh the bank
+// refused shows "reconnect" instead of numbers.
+async function showData(consent, user, box) {
+  const api = (path) => client.api(consent.provider, path, { consent: consent.id, user: user.id });
+  const section = element('section', 'data');
+  section.dataset.consent = consent.id;
+  const head = element('div', 'data-head');
+  head.append(element('h3', '', `${consent.provider_name}${consent.account ? ` · ${consent.account}` : ''}`));
+  const reload = element('button', 'reload', 'Refresh');
+  reload.type = 'button';
+  reload.addEventListener('click', () => showData(consent, user, box));
+  head.append(reload);
+  section.append(head);
+  try {
+    const { accounts } = await api('/accounts');
+    const list = element('div', 'accounts');
+    for (const account of accounts) {
+      const id = encodeURIComponent(account.id);
+      const [balance, { transactions }] = await Promise.all([
+        api(`/accounts/${id}/balance`),
+        api(`/accounts/${id}/transactions?limit=5`),
+      ]);
+      const item = element('article', 'account');
+      item.dataset.account = account.id;
+      const top = element('div', 'account-head');
+      top.append(element('span', 'account-name', account.name), element('span', 'balance', money.format(balance.current)));
+      const rows = element('ul', 'transactions');
+      for (const txn of transactions) {
+        const li = element('li');
+        li.append(element('span', 'date', txn.booked_on), element('span', 'what', txn.description), element('span', txn.amount < 0 ? 'amount out' : 'amount in', money.format(txn.amount)));
+        rows.append(li);
+      }
+      item.append(top, rows);
+      list.append(item);
+    }
+    section.append(list, element('p', 'as-of', `Read ${dateFormat.format(new Date())}`));
+  } catch (error) {
+    if (error.code === 'consent_expired') {
+      section.append(element('p', 'reconnect', 'The bank no longer accepts this connection: connect the bank again to see fresh data.'));
+      section.dataset.state = 'reconnect';
+    } else {
+      const [, text] = MESSAGES[error.code] ?? ['bad', error.description || 'The data could not be read.'];
+      section.append(element('p', 'data-error', `${text} (${error.code})`));
+    }
+  }
+  const old = box.querySelector(`section.data[data-consent="${CSS.escape(consent.id)}"]`);
+  if (old) old.replaceWith(section); else box.append(section);
+  if (section.dataset.state === 'reconnect') await refresh(user, { data: false });
+}
+
+async function refresh(user, { data = true } = {}) {
   const card = cards.get(user.id);
   try {
     const { consents } = await client.consents({ user: user.id });
     consents.sort((a, b) => b.granted_at.localeCompare(a.granted_at));
     card.querySelector('tbody').replaceChildren(...consents.map((consent) => row(consent, user)));
     card.classList.toggle('has-consents', consents.length > 0);
-    const active = consents.filter((consent) => consent.status === 'active').length;
+    const active = consents.filter((consent) => consent.status === 'active');
     card.querySelector('.summary').textContent =
-      active === 0 ? 'No active bank connection' : `${active} active bank connection${active === 1 ? '' : 's'}`;
+      active.length === 0 ? 'No active bank connection' : `${active.length} active bank connection${active.length === 1 ? '' : 's'}`;
+    if (data) {
+      const box = card.querySelector('.money');
+      for (const section of box.querySelectorAll('section.data')) {
+        if (!active.some((consent) => consent.id === section.dataset.consent) && section.dataset.state !== 'reconnect') section.remove();
+      }
+      await Promise.all(active.map((consent) => showData(consent, user, box)));
+    }
   } catch (error) {
     sayError(error);
   }

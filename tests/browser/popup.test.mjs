@@ -4,7 +4,7 @@
 //
 //   NODE_NO_WARNINGS=1 node --test tests/browser/popup.test.mjs
 //
-// A screenshot of the demo after the grants is written to test-output/.
+// A screenshot of the demo after the grants, with balances, is written to test-output/.
 
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -128,11 +128,29 @@ test('each demo user connects a bank through the popup and sees the consent in t
   }
   const row = await page.$eval(`${card('usr_alice')} tbody tr`, (tr) => [...tr.cells].map((td) => td.textContent.trim()));
   assert.equal(row[0], 'Local Bank');
-  assert.match(row[1], /accounts/);
-  assert.equal(row[2], 'active');
+  assert.equal(row[1], 'alice', 'the bank account the consent reaches');
+  assert.match(row[2], /accounts/);
+  assert.equal(row[3], 'active');
+
+  // Each person's accounts, balances and latest transactions, read through /api.
+  for (const user of USERS) {
+    await page.waitForSelector(`${card(user.id)} section.data .account .balance`, { timeout: 20_000 });
+  }
+  const alice = await page.$$eval(`${card('usr_alice')} section.data .account`, (nodes) => nodes.map((node) => ({
+    id: node.dataset.account,
+    balance: node.querySelector('.balance').textContent,
+    transactions: node.querySelectorAll('.transactions li').length,
+  })));
+  assert.deepEqual(alice.map((account) => account.id).sort(), ['acc-alice-current', 'acc-alice-savings'], 'alice\'s current and savings accounts');
+  for (const account of alice) {
+    assert.match(account.balance, /\d/, `a balance for ${account.id}`);
+    assert.equal(account.transactions, 5, 'the latest five transactions');
+  }
+  const bob = await page.$$eval(`${card('usr_bob')} section.data .account`, (nodes) => nodes.map((node) => node.dataset.account));
+  assert.deepEqual(bob, ['acc-bob-current'], 'bob sees only his own account');
 
   await mkdir(OUTPUT, { recursive: true });
-  const shot = path.join(OUTPUT, 'demo-after-grants.png');
+  const shot = path.join(OUTPUT, 'demo-with-balances.png');
   await page.screenshot({ path: shot, fullPage: true });
   assert.ok(existsSync(shot));
 
@@ -312,6 +330,7 @@ test('after a grant, nothing the page can read holds a token, code or verifier',
   const event = await nextEvent(page, 0);
   assert.equal(event.type, 'granted');
   await page.waitForSelector(`${card('usr_carol')} tr[data-consent="${event.consent.id}"]`);
+  await page.waitForSelector(`${card('usr_carol')} section.data[data-consent="${event.consent.id}"] .balance`, { timeout: 20_000 });
 
   const secrets = [
     ...stack.issued.codes.slice(codesBefore).map((issued) => issued.code),
@@ -331,6 +350,7 @@ test('after a grant, nothing the page can read holds a token, code or verifier',
   const received = await bodies();
   assert.ok(received.some((body) => body.url.includes('/auth/consents')), 'the page\'s responses were captured');
   assert.ok(received.some((body) => new URL(body.url).pathname === '/auth/callback/local-bank'), 'the popup\'s outcome page was captured');
+  assert.ok(received.some((body) => new URL(body.url).pathname.startsWith('/api/local-bank/accounts/')), 'the data API\'s answers were captured');
   const haystacks = [...Object.entries(readable), ...received.map((body) => [body.url, body.body])];
   for (const secret of secrets) {
     for (const [where, text] of haystacks) {

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { consentAtBank } from '../lib/bank-user.mjs';
+import { BANK_ACCOUNT, unescapeHtml } from '../lib/flow.mjs';
 import { CookieJar, parseSetCookie, randomToken, ROOT, sqlString, startStack } from '../lib/worker-harness.mjs';
 
 const DEMO_USERS = [
@@ -20,7 +21,6 @@ const DEMO_USERS = [
   { id: 'usr_bob', name: 'Bob Nguyen' },
   { id: 'usr_carol', name: 'Carol Okafor' },
 ];
-const BANK_ACCOUNT = { usr_alice: 'alice', usr_bob: 'bob', usr_carol: 'carol' };
 const BINDING_PREFIX = '__Host-consentry-tx-';
 const BINDING_NAME = /^__Host-consentry-tx-[A-Za-z0-9_-]{16}$/;
 const SESSION = '__Host-consentry-session';
@@ -57,16 +57,6 @@ after(async () => {
 
 function describe(res) {
   return `HTTP ${res.status}: ${res.body.slice(0, 400)}`;
-}
-
-function unescapeHtml(text) {
-  return text
-    .replace(/&#x([0-9a-f]+);/gi, (_, hex) => String.fromCodePoint(parseInt(hex, 16)))
-    .replace(/&#(\d+);/g, (_, dec) => String.fromCodePoint(Number(dec)))
-    .replace(/&quot;/g, '"')
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&amp;/g, '&');
 }
 
 function apiHeaders(extra = {}) {

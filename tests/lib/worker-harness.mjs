@@ -227,15 +227,16 @@ export async function startStack({
 
     // 2. The Worker's providers, and the banks, in this process. A restart (restartBank)
     // starts another bank with the same options and has it record into the same `issued`
-    // arrays. prompt=consent as in wrangler.toml's demo provider: oidc-provider drops
-    // offline_access (so issues no refresh token) without it.
+    // arrays. prompt=login consent as in wrangler.toml's demo provider: oidc-provider drops
+    // offline_access (so issues no refresh token) without consent, and the login prompt
+    // makes each flow sign in afresh.
     const issuer = `http://localhost:${bankPort}`;
     const plainIssuer = `http://localhost:${bankPort + 1}`;
     const attackerIssuer = `http://localhost:${bankPort + 2}`;
-    const authorizationParams = { prompt: 'consent' };
+    const authorizationParams = { prompt: 'login consent' };
     const providers = [
-      { id: 'local-bank', name: 'Local Bank', profile: 'generic', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['openid', 'profile', 'accounts', 'balance', 'offline_access'], authorization_params: authorizationParams },
-      { id: 'local-bank-pkjwt', name: 'Local Bank (private_key_jwt)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams },
+      { id: 'local-bank', name: 'Local Bank', profile: 'generic', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['openid', 'profile', 'accounts', 'balance', 'transactions', 'offline_access'], authorization_params: authorizationParams, api_base_url: `${issuer}/data/v1`, api_paths: ['/accounts'] },
+      { id: 'local-bank-pkjwt', name: 'Local Bank (private_key_jwt)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams, api_base_url: `${issuer}/data/v1`, api_paths: ['/accounts'] },
       { id: 'local-bank-pkjwt-wrongkey', name: 'Local Bank (private_key_jwt, wrong key)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams },
       { id: 'local-moneyhub', name: 'Local Moneyhub', profile: 'moneyhub', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', par: false, request_object: false, scopes: ['openid', 'accounts'] },
       { id: 'local-moneyhub-par', name: 'Local Moneyhub (PAR)', profile: 'moneyhub', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', par: true, request_object: false, scopes: ['openid', 'accounts'] },
@@ -309,53 +310,15 @@ export async function startStack({
     await writeFile(envFile, `${Object.entries(vars).map(([name, value]) => dotenvLine(name, value)).join('\n')}\n`, { mode: 0o600 });
 
     // 5. wrangler dev, in its own process group so stop() can end all of it (workerd too).
-    const child = spawn(process.execPath, [
-      WRANGLER, 'dev',
-      '--config', configPath,
-      '--port', String(workerPort), '--ip', '127.0.0.1',
-      '--persist-to', persistDir,
-      '--env-file', envFile,
-      '--show-interactive-dev-session=false',
-      '--log-level', logLevel,
-    ], { cwd: ROOT, env: childEnv, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-    const exited = new Promise((resolve) => { child.once('exit', (code, signal) => resolve({ code, signal })); });
-    let running = true;
-    exited.then(() => { running = false; });
+    // A second one on the same persisted D1 (startSecondWorker) is another set of isolates
+    // that shares nothing with the first but D1.
     const append = (chunk) => { output += chunk.toString('utf8'); };
-    child.stdout.on('data', append);
-    child.stderr.on('data', append);
-    const killGroup = (signal) => {
-      try { process.kill(-child.pid, signal); } catch { /* already gone */ }
+    const serveWorker = async (port) => {
+      const wrangler = spawnWrangler({ configPath, port, persistDir, envFile, logLevel, env: childEnv, onOutput: append, tmpDir });
+      cleanups.push(wrangler.stop);
+      await waitUntilServed({ workerUrl: `http://127.0.0.1:${port}`, isRunning: wrangler.isRunning, readyTimeoutMs });
     };
-    // If this process ends without stop() (a crash, Ctrl-C, the test runner's SIGTERM), the
-    // detached group would outlive it and hold the port: take it down first.
-    const abandon = () => {
-      killGroup('SIGKILL');
-      try { rmSync(tmpDir, { recursive: true, force: true }); } catch { /* best effort */ }
-    };
-    const onExit = () => abandon();
-    const onSignal = (signal) => {
-      abandon();
-      process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    };
-    process.once('exit', onExit).on('SIGINT', onSignal).on('SIGTERM', onSignal);
-    cleanups.push(async () => {
-      process.off('exit', onExit).off('SIGINT', onSignal).off('SIGTERM', onSignal);
-      if (running) {
-        killGroup('SIGTERM');
-        const done = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
-        if (!done) killGroup('SIGKILL');
-        await Promise.race([exited, sleep(5000)]);
-      }
-      // workerd may outlive wrangler for a moment: nothing of the group may stay behind.
-      for (let i = 0; i < 50 && groupAlive(child.pid); i += 1) {
-        killGroup(i < 10 ? 'SIGTERM' : 'SIGKILL');
-        await sleep(100);
-      }
-    });
-
-    await waitUntilServed({ workerUrl, isRunning: () => running, readyTimeoutMs });
+    await serveWorker(workerPort);
 
     const responses = [];
     async function workerFetch(target, { method = 'GET', headers = {}, body, jar, crossSite = false, signal, duplex } = {}) {
@@ -412,6 +375,15 @@ export async function startStack({
       persistDir,
       configPath,
       d1,
+      /**
+       * A second `wrangler dev` (another workerd, other isolates) on the same persisted D1 and
+       * configuration, at `port` (workerPort + 1). Resolves to its base URL; stop() ends it.
+       */
+      async startSecondWorker(port = workerPort + 1) {
+        if (await portTaken(port)) throw new Error(`port ${port} is already in use`);
+        await serveWorker(port);
+        return `http://127.0.0.1:${port}`;
+      },
       async restartBank({ coop } = {}) {
         if (coop !== undefined) bankOptions.coop = coop;
         await bank.close();
@@ -432,6 +404,55 @@ export async function startStack({
     }
     throw error;
   }
+}
+
+// Starts `wrangler dev` in its own process group. `{ isRunning, stop }`: stop() ends the
+// whole group (wrangler and workerd), and a test process that dies without stop() takes the
+// group down with it (and the temporary directory) rather than leave the port held.
+function spawnWrangler({ configPath, port, persistDir, envFile, logLevel, env, onOutput, tmpDir }) {
+  const child = spawn(process.execPath, [
+    WRANGLER, 'dev',
+    '--config', configPath,
+    '--port', String(port), '--ip', '127.0.0.1',
+    '--persist-to', persistDir,
+    '--env-file', envFile,
+    '--show-interactive-dev-session=false',
+    '--log-level', logLevel,
+  ], { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise((resolve) => { child.once('exit', (code, signal) => resolve({ code, signal })); });
+  let running = true;
+  exited.then(() => { running = false; });
+  child.stdout.on('data', onOutput);
+  child.stderr.on('data', onOutput);
+  const killGroup = (signal) => {
+    try { process.kill(-child.pid, signal); } catch { /* already gone */ }
+  };
+  const abandon = () => {
+    killGroup('SIGKILL');
+    try { rmSync(tmpDir, { recursive: true, force: true }); } catch { /* best effort */ }
+  };
+  const onExit = () => abandon();
+  const onSignal = (signal) => {
+    abandon();
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  };
+  process.once('exit', onExit).on('SIGINT', onSignal).on('SIGTERM', onSignal);
+  const stop = async () => {
+    process.off('exit', onExit).off('SIGINT', onSignal).off('SIGTERM', onSignal);
+    if (running) {
+      killGroup('SIGTERM');
+      const done = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
+      if (!done) killGroup('SIGKILL');
+      await Promise.race([exited, sleep(5000)]);
+    }
+    // workerd may outlive wrangler for a moment: nothing of the group may stay behind.
+    for (let i = 0; i < 50 && groupAlive(child.pid); i += 1) {
+      killGroup(i < 10 ? 'SIGTERM' : 'SIGKILL');
+      await sleep(100);
+    }
+  };
+  return { isRunning: () => running, stop };
 }
 
 function groupAlive(pgid) {

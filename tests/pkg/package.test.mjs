@@ -79,8 +79,16 @@ async function account(): Promise<[ConsentList, Revocation]> {
   void status;
   return [list, await client.revoke(list.consents[0].id)];
 }
+interface Accounts { accounts: { id: string; name: string }[] }
+async function balances(consent: string): Promise<string[]> {
+  const { accounts } = await client.api<Accounts>('local-bank', '/accounts', { consent, user: 'usr_alice' });
+  const account: string | null = list0?.consents[0].account ?? null;
+  void account;
+  return accounts.map((entry) => entry.id);
+}
+let list0: ConsentList | undefined;
 function describe(error: unknown): string {
-  return error instanceof ConsentError ? error.code + ' ' + error.description : 'other';
+  return error instanceof ConsentError ? error.code + ' ' + error.description + ' ' + (error.status ?? '') : 'other';
 }
 const button = document.querySelector('consentry-connect');
 button?.addEventListener('consentry-granted', (event) => console.log(event.detail.scopes.join(' ')));
@@ -92,7 +100,9 @@ const badStatus: ConsentList['consents'][number]['status'] = 'pending';
 void badStatus;
 // @ts-expect-error a consent's scopes are strings
 const wrong: Consent = { id: '', provider: '', user: '', scopes: [1], granted_at: '', expires_at: null };
-void wrong; void connectBank; void account; void describe;
+// @ts-expect-error api() methods are the HTTP methods a data API takes
+void client.api('local-bank', '/accounts', { method: 'BREW' });
+void wrong; void connectBank; void account; void describe; void balances;
 
 init().then(() => {
   document.body.dataset.wasm = customElements.get('consentry-connect') ? 'loaded' : 'no-element';

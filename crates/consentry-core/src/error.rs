@@ -276,6 +276,28 @@ sdk_error_codes! {
     SessionRequired => "session_required",
     /// No consent with this id belongs to the session's user.
     ConsentNotFound => "consent_not_found",
+    /// Several of the user's consents with the provider are active, and the call names none
+    /// (`X-Consentry-Consent`).
+    ConsentAmbiguous => "consent_ambiguous",
+    /// The consent was revoked or has lapsed, or the provider refused to refresh its tokens
+    /// (`invalid_grant`): the user must connect again.
+    ConsentExpired => "consent_expired",
+    /// A data-API path or method is not allowed: outside `api_paths` or `api_methods`, or
+    /// holding `..`, an encoded `/` or `\`, `@`, `//` or a scheme.
+    InvalidApiPath => "invalid_api_path",
+    /// The provider could not refresh the consent's token just now; try again.
+    RefreshFailed => "refresh_failed",
+    /// The provider's data API answered with a redirect, which is never followed.
+    UpstreamRedirect => "upstream_redirect",
+    /// The provider's data API could not be reached.
+    UpstreamUnreachable => "upstream_unreachable",
+    /// The provider's data API did not answer within the Worker's HTTP timeout.
+    UpstreamTimeout => "upstream_timeout",
+    /// The provider's data API answered with a body over the Worker's limit.
+    UpstreamTooLarge => "upstream_too_large",
+    /// The provider's data API answered with an error status (the browser package's code
+    /// for a non-2xx answer passed through by `/api`).
+    UpstreamError => "upstream_error",
     /// The provider did not confirm a token revocation (RFC 7009).
     RevocationFailed => "revocation_failed",
     /// A provider endpoint (discovery, JWKS, PAR) could not be reached in time.
@@ -288,18 +310,30 @@ sdk_error_codes! {
 
 impl ErrorCode {
     /// The HTTP status the Worker answers a JSON route with when it fails with this code:
-    /// 401 without a session, 403 for a refused caller, 404 for nothing to show, 500 for
-    /// consentry's own configuration or storage, 502 when the provider failed, else 400.
+    /// 401 without a session, 403 for a refused caller or a consent that cannot be used,
+    /// 404 for nothing to show, 409 for an ambiguous consent, 500 for consentry's own
+    /// configuration or storage, 502 when the provider failed, 504 when it did not answer,
+    /// else 400.
     pub fn http_status(&self) -> u16 {
         match self {
             ErrorCode::CsrfHeaderMissing
             | ErrorCode::OriginNotAllowed
-            | ErrorCode::TransactionNotBound => 403,
+            | ErrorCode::TransactionNotBound
+            | ErrorCode::ConsentExpired
+            | ErrorCode::OAuth(OAuthErrorCode::ConsentRequired) => 403,
             ErrorCode::SessionRequired => 401,
             ErrorCode::UnknownTransaction
             | ErrorCode::OutcomePending
             | ErrorCode::ConsentNotFound
+            | ErrorCode::UnknownProvider
             | ErrorCode::NotFound => 404,
+            ErrorCode::ConsentAmbiguous => 409,
+            ErrorCode::UpstreamTimeout => 504,
+            ErrorCode::UpstreamRedirect
+            | ErrorCode::UpstreamUnreachable
+            | ErrorCode::UpstreamTooLarge
+            | ErrorCode::UpstreamError
+            | ErrorCode::RefreshFailed => 502,
             ErrorCode::StorageFailed
             | ErrorCode::InvalidConfiguration
             | ErrorCode::ExchangeInterrupted => 500,

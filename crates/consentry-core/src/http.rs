@@ -17,6 +17,22 @@ pub struct HttpRequest {
 }
 
 impl HttpRequest {
+    /// A request with no headers and no body yet (a data-API call).
+    pub fn new(method: &'static str, url: impl Into<String>) -> Self {
+        HttpRequest {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+
+    /// This request with `body`.
+    pub fn with_body(mut self, body: String) -> Self {
+        self.body = body;
+        self
+    }
+
     /// A `POST` of an `application/x-www-form-urlencoded` body that expects JSON back.
     pub fn form_post(url: impl Into<String>, body: String) -> Self {
         HttpRequest {

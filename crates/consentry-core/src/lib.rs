@@ -71,6 +71,7 @@
 //! [`error`]; [`secret`].
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod authorization_request;
 pub mod authorization_response;
 pub mod client_auth;
@@ -107,7 +108,7 @@ pub use authorization_response::{
     validate_authorization_response, AuthorizationResponse, ValidatedAuthorizationResponse,
 };
 pub use client_auth::{build_client_assertion, ClientAuthMethod, ClientAuthentication, ClientId};
-pub use consent_record::{ConsentRecord, ConsentStatus};
+pub use consent_record::{ConsentRecord, ConsentStatus, StoredConsent};
 pub use error::{Error, ErrorCode, OAuthErrorCode, Result};
 pub use http::HttpRequest;
 pub use jws::{JwsAlgorithm, JwsSigningInput};
@@ -126,7 +127,9 @@ pub use state::{Nonce, State, StateKey};
 pub use token_request::{
     build_authorization_code_request, build_client_credentials_request, build_refresh_token_request,
 };
-pub use token_response::{process_token_response, TokenResponse, TokenType};
+pub use token_response::{
+    process_refresh_response, process_token_response, TokenResponse, TokenType,
+};
 pub use token_set::TokenSet;
 pub use url::{AllowedOrigins, EndpointUrl, IssuerUrl, RedirectUrl, WebOrigin};
 pub use user_assertion::{verify_user_assertion, AppUser};

@@ -130,6 +130,8 @@ struct ProviderEntry {
     #[serde(default)]
     api_paths: Vec<String>,
     #[serde(default)]
+    api_methods: Option<Vec<String>>,
+    #[serde(default)]
     consent_days: Option<u64>,
     #[serde(default)]
     name: Option<String>,
@@ -167,7 +169,8 @@ pub struct ProviderConfig {
     id_token_signing_algs: Vec<JwsAlgorithm>,
     authorization_params: Vec<(String, String)>,
     api_base_url: Option<EndpointUrl>,
-    api_paths: Vec<String>,
+    api_paths: Vec<Vec<String>>,
+    api_methods: Vec<&'static str>,
     consent_days: Option<u64>,
 }
 
@@ -308,15 +311,18 @@ impl ProviderConfig {
             .as_deref()
             .map(EndpointUrl::parse)
             .transpose()?;
-        if entry
+        let api_paths = entry
             .api_paths
             .iter()
-            .any(|path| !path.starts_with('/') || path.contains(".."))
-        {
-            return Err(config_error(
-                "api_paths entries must start with / and not contain ..",
-            ));
-        }
+            .map(|path| crate::api::allow_listed_segments(path))
+            .collect::<Result<Vec<_>>>()?;
+        let api_methods = match &entry.api_methods {
+            None => vec!["GET"],
+            Some(methods) => methods
+                .iter()
+                .map(|method| crate::api::allow_listed_method(method))
+                .collect::<Result<Vec<_>>>()?,
+        };
         let provider = ProviderConfig {
             name: entry.name.clone().unwrap_or_else(|| entry.id.clone()),
             id: entry.id,
@@ -339,7 +345,8 @@ impl ProviderConfig {
             id_token_signing_algs,
             authorization_params,
             api_base_url,
-            api_paths: entry.api_paths,
+            api_paths,
+            api_methods,
             consent_days: entry.consent_days.or(match profile {
                 Profile::TrueLayer => Some(90),
                 _ => None,
@@ -459,16 +466,18 @@ impl ProviderConfig {
         self.api_base_url.as_ref()
     }
 
-    /// Whether `path` may be proxied to the data API: it must start with an allow-listed
-    /// prefix at a segment boundary and hold no `..`.
-    pub fn allows_api_path(&self, path: &str) -> bool {
-        !path.contains("..")
-            && self.api_paths.iter().any(|prefix| {
-                path == prefix
-                    || path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
-                        prefix.ends_with('/') || rest.starts_with('/') || rest.starts_with('?')
-                    })
-            })
+    /// Whether a data-API path, as decoded segments, may be proxied: an `api_paths` entry
+    /// must be a prefix of it in whole segments (`/accounts` allows `/accounts` and
+    /// everything below it, never `/accountsX`).
+    pub fn allows_api_segments(&self, segments: &[String]) -> bool {
+        self.api_paths
+            .iter()
+            .any(|allowed| segments.starts_with(allowed))
+    }
+
+    /// Whether the data API may be called with `method` (`api_methods`, default `GET`).
+    pub fn allows_api_method(&self, method: &str) -> bool {
+        self.api_methods.contains(&method)
     }
 
     /// The id_token claim that carries the provider's own consent id, if its profile has
@@ -901,11 +910,32 @@ mod tests {
     #[test]
     fn api_paths_are_allow_listed_at_segment_boundaries() {
         let provider = one(r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","api_base_url":"https://api.b.example/data/v1","api_paths":["/accounts","/cards/"]}"#).expect("valid");
-        assert!(provider.allows_api_path("/accounts"));
-        assert!(provider.allows_api_path("/accounts/123/transactions"));
-        assert!(provider.allows_api_path("/cards/9"));
-        assert!(!provider.allows_api_path("/accountsx"));
-        assert!(!provider.allows_api_path("/accounts/../admin"));
-        assert!(!provider.allows_api_path("/admin"));
+        let segments = |path: &str| -> Vec<String> {
+            path.split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        assert!(provider.allows_api_segments(&segments("/accounts")));
+        assert!(provider.allows_api_segments(&segments("/accounts/123/transactions")));
+        assert!(provider.allows_api_segments(&segments("/cards/9")));
+        assert!(!provider.allows_api_segments(&segments("/accountsx")));
+        assert!(!provider.allows_api_segments(&segments("/admin")));
+        assert!(!provider.allows_api_segments(&[]));
+        assert!(provider.allows_api_method("GET"));
+        assert!(!provider.allows_api_method("POST"));
+        let writes = one(r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","api_paths":["/payments"],"api_methods":["GET","post"]}"#).expect("valid");
+        assert!(writes.allows_api_method("POST"));
+        for bad in [
+            r#""api_methods":["CONNECT"]"#,
+            r#""api_paths":["accounts"]"#,
+            r#""api_paths":["/a/../b"]"#,
+            r#""api_paths":["/"]"#,
+        ] {
+            let json = format!(
+                r#"{{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c",{bad}}}"#
+            );
+            assert!(one(&json).is_err(), "{bad}");
+        }
     }
 }

@@ -111,6 +111,30 @@ pub fn process_token_response(
     body: &[u8],
     requested: &Scopes,
 ) -> Result<TokenResponse> {
+    process(status, content_type, body, requested, true)
+}
+
+/// Processes the answer to a refresh token grant
+/// ([RFC 6749 §6](https://www.rfc-editor.org/rfc/rfc6749#section-6)) as
+/// [`process_token_response`] does, except that an `id_token` is optional
+/// ([OpenID Connect Core §12.2](https://openid.net/specs/openid-connect-core-1_0.html#RefreshTokenResponse)).
+/// `granted` are the grant's scopes, which an absent `scope` keeps.
+pub fn process_refresh_response(
+    status: u16,
+    content_type: Option<&str>,
+    body: &[u8],
+    granted: &Scopes,
+) -> Result<TokenResponse> {
+    process(status, content_type, body, granted, false)
+}
+
+fn process(
+    status: u16,
+    content_type: Option<&str>,
+    body: &[u8],
+    requested: &Scopes,
+    id_token_required_for_openid: bool,
+) -> Result<TokenResponse> {
     let json_declared = content_type.is_some_and(|value| {
         let media_type = value.split(';').next().unwrap_or_default().trim();
         media_type.eq_ignore_ascii_case("application/json") || media_type.ends_with("+json")
@@ -172,7 +196,7 @@ pub fn process_token_response(
         None => requested.clone(),
     };
     let id_token = optional_string(&object, "id_token")?.map(IdToken::new);
-    if requested.contains("openid") && id_token.is_none() {
+    if id_token_required_for_openid && requested.contains("openid") && id_token.is_none() {
         return Err(Error::new(
             ErrorCode::IdTokenMissing,
             "openid was requested but the token response has no id_token",
@@ -202,6 +226,36 @@ mod tests {
     fn failure(status: u16, content_type: Option<&str>, body: &str, requested: &str) -> Error {
         process_token_response(status, content_type, body.as_bytes(), &scopes(requested))
             .expect_err("must fail")
+    }
+
+    #[test]
+    fn a_refresh_answer_need_not_carry_an_id_token() {
+        let body = br#"{"access_token":"at","token_type":"Bearer","expires_in":120}"#;
+        let refreshed = process_refresh_response(200, JSON, body, &scopes("openid accounts"))
+            .expect("an id_token is optional on refresh");
+        assert_eq!(refreshed.scopes(), &scopes("openid accounts"));
+        assert_eq!(
+            failure(
+                200,
+                JSON,
+                r#"{"access_token":"at","token_type":"Bearer"}"#,
+                "openid accounts"
+            )
+            .code(),
+            &ErrorCode::IdTokenMissing,
+            "but required on the code exchange"
+        );
+        let refused = process_refresh_response(
+            400,
+            JSON,
+            br#"{"error":"invalid_grant"}"#,
+            &scopes("accounts"),
+        )
+        .expect_err("refused");
+        assert_eq!(
+            refused.code(),
+            &ErrorCode::OAuth(OAuthErrorCode::InvalidGrant)
+        );
     }
 
     #[test]

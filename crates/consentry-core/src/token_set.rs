@@ -20,6 +20,37 @@ pub struct TokenSet {
 }
 
 impl TokenSet {
+    /// A token set from its parts (`token_type` as the `Authorization` scheme, e.g. `Bearer`).
+    pub fn new(
+        access_token: AccessToken,
+        token_type: &str,
+        refresh_token: Option<RefreshToken>,
+        scopes: Scopes,
+    ) -> Self {
+        TokenSet {
+            access_token,
+            token_type: token_type.to_owned(),
+            refresh_token,
+            scopes,
+        }
+    }
+
+    /// The tokens after a refresh answered with `response`
+    /// ([RFC 6749 §6](https://www.rfc-editor.org/rfc/rfc6749#section-6)): the new access
+    /// token, the new refresh token when the provider rotated it, else this one's, and the
+    /// scopes the response names (or these, when it names none).
+    pub fn refreshed(&self, response: &TokenResponse) -> Self {
+        TokenSet {
+            access_token: response.access_token().clone(),
+            token_type: response.token_type().scheme().to_owned(),
+            refresh_token: response
+                .refresh_token()
+                .or(self.refresh_token.as_ref())
+                .cloned(),
+            scopes: response.scopes().clone(),
+        }
+    }
+
     /// The tokens a token response granted.
     pub fn from_response(response: &TokenResponse) -> Self {
         TokenSet {
@@ -55,6 +86,11 @@ impl TokenSet {
             refresh_token: text("refresh_token").map(RefreshToken::new),
             scopes: Scopes::parse(text("scope").unwrap_or_default())?,
         })
+    }
+
+    /// The `Authorization` scheme the access token is sent with (`Bearer`).
+    pub fn token_type(&self) -> &str {
+        &self.token_type
     }
 
     /// The access token.
@@ -106,6 +142,27 @@ mod tests {
             matches!(read.revocable(), RevocableToken::Refresh(token) if token.secret() == "rt-1")
         );
         assert!(!format!("{read:?}").contains("at-1"));
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_old_refresh_token_unless_it_was_rotated() {
+        let set = TokenSet::from_response(&response(
+            r#"{"access_token":"at-1","token_type":"Bearer","refresh_token":"rt-1"}"#,
+        ));
+        let kept = set.refreshed(&response(
+            r#"{"access_token":"at-2","token_type":"bearer"}"#,
+        ));
+        assert_eq!(kept.access_token().secret(), "at-2");
+        assert_eq!(kept.refresh_token().map(RefreshToken::secret), Some("rt-1"));
+        assert_eq!(kept.token_type(), "Bearer");
+        let rotated = kept.refreshed(&response(
+            r#"{"access_token":"at-3","token_type":"Bearer","refresh_token":"rt-2","scope":"accounts"}"#,
+        ));
+        assert_eq!(
+            rotated.refresh_token().map(RefreshToken::secret),
+            Some("rt-2")
+        );
+        assert_eq!(rotated.scopes().to_wire(), "accounts");
     }
 
     #[test]

@@ -35,8 +35,19 @@ fn demo_providers_parse_and_match_the_local_bank() {
     assert_eq!(bank.issuer().as_str(), "http://localhost:9000");
     assert_eq!(bank.auth_method(), ClientAuthMethod::ClientSecretBasic);
     assert_eq!(bank.client_secret_name(), "LOCAL_BANK_CLIENT_SECRET");
+    assert_eq!(
+        bank.api_base_url().map(|url| url.as_str()),
+        Some("http://localhost:9000/data/v1"),
+        "the demo reads the bank's data API (bank/data-api.mjs)"
+    );
+    assert!(bank.allows_api_segments(&[
+        "accounts".to_owned(),
+        "acc-alice-current".to_owned(),
+        "balance".to_owned()
+    ]));
 
     let bank_source = repo_file("bank/bank.mjs");
+    assert!(repo_file("bank/data-api.mjs").contains("/data/v1/accounts"));
     assert!(bank_source.contains(&format!("client_id: '{}'", bank.client_id().as_str())));
     assert!(bank_source.contains("process.env.BANK_PORT || 9000"));
     assert!(bank_source.contains("token_endpoint_auth_method: 'client_secret_basic'"));

@@ -1,27 +1,26 @@
 //! The SPA's JSON routes (DESIGN.md flow steps 6 and 7): the recorded outcome of a flow, the
 //! session user's consents, revoking one, logging out, and the demo's user list. Each
-//! requires `X-Consentry: 1` and, where the browser sends one, an allowed `Origin`.
+//! requires `X-Consentry: 1` and, where the browser sends one, an allowed `Origin`
+//! ([`Caller`]).
 //!
 //! The consent routes act for the session's user, or for the user sent as
-//! `Authorization: Bearer <user reference>`, trusted exactly as the start form's `user` is (a
-//! demo id, or an HS256 assertion from the app's backend): an app with several users of its
-//! own reads each one's consents without a session per user. The reference travels in that
-//! header, never a URL, and is never logged or echoed.
+//! `Authorization: Bearer <user reference>`: an app with several users of its own reads each
+//! one's consents without a session per user.
 
 use consentry_core::cookie::{
     binding_cookie_name, clear_cookie, cookie_value, stored_hash, SameSite, SESSION_COOKIE,
 };
 use consentry_core::encoding::{constant_time_eq, form_value, log_field};
 use consentry_core::outcome::format_rfc3339;
-use consentry_core::start::user_reference_from_authorization;
 use consentry_core::{ConsentRecord, Error, ErrorCode, Outcome, Result, State, TokenSet};
 use serde_json::{json, Value};
 use worker::{Env, Method, Request, Response};
 
 use super::callback::{ending_deadline_secs, exchange_interrupted};
+use super::caller::Caller;
 use super::config::{self, Config};
 use super::provider_client::ProviderClient;
-use super::start::{transaction_expired, trusted_user};
+use super::start::transaction_expired;
 use super::store::{ConsentRow, Store, UserRow};
 use super::{now, open_store, respond};
 
@@ -55,30 +54,23 @@ struct Call<'a> {
     env: &'a Env,
     config: &'a Config,
     store: Store,
-    cookies: String,
-    user_reference: Option<String>,
+    caller: Caller,
     now: u64,
 }
-
-/// The header that names the app user of a consent route instead of the session.
-const USER_HEADER: &str = "Authorization";
 
 pub(super) async fn handle(
     request: Request,
     env: &Env,
     config: &Config,
 ) -> worker::Result<Response> {
-    let origin = request.headers().get("Origin")?;
-    let cors_origin = origin
-        .as_deref()
-        .and_then(|origin| config.allowed_origins.check(Some(origin)).ok())
-        .cloned();
+    let caller = Caller::of(&request, config);
+    let cors_origin = caller.cors_origin.clone();
     let Some(route) = Route::find(&request.method(), &request.path(), config) else {
         let error = Error::new(ErrorCode::NotFound, "no such route");
         return respond::json_error(&error, cors_origin.as_ref());
     };
-    let answered = match guard(&request, config, origin.as_deref()) {
-        Ok(()) => serve(route, &request, env, config).await,
+    let answered = match caller.guard(config) {
+        Ok(()) => serve(route, &request, env, config, caller).await,
         Err(error) => Err(error),
     };
     match answered {
@@ -97,33 +89,18 @@ enum Answer {
     Empty(Option<String>),
 }
 
-/// The static anti-CSRF header, and the `Origin` when the browser sends one.
-fn guard(request: &Request, config: &Config, origin: Option<&str>) -> Result<()> {
-    let header = request.headers().get("X-Consentry").ok().flatten();
-    if header.as_deref() != Some("1") {
-        return Err(Error::new(
-            ErrorCode::CsrfHeaderMissing,
-            "JSON routes need the header X-Consentry: 1",
-        ));
-    }
-    if let Some(origin) = origin {
-        config.allowed_origins.check(Some(origin))?;
-    }
-    Ok(())
-}
-
-async fn serve(route: Route, request: &Request, env: &Env, config: &Config) -> Result<Answer> {
+async fn serve(
+    route: Route,
+    request: &Request,
+    env: &Env,
+    config: &Config,
+    caller: Caller,
+) -> Result<Answer> {
     let call = Call {
         env,
         config,
         store: open_store(env)?,
-        cookies: request
-            .headers()
-            .get("Cookie")
-            .ok()
-            .flatten()
-            .unwrap_or_default(),
-        user_reference: request.headers().get(USER_HEADER).ok().flatten(),
+        caller,
         now: now(),
     };
     match route {
@@ -162,7 +139,7 @@ impl Call<'_> {
             .await?
             .ok_or_else(|| Error::new(ErrorCode::UnknownTransaction, "no flow has this state"))?;
         let binding =
-            cookie_value(&self.cookies, &binding_cookie_name(&key)).ok_or_else(not_bound)?;
+            cookie_value(&self.caller.cookies, &binding_cookie_name(&key)).ok_or_else(not_bound)?;
         if !constant_time_eq(
             stored_hash(binding).as_bytes(),
             flow.binding_hash.as_bytes(),
@@ -203,34 +180,17 @@ impl Call<'_> {
         }
     }
 
-    /// The user a consent route acts for: the one `Authorization: Bearer` names, else the
-    /// session's.
+    /// The user a consent route acts for.
     async fn account_user(&self) -> Result<UserRow> {
-        let Some(reference) = &self.user_reference else {
-            return self.session_user().await;
-        };
-        let reference = user_reference_from_authorization(reference)?;
-        trusted_user(self.env, self.config, &self.store, reference, self.now).await
-    }
-
-    async fn session_user(&self) -> Result<UserRow> {
-        let session_required = || {
-            Error::new(
-                ErrorCode::SessionRequired,
-                "connect a bank first: no session",
-            )
-        };
-        let session = cookie_value(&self.cookies, SESSION_COOKIE).ok_or_else(session_required)?;
-        self.store
-            .session_user(&stored_hash(session), self.now)
-            .await?
-            .ok_or_else(session_required)
+        self.caller
+            .user(self.env, self.config, &self.store, self.now)
+            .await
     }
 
     /// `GET /auth/consents`: the session user's consents, no tokens.
     async fn consents(&self) -> Result<Value> {
         let user = self.account_user().await?;
-        let consents = self.store.consents(&user.id).await?;
+        let consents = self.store.consents(&user.id, None).await?;
         let consents: Vec<ConsentRecord> = consents
             .iter()
             .map(|row| self.consent_record(row))
@@ -246,17 +206,7 @@ impl Call<'_> {
             .config
             .provider(&row.provider)
             .map_or(row.provider.as_str(), |provider| provider.name());
-        ConsentRecord::new(
-            &row.id,
-            &row.provider,
-            provider_name,
-            &row.user_id,
-            &row.scopes,
-            row.granted_at,
-            row.expires_at,
-            row.revoked_at,
-            self.now,
-        )
+        ConsentRecord::new(&row.stored(), provider_name, self.now)
     }
 
     /// `DELETE /auth/consents/{id}`: revoke at the provider where it supports RFC 7009, then
@@ -319,7 +269,7 @@ impl Call<'_> {
 
     /// `POST /auth/logout`: ends the session, here and in the browser.
     async fn logout(&self) -> Result<Option<String>> {
-        if let Some(session) = cookie_value(&self.cookies, SESSION_COOKIE) {
+        if let Some(session) = cookie_value(&self.caller.cookies, SESSION_COOKIE) {
             self.store.delete_session(&stored_hash(session)).await?;
         }
         Ok(Some(clear_cookie(SESSION_COOKIE, SameSite::Strict)))

@@ -22,7 +22,7 @@ use futures_channel::oneshot;
 use worker::{Context, Env, Method, Request, Response};
 
 use super::config::{self, Config};
-use super::provider_client::ProviderClient;
+use super::provider_client::{ExpectedIdToken, ProviderClient};
 use super::start::transaction_expired;
 use super::store::{Consumed, NewConsent, NewSession, Store, Transaction};
 use super::{log_ending, now, open_store, random_token, read_form, respond};
@@ -476,9 +476,14 @@ async fn verify_grant(
     let claims = match tokens.id_token() {
         Some(id_token) => {
             let nonce = transaction.nonce.clone().map(Nonce::new);
+            let expected = ExpectedIdToken {
+                nonce: nonce.as_ref(),
+                subject: expected_subject,
+                fresh_login: true,
+            };
             Some(
                 client
-                    .verify_id_token(env, id_token, nonce.as_ref(), expected_subject, now)
+                    .verify_id_token(env, id_token, &expected, now)
                     .await?,
             )
         }

@@ -6,18 +6,24 @@
 //!   the popup's two pages. Each provider has its own redirect URI (against mix-up).
 //! * `GET /auth/outcome`, `GET /auth/consents`, `DELETE /auth/consents/{id}`,
 //!   `POST /auth/logout`, `GET /auth/demo/users` ([`account`]): JSON for the SPA, each
-//!   requiring `X-Consentry: 1` and an allowed `Origin` where the browser sends one.
+//!   requiring `X-Consentry: 1` and an allowed `Origin` where the browser sends one
+//!   ([`caller`]).
+//! * `/api/{provider}/{path}` ([`api`]): the provider's data API with the consent's token
+//!   attached here ([`tokens`]: refreshed one at a time per consent, across isolates).
 //!
 //! Everything else (the demo page in `www/`) is served from the assets binding.
 
 mod account;
+mod api;
 mod callback;
+mod caller;
 mod config;
 mod outbound;
 mod provider_client;
 mod respond;
 mod start;
 mod store;
+mod tokens;
 mod webcrypto;
 
 use consentry_core::encoding::{base64url_encode, log_field};
@@ -33,7 +39,7 @@ use store::Store;
 #[event(fetch)]
 pub async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let path = request.path();
-    if !path.starts_with("/auth/") {
+    if !path.starts_with("/auth/") && !path.starts_with(api::API_PREFIX) {
         return respond::json_error(&Error::new(ErrorCode::NotFound, "no such route"), None);
     }
     let config = match Config::from_env(&env) {
@@ -50,6 +56,11 @@ pub async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<R
         (Method::Post, "/auth/start", _) => start::handle(request, &env, &config).await,
         (Method::Get | Method::Post, _, Some(provider)) => {
             callback::handle(request, &env, &config, provider, &ctx).await
+        }
+        (_, path, _)
+            if path.starts_with(api::API_PREFIX) && request.method() != Method::Options =>
+        {
+            api::handle(request, &env, &config).await
         }
         (Method::Options, _, _) => {
             let origin = request.headers().get("Origin")?;

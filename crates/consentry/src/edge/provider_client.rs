@@ -32,6 +32,18 @@ thread_local! {
     static JWKS: RefCell<HashMap<String, (u64, JwkSet)>> = RefCell::new(HashMap::new());
 }
 
+/// What an id_token must say beyond the issuer and the client, which are always checked.
+pub(crate) struct ExpectedIdToken<'a> {
+    /// The `nonce` the authentication request sent.
+    pub nonce: Option<&'a Nonce>,
+    /// The `sub` it must name: the profile the flow asked for, or, on a refresh, the one the
+    /// grant's first id_token named (OpenID Connect Core §12.2).
+    pub subject: Option<&'a str>,
+    /// Whether it answers a login just made, so that the configured `max_age` applies to its
+    /// `auth_time` (not on a refresh).
+    pub fresh_login: bool,
+}
+
 /// One provider, for the length of one request.
 pub(crate) struct ProviderClient<'a> {
     pub config: &'a ProviderConfig,
@@ -167,14 +179,12 @@ impl<'a> ProviderClient<'a> {
 
     /// Verifies an id_token: the signature, with WebCrypto against the provider's JWKS (one
     /// refetch when no key fits, as after a rotation) or, for HS256, with the client secret
-    /// (OpenID Connect Core §10.1); then its claims with the core, `max_age` included when
-    /// the provider's configuration asks for it, and `sub` when the flow asked for one.
+    /// (OpenID Connect Core §10.1); then its claims with the core, as `expected` says.
     pub(crate) async fn verify_id_token(
         &self,
         env: &Env,
         id_token: &IdToken,
-        nonce: Option<&Nonce>,
-        subject: Option<&str>,
+        expected: &ExpectedIdToken<'_>,
         now: u64,
     ) -> Result<IdTokenClaims> {
         let jwt = UnverifiedJwt::parse(id_token.secret(), self.config.id_token_signing_algs())?;
@@ -185,18 +195,18 @@ impl<'a> ProviderClient<'a> {
             }
             _ => self.verify_with_jwks(jwt, now).await?,
         };
-        let mut expected =
+        let mut validation =
             IdTokenValidation::new(&self.metadata.issuer, self.config.client_id(), now);
-        if let Some(nonce) = nonce {
-            expected = expected.with_nonce(nonce);
+        if let Some(nonce) = expected.nonce {
+            validation = validation.with_nonce(nonce);
         }
-        if let Some(max_age) = self.config.max_age() {
-            expected = expected.with_max_age(max_age);
+        if let Some(max_age) = self.config.max_age().filter(|_| expected.fresh_login) {
+            validation = validation.with_max_age(max_age);
         }
-        if let Some(subject) = subject {
-            expected = expected.with_subject(subject);
+        if let Some(subject) = expected.subject {
+            validation = validation.with_subject(subject);
         }
-        validate_id_token_claims(&verified, &expected)
+        validate_id_token_claims(&verified, &validation)
     }
 
     async fn verify_with_jwks(&self, jwt: UnverifiedJwt, now: u64) -> Result<VerifiedJwt> {

@@ -18,11 +18,45 @@ pub(crate) fn json(status: u16, body: &str, cors_origin: Option<&WebOrigin>) -> 
 
 /// An error on a JSON route, in the one error shape.
 pub(crate) fn json_error(error: &Error, cors_origin: Option<&WebOrigin>) -> Result<Response> {
+    json_error_with_status(error, error.code().http_status(), cors_origin)
+}
+
+/// An error on a JSON route with a status other than its code's own.
+pub(crate) fn json_error_with_status(
+    error: &Error,
+    status: u16,
+    cors_origin: Option<&WebOrigin>,
+) -> Result<Response> {
     let body = serde_json::json!({
         "code": error.code().as_str(),
         "description": error.description(),
     });
-    json(error.code().http_status(), &body.to_string(), cors_origin)
+    json(status, &body.to_string(), cors_origin)
+}
+
+/// The header that marks an `/api` answer as the data API's own (status and body passed
+/// through), as against one of the Worker's `{code, description}` errors.
+pub(crate) const UPSTREAM_HEADER: &str = "X-Consentry-Upstream";
+
+/// A data API's answer, passed through: its status, `Content-Type` and body, and nothing
+/// else of its headers (no `Set-Cookie`); never cached.
+pub(crate) fn upstream(
+    status: u16,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+    cors_origin: Option<&WebOrigin>,
+) -> Result<Response> {
+    let headers = api_headers(cors_origin)?;
+    if let Some(content_type) = content_type {
+        headers.set("Content-Type", content_type)?;
+    }
+    headers.set(UPSTREAM_HEADER, "1")?;
+    if cors_origin.is_some() {
+        headers.set("Access-Control-Expose-Headers", UPSTREAM_HEADER)?;
+    }
+    Ok(Response::from_bytes(body)?
+        .with_status(status)
+        .with_headers(headers))
 }
 
 /// An empty `204`, with `Set-Cookie` when given.
@@ -54,8 +88,14 @@ pub(crate) fn preflight(origin: &WebOrigin) -> Result<Response> {
     let headers = Headers::new();
     headers.set("Access-Control-Allow-Origin", origin.as_str())?;
     headers.set("Access-Control-Allow-Credentials", "true")?;
-    headers.set("Access-Control-Allow-Methods", "GET, POST, DELETE")?;
-    headers.set("Access-Control-Allow-Headers", "X-Consentry, Authorization")?;
+    headers.set(
+        "Access-Control-Allow-Methods",
+        "GET, POST, PUT, PATCH, DELETE",
+    )?;
+    headers.set(
+        "Access-Control-Allow-Headers",
+        "X-Consentry, Authorization, X-Consentry-Consent, Content-Type",
+    )?;
     headers.set("Access-Control-Max-Age", "600")?;
     headers.set("Vary", "Origin")?;
     Ok(Response::empty()?.with_status(204).with_headers(headers))

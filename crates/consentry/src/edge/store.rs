@@ -3,7 +3,8 @@
 //! which D1 runs as a single SQL transaction.
 
 use consentry_core::encoding::log_message;
-use consentry_core::{Error, ErrorCode, Outcome, Result};
+use consentry_core::{Error, ErrorCode, Outcome, Result, StoredConsent};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement};
@@ -78,6 +79,47 @@ pub(crate) struct ConsentRow {
     pub granted_at: u64,
     pub expires_at: Option<u64>,
     pub revoked_at: Option<u64>,
+    pub lapsed_at: Option<u64>,
+    pub provider_subject: Option<String>,
+    pub provider_consent_id: Option<String>,
+}
+
+impl ConsentRow {
+    /// The row as the core reads a stored consent.
+    pub(crate) fn stored(&self) -> StoredConsent<'_> {
+        StoredConsent {
+            id: &self.id,
+            provider: &self.provider,
+            user: &self.user_id,
+            scopes: &self.scopes,
+            granted_at: self.granted_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            lapsed_at: self.lapsed_at,
+            account: self
+                .provider_consent_id
+                .as_deref()
+                .or(self.provider_subject.as_deref()),
+        }
+    }
+}
+
+/// The columns of a consent row, for every query that reads one.
+const CONSENT_COLUMNS: &str = "c.id AS id, c.user_id AS user_id, c.provider AS provider, \
+     c.scopes AS scopes, c.granted_at AS granted_at, c.expires_at AS expires_at, \
+     c.revoked_at AS revoked_at, c.lapsed_at AS lapsed_at, \
+     c.provider_subject AS provider_subject, c.provider_consent_id AS provider_consent_id";
+
+/// A consent's sealed token set and its refresh lease.
+#[derive(Deserialize)]
+pub(crate) struct TokenRow {
+    pub sealed: String,
+    pub access_expires_at: Option<u64>,
+    pub generation: i64,
+    /// The lease's end, in milliseconds (0: free).
+    pub refresh_lock_until: u64,
+    /// When the last refresh failed, in milliseconds.
+    pub refresh_failed_at: Option<u64>,
 }
 
 /// An app user.
@@ -202,9 +244,8 @@ impl Store {
                 "SELECT binding_hash, provider FROM transactions WHERE state_key = ?1",
                 &[state_key.into()],
             )?
-            .first::<Seen>(None)
-            .await
-            .map_err(storage)?;
+            .first_read::<Seen>()
+            .await?;
         Ok(match seen {
             None => Consumed::Unknown,
             Some(seen) if Some(seen.binding_hash.as_str()) != binding_hash => Consumed::NotBound,
@@ -263,9 +304,8 @@ impl Store {
                 "SELECT id FROM consents WHERE id = ?1",
                 &[consent_id.into()],
             )?
-            .first::<Found>(None)
-            .await
-            .map_err(storage)?;
+            .first_read::<Found>()
+            .await?;
         Ok(found.is_some())
     }
 
@@ -360,9 +400,8 @@ impl Store {
             "SELECT binding_hash, outcome, expires_at, consumed_at FROM transactions WHERE state_key = ?1",
             &[state_key.into()],
         )?
-        .first::<RecordedFlow>(None)
+        .first_read::<RecordedFlow>()
         .await
-        .map_err(storage)
     }
 
     /// The app user's profile at a provider (Moneyhub's `userId`), if one is recorded.
@@ -380,18 +419,16 @@ impl Store {
                 "SELECT subject FROM provider_users WHERE user_id = ?1 AND provider = ?2",
                 &[user_id.into(), provider.into()],
             )?
-            .first::<Row>(None)
-            .await
-            .map_err(storage)?;
+            .first_read::<Row>()
+            .await?;
         Ok(row.map(|row| row.subject))
     }
 
     /// An app user by id.
     pub(crate) async fn user(&self, id: &str) -> Result<Option<UserRow>> {
         self.statement("SELECT id, name FROM users WHERE id = ?1", &[id.into()])?
-            .first::<UserRow>(None)
+            .first_read::<UserRow>()
             .await
-            .map_err(storage)
     }
 
     /// Records an asserted user the first time it is seen (outside the demo).
@@ -410,10 +447,8 @@ impl Store {
     /// Every app user, for the demo page.
     pub(crate) async fn users(&self) -> Result<Vec<UserRow>> {
         self.statement("SELECT id, name FROM users ORDER BY name", &[])?
-            .all()
+            .all_read::<UserRow>()
             .await
-            .and_then(|rows| rows.results::<UserRow>())
-            .map_err(storage)
     }
 
     /// The user of a live session.
@@ -423,9 +458,8 @@ impl Store {
              WHERE sessions.id_hash = ?1 AND sessions.expires_at > ?2",
             &[id_hash.into(), number(now)],
         )?
-        .first::<UserRow>(None)
+        .first_read::<UserRow>()
         .await
-        .map_err(storage)
     }
 
     /// Ends a session.
@@ -437,17 +471,21 @@ impl Store {
         Ok(())
     }
 
-    /// A user's consents, newest first.
-    pub(crate) async fn consents(&self, user_id: &str) -> Result<Vec<ConsentRow>> {
+    /// A user's consents, newest first; only those with `provider` when given.
+    pub(crate) async fn consents(
+        &self,
+        user_id: &str,
+        provider: Option<&str>,
+    ) -> Result<Vec<ConsentRow>> {
         self.statement(
-            "SELECT id, user_id, provider, scopes, granted_at, expires_at, revoked_at \
-             FROM consents WHERE user_id = ?1 ORDER BY granted_at DESC, id",
-            &[user_id.into()],
+            &format!(
+                "SELECT {CONSENT_COLUMNS} FROM consents c WHERE c.user_id = ?1 \
+                 AND (?2 IS NULL OR c.provider = ?2) ORDER BY c.granted_at DESC, c.id"
+            ),
+            &[user_id.into(), optional(provider)],
         )?
-        .all()
+        .all_read::<ConsentRow>()
         .await
-        .and_then(|rows| rows.results::<ConsentRow>())
-        .map_err(storage)
     }
 
     /// One of a user's consents and its sealed token set (if still held).
@@ -464,16 +502,131 @@ impl Store {
         }
         let row = self
             .statement(
-                "SELECT c.id AS id, c.user_id AS user_id, c.provider AS provider, c.scopes AS scopes, \
-                 c.granted_at AS granted_at, c.expires_at AS expires_at, \
-                 c.revoked_at AS revoked_at, t.sealed AS sealed FROM consents c \
-                 LEFT JOIN token_sets t ON t.consent_id = c.id WHERE c.id = ?1 AND c.user_id = ?2",
+                &format!(
+                    "SELECT {CONSENT_COLUMNS}, t.sealed AS sealed FROM consents c \
+                     LEFT JOIN token_sets t ON t.consent_id = c.id WHERE c.id = ?1 AND c.user_id = ?2"
+                ),
                 &[consent_id.into(), user_id.into()],
             )?
-            .first::<Row>(None)
+            .first_read::<Row>()
+            .await?;
+        Ok(row.map(|row| (row.consent, row.sealed)))
+    }
+
+    /// A consent's token set and lease, if its tokens are still held.
+    pub(crate) async fn token_set(&self, consent_id: &str) -> Result<Option<TokenRow>> {
+        self.statement(
+            "SELECT sealed, access_expires_at, generation, refresh_lock_until, refresh_failed_at \
+             FROM token_sets WHERE consent_id = ?1",
+            &[consent_id.into()],
+        )?
+        .first_read::<TokenRow>()
+        .await
+    }
+
+    /// Takes the refresh lease of a consent's token set until `until_ms`, if it is free at
+    /// `now_ms` and the set is still `generation`: one conditional UPDATE, so of any number
+    /// of callers in any number of isolates, one gets it.
+    pub(crate) async fn take_refresh_lease(
+        &self,
+        consent_id: &str,
+        generation: i64,
+        lease: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct Taken {
+            #[allow(dead_code)]
+            generation: i64,
+        }
+        let taken = self
+            .statement(
+                "UPDATE token_sets SET refresh_lease = ?1, refresh_lock_until = ?2 \
+                 WHERE consent_id = ?3 AND generation = ?4 AND refresh_lock_until <= ?5 \
+                 RETURNING generation",
+                &[
+                    lease.into(),
+                    number(until_ms),
+                    consent_id.into(),
+                    JsValue::from_f64(generation as f64),
+                    number(now_ms),
+                ],
+            )?
+            .first::<Taken>(None)
             .await
             .map_err(storage)?;
-        Ok(row.map(|row| (row.consent, row.sealed)))
+        Ok(taken.is_some())
+    }
+
+    /// Stores a refreshed token set over `generation`, moving it on by one and freeing the
+    /// lease. `false` when the set is no longer that generation (another refresh landed).
+    pub(crate) async fn store_refreshed(
+        &self,
+        consent_id: &str,
+        generation: i64,
+        sealed: &str,
+        access_expires_at: Option<u64>,
+        now: u64,
+    ) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct Stored {
+            #[allow(dead_code)]
+            generation: i64,
+        }
+        let stored = self
+            .statement(
+                "UPDATE token_sets SET sealed = ?1, access_expires_at = ?2, generation = generation + 1, \
+                 refresh_lease = NULL, refresh_lock_until = 0, refresh_failed_at = NULL, updated_at = ?3 \
+                 WHERE consent_id = ?4 AND generation = ?5 RETURNING generation",
+                &[
+                    sealed.into(),
+                    access_expires_at.map_or(JsValue::NULL, number),
+                    number(now),
+                    consent_id.into(),
+                    JsValue::from_f64(generation as f64),
+                ],
+            )?
+            .first::<Stored>(None)
+            .await
+            .map_err(storage)?;
+        Ok(stored.is_some())
+    }
+
+    /// Frees a refresh lease this caller holds, noting that its refresh failed at `now_ms`
+    /// (so that callers waiting on it stop waiting).
+    pub(crate) async fn release_failed_refresh(
+        &self,
+        consent_id: &str,
+        lease: &str,
+        now_ms: u64,
+    ) -> Result<()> {
+        self.statement(
+            "UPDATE token_sets SET refresh_lease = NULL, refresh_lock_until = 0, refresh_failed_at = ?1 \
+             WHERE consent_id = ?2 AND refresh_lease = ?3",
+            &[number(now_ms), consent_id.into(), lease.into()],
+        )?
+        .run()
+        .await
+        .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Marks a consent lapsed (the provider refused to refresh it) and forgets its tokens,
+    /// in one batch.
+    pub(crate) async fn lapse_consent(&self, consent_id: &str, now: u64) -> Result<()> {
+        let batch = vec![
+            self.statement(
+                "UPDATE consents SET lapsed_at = ?1 WHERE id = ?2 AND lapsed_at IS NULL",
+                &[number(now), consent_id.into()],
+            )?,
+            self.statement(
+                "DELETE FROM token_sets WHERE consent_id = ?1",
+                &[consent_id.into()],
+            )?,
+        ];
+        self.0.batch(batch).await.map_err(storage)?;
+        Ok(())
     }
 
     /// Marks a consent revoked and forgets its tokens, in one batch.
@@ -494,8 +647,53 @@ impl Store {
 }
 
 fn number(value: u64) -> JsValue {
-    // Unix seconds fit an f64 exactly for the next 285 million years.
+    // Unix seconds, and milliseconds, fit an f64 exactly (below 2^53) for the next 285
+    // thousand years.
     JsValue::from_f64(value as f64)
+}
+
+/// Reads retried as D1 retries them in production (up to two more attempts on a failure,
+/// with a short backoff): a read has no side effect, and a busy database (two local workerd
+/// processes on one SQLite file, say) refuses one now and then.
+trait ReadRetry {
+    async fn first_read<T: DeserializeOwned>(&self) -> Result<Option<T>>;
+    async fn all_read<T: DeserializeOwned>(&self) -> Result<Vec<T>>;
+}
+
+impl ReadRetry for D1PreparedStatement {
+    async fn first_read<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        let mut attempt = 0;
+        loop {
+            match self.first::<T>(None).await {
+                Ok(row) => return Ok(row),
+                Err(error) if attempt == 2 => return Err(storage(error)),
+                Err(_) => {}
+            }
+            attempt += 1;
+            read_backoff(attempt).await;
+        }
+    }
+
+    async fn all_read<T: DeserializeOwned>(&self) -> Result<Vec<T>> {
+        let mut attempt = 0;
+        loop {
+            match self.all().await.and_then(|rows| rows.results::<T>()) {
+                Ok(rows) => return Ok(rows),
+                Err(error) if attempt == 2 => return Err(storage(error)),
+                Err(_) => {}
+            }
+            attempt += 1;
+            read_backoff(attempt).await;
+        }
+    }
+}
+
+async fn read_backoff(attempt: u64) {
+    let jitter = u64::from(crate::random::random_bytes::<1>().map_or(0, |[byte]| byte)) % 20;
+    worker::Delay::from(std::time::Duration::from_millis(
+        20 * attempt * attempt + jitter,
+    ))
+    .await;
 }
 
 /// How many rows a statement changed.

@@ -1,0 +1,381 @@
+// Using a consent: /api/{provider}/{path} against real workerd (wrangler dev) with a local
+// D1 and the local bank's data API, which answers only to its own live access tokens. Token
+// refresh one at a time (also across two wrangler dev processes on one D1), upstream 401s,
+// refused refreshes, refused paths, and what an upstream may and may not pass back.
+//
+//   node --test tests/edge/api.test.mjs
+
+import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
+import { after, before, test } from 'node:test';
+
+import { grantConsent } from '../lib/flow.mjs';
+import { BANK_CLIENT_SECRET, CookieJar, sqlString, startStack } from '../lib/worker-harness.mjs';
+
+const TEST_TIMEOUT = 120_000;
+const EVIL_ORIGIN = 'https://evil.example';
+
+let stack;
+const consents = new Map(); // user -> { jar, id }
+
+before(async () => { stack = await startStack(); }, { timeout: 30 * 60_000 });
+after(async () => { await stack?.stop(); });
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+function describe(res) {
+  return `HTTP ${res.status}: ${res.body.slice(0, 300)}`;
+}
+
+function headers(user, extra = {}) {
+  return { 'X-Consentry': '1', Origin: stack.publicOrigin, Authorization: `Bearer ${user}`, ...extra };
+}
+
+/** `GET /api/local-bank{path}` as `user` (the Authorization: Bearer user reference). */
+function api(path, { user = 'usr_alice', consent, method = 'GET', extra = {}, base } = {}) {
+  const sent = headers(user, extra);
+  if (consent) sent['X-Consentry-Consent'] = consent;
+  return stack.workerFetch(`${base ?? ''}/api/local-bank${path}`, { method, headers: sent });
+}
+
+async function apiError(res, status, code) {
+  assert.equal(res.status, status, describe(res));
+  assert.equal(res.json().code, code, describe(res));
+}
+
+async function setTokenMode(mode) {
+  const res = await fetch(`${stack.issuer}/__test/token-mode`, { method: 'POST', body: mode });
+  assert.equal(await res.text(), mode);
+}
+
+async function setDataMode(mode) {
+  const res = await fetch(`${stack.issuer}/__test/data-mode`, { method: 'POST', body: mode });
+  assert.equal(await res.text(), mode);
+}
+
+/** A consent for `user` (made once, by a flow, then reused). */
+async function consentOf(user) {
+  if (!consents.has(user)) {
+    const { jar, outcome } = await grantConsent(stack, { user });
+    consents.set(user, { jar, id: outcome.consent.id });
+  }
+  return consents.get(user).id;
+}
+
+/** The consent's stored access token lapses: the next call must refresh first. */
+async function expireAccessToken(consentId) {
+  await stack.d1(`UPDATE token_sets SET access_expires_at = ${Math.floor(Date.now() / 1000) - 1} WHERE consent_id = ${sqlString(consentId)}`);
+}
+
+const dataRequests = () => stack.issued.dataRequests.length;
+const refreshes = () => stack.issued.refreshes.length;
+
+test('each user reads only their own accounts, balances and transactions', { timeout: TEST_TIMEOUT }, async () => {
+  const owners = { usr_alice: 'alice', usr_bob: 'bob', usr_carol: 'carol' };
+  for (const [user, owner] of Object.entries(owners)) {
+    const consent = await consentOf(user);
+    const res = await api('/accounts', { user });
+    assert.equal(res.status, 200, describe(res));
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(res.headers.get('x-consentry-upstream'), '1');
+    assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
+    const { accounts } = res.json();
+    assert.ok(accounts.length >= 1, `${user} has accounts`);
+    assert.ok(accounts.every((account) => account.id.startsWith(`acc-${owner}-`)), `${user} sees only ${owner}'s accounts: ${JSON.stringify(accounts)}`);
+    const [first] = accounts;
+    const balance = await api(`/accounts/${first.id}/balance`, { user, consent });
+    assert.equal(balance.status, 200, describe(balance));
+    assert.equal(typeof balance.json().current, 'number');
+    const transactions = await api(`/accounts/${first.id}/transactions?limit=5`, { user });
+    assert.equal(transactions.status, 200, describe(transactions));
+    assert.equal(transactions.json().transactions.length, 5);
+  }
+  assert.equal((await api('/accounts')).json().accounts.length, 2, 'alice has a current and a savings account');
+
+  // Another user's account, through one's own consent: the bank says no.
+  const bobAccount = (await api('/accounts', { user: 'usr_bob' })).json().accounts[0].id;
+  const foreign = await api(`/accounts/${bobAccount}/balance`);
+  assert.equal(foreign.status, 404, describe(foreign));
+
+  // Another user's consent, named: 404 and no upstream request.
+  const before = dataRequests();
+  await apiError(await api('/accounts', { consent: await consentOf('usr_bob') }), 404, 'consent_not_found');
+  await apiError(await api('/accounts', { consent: 'cns_nope' }), 404, 'consent_not_found');
+  assert.equal(dataRequests(), before, 'nothing reached the bank');
+
+  // The listing shows which bank account each consent reaches.
+  const listed = await stack.workerFetch('/auth/consents', { headers: headers('usr_alice') });
+  const mine = listed.json().consents.find((consent) => consent.id === consents.get('usr_alice').id);
+  assert.equal(mine.account, 'alice');
+});
+
+test('without a consent, with several, or with a revoked one, /api says which', { timeout: TEST_TIMEOUT }, async () => {
+  await consentOf('usr_carol');
+  // No consent at all with a provider (local-bank-pkjwt has a data API too).
+  const before = dataRequests();
+  await apiError(await stack.workerFetch('/api/local-bank-pkjwt/accounts', { headers: headers('usr_carol') }), 403, 'consent_required');
+  // Carol's second consent makes two active ones.
+  const { outcome } = await grantConsent(stack, { user: 'usr_carol' });
+  await apiError(await api('/accounts', { user: 'usr_carol' }), 409, 'consent_ambiguous');
+  assert.equal(dataRequests(), before, 'nothing reached the bank');
+  const named = await api('/accounts', { user: 'usr_carol', consent: outcome.consent.id });
+  assert.equal(named.status, 200, describe(named));
+  const revoked = await stack.workerFetch(`/auth/consents/${outcome.consent.id}`, { method: 'DELETE', headers: headers('usr_carol') });
+  assert.equal(revoked.status, 200, describe(revoked));
+  await apiError(await api('/accounts', { user: 'usr_carol', consent: outcome.consent.id }), 403, 'consent_expired');
+  assert.equal((await api('/accounts', { user: 'usr_carol' })).status, 200, 'the one active consent is used again');
+  // Neither a session nor a user reference: 401.
+  await apiError(await stack.workerFetch('/api/local-bank/accounts', { headers: { 'X-Consentry': '1' } }), 401, 'session_required');
+});
+
+test('an expired token: 50 concurrent calls, exactly one refresh; the rotated refresh token is the next one used', { timeout: TEST_TIMEOUT }, async () => {
+  const consent = await consentOf('usr_alice');
+  await expireAccessToken(consent);
+  const refreshesBefore = refreshes();
+  const answers = await Promise.all(Array.from({ length: 50 }, () => api('/accounts')));
+  const failed = answers.filter((res) => res.status !== 200);
+  assert.deepEqual(failed.map(describe), [], 'all 50 succeed');
+  const made = stack.issued.refreshes.slice(refreshesBefore);
+  assert.equal(made.length, 1, `exactly one refresh at the bank: ${JSON.stringify(made.map((r) => r.status))}`);
+  assert.equal(made[0].status, 200);
+  assert.ok(made[0].rotated && made[0].rotated !== made[0].presented, 'the bank rotated the refresh token');
+  const tokensUsed = new Set(stack.issued.dataRequests.slice(-50).map((request) => request.token));
+  assert.equal(tokensUsed.size, 1, 'all 50 used the one refreshed access token');
+
+  // The next refresh presents the rotated token (the bank revokes the grant on reuse).
+  await expireAccessToken(consent);
+  const again = await api('/accounts');
+  assert.equal(again.status, 200, describe(again));
+  const next = stack.issued.refreshes.slice(refreshesBefore + 1);
+  assert.equal(next.length, 1);
+  assert.equal(next[0].presented, made[0].rotated, 'the rotated refresh token was stored and used');
+  assert.equal(next[0].status, 200);
+  const [row] = await stack.d1(`SELECT generation FROM token_sets WHERE consent_id = ${sqlString(consent)}`);
+  assert.equal(row.generation, 2, 'two refreshes stored, one generation each');
+});
+
+test('the refresh lease holds across isolates: a second Worker process waits for the first one\'s refresh', { timeout: TEST_TIMEOUT }, async () => {
+  // Two wrangler dev processes on one persisted D1 share nothing but D1. (Local D1 is a
+  // SQLite file that two processes cannot write at the same moment, so the calls are laid
+  // out in time: one process refreshes while the other waits on the lease in D1.)
+  const consent = await consentOf('usr_bob');
+  const second = await stack.startSecondWorker();
+  await expireAccessToken(consent);
+  const refreshesBefore = refreshes();
+  const tokenPosts = () => stack.bankRequests.filter((req) => req.method === 'POST' && req.path === '/token').length;
+  const postsBefore = tokenPosts();
+  await setTokenMode('slow:1500');
+  let answers;
+  try {
+    const first = api('/accounts', { user: 'usr_bob' });
+    const deadline = Date.now() + 10_000;
+    while (tokenPosts() === postsBefore && Date.now() < deadline) await sleep(20);
+    assert.equal(tokenPosts(), postsBefore + 1, 'the first process is refreshing');
+    const waiting = Array.from({ length: 5 }, () => api('/accounts', { user: 'usr_bob', base: second }));
+    answers = await Promise.all([first, ...waiting]);
+  } finally {
+    await setTokenMode('normal');
+  }
+  assert.deepEqual(answers.filter((res) => res.status !== 200).map(describe), [], 'all six succeed');
+  assert.equal(stack.issued.refreshes.length - refreshesBefore, 1, 'the second process did not refresh again');
+  const tokensUsed = new Set(stack.issued.dataRequests.slice(-6).map((request) => request.token));
+  assert.equal(tokensUsed.size, 1, 'both processes used the one refreshed token');
+});
+
+test('an upstream 401 on a live-looking token: one refresh, one retry; a second 401 reaches the SPA', { timeout: TEST_TIMEOUT }, async () => {
+  await consentOf('usr_bob');
+  let refreshesBefore = refreshes();
+  let dataBefore = dataRequests();
+  await setDataMode('401-once');
+  const recovered = await api('/accounts', { user: 'usr_bob' });
+  assert.equal(recovered.status, 200, describe(recovered));
+  assert.equal(refreshes() - refreshesBefore, 1, 'one forced refresh');
+  assert.equal(dataRequests() - dataBefore, 2, 'the call and one retry');
+  const [first, retry] = stack.issued.dataRequests.slice(dataBefore);
+  assert.notEqual(first.token, retry.token, 'the retry carries the refreshed token');
+
+  refreshesBefore = refreshes();
+  dataBefore = dataRequests();
+  await setDataMode('401');
+  try {
+    const refused = await api('/accounts', { user: 'usr_bob' });
+    assert.equal(refused.status, 401, describe(refused));
+    assert.equal(refused.headers.get('x-consentry-upstream'), '1', 'the data API\'s own 401, passed through');
+  } finally {
+    await setDataMode('normal');
+  }
+  assert.equal(refreshes() - refreshesBefore, 1, 'one refresh');
+  assert.equal(dataRequests() - dataBefore, 2, 'no third request');
+});
+
+test('a refresh refused with invalid_grant: the consent lapses, /api says 401 consent_expired, nothing retried', { timeout: TEST_TIMEOUT }, async () => {
+  const { outcome } = await grantConsent(stack, { user: 'usr_carol' });
+  const consent = outcome.consent.id;
+  await api('/accounts', { user: 'usr_carol', consent }); // live: no refresh
+  // The bank forgets the grant's refresh token (as when its 90 days are over).
+  const lastRefresh = stack.issued.tokens.filter((token) => token.type === 'refresh_token').at(-1).value;
+  const revoked = await fetch(`${stack.issuer}/token/revocation`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded', Authorization: `Basic ${Buffer.from(`consentry-demo:${BANK_CLIENT_SECRET}`).toString('base64')}` },
+    body: new URLSearchParams({ token: lastRefresh, token_type_hint: 'refresh_token' }).toString(),
+  });
+  assert.equal(revoked.status, 200);
+  await expireAccessToken(consent);
+  const refreshesBefore = refreshes();
+  const dataBefore = dataRequests();
+  await apiError(await api('/accounts', { user: 'usr_carol', consent }), 401, 'consent_expired');
+  assert.equal(refreshes() - refreshesBefore, 1, 'one refresh attempt');
+  assert.equal(stack.issued.refreshes.at(-1).status, 400);
+  assert.equal(dataRequests(), dataBefore, 'no data request');
+  await apiError(await api('/accounts', { user: 'usr_carol', consent }), 403, 'consent_expired');
+  assert.equal(refreshes() - refreshesBefore, 1, 'nothing retried');
+  const listed = (await stack.workerFetch('/auth/consents', { headers: headers('usr_carol') })).json().consents.find((c) => c.id === consent);
+  assert.equal(listed.status, 'expired');
+  const [row] = await stack.d1(`SELECT COUNT(*) AS n FROM token_sets WHERE consent_id = ${sqlString(consent)}`);
+  assert.equal(row.n, 0, 'its tokens are forgotten');
+});
+
+test('a crash between the bank\'s refresh answer and the store ends in one clean invalid_grant, never a loop', { timeout: TEST_TIMEOUT }, async () => {
+  const { outcome } = await grantConsent(stack, { user: 'usr_alice' });
+  const consent = outcome.consent.id;
+  await expireAccessToken(consent);
+  const refreshesBefore = refreshes();
+  // The bank answers the refresh (rotating its refresh token) but the new set cannot be
+  // stored: as if the Worker died right after the answer.
+  await stack.d1("CREATE TRIGGER refuse_refresh BEFORE UPDATE OF sealed ON token_sets BEGIN SELECT RAISE(ABORT, 'injected crash before the store'); END");
+  try {
+    await apiError(await api('/accounts', { consent }), 500, 'storage_failed');
+  } finally {
+    await stack.d1('DROP TRIGGER refuse_refresh');
+  }
+  assert.equal(refreshes() - refreshesBefore, 1);
+  assert.equal(stack.issued.refreshes.at(-1).status, 200, 'the bank did rotate');
+  // The stored refresh token is the rotated-away one: the bank refuses it (and revokes the
+  // grant, as reuse detection does); the consent lapses, once.
+  await apiError(await api('/accounts', { consent }), 401, 'consent_expired');
+  assert.equal(refreshes() - refreshesBefore, 2);
+  assert.equal(stack.issued.refreshes.at(-1).status, 400);
+  for (let i = 0; i < 3; i += 1) await apiError(await api('/accounts', { consent }), 403, 'consent_expired');
+  assert.equal(refreshes() - refreshesBefore, 2, 'no refresh is tried again');
+});
+
+/** A raw request, path sent byte for byte (fetch would normalize `..` away first). */
+function rawRequest(path, { method = 'GET', headers: extra = {} } = {}) {
+  const url = new URL(stack.workerUrl);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: url.hostname, port: url.port, method, path, headers: extra }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => { body += chunk; });
+      res.on('end', () => resolve({ status: res.statusCode, body, json: () => JSON.parse(body) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('paths, methods and callers that must not reach the bank do not', { timeout: TEST_TIMEOUT }, async () => {
+  await consentOf('usr_alice');
+  const before = dataRequests();
+  const alice = headers('usr_alice');
+  for (const path of [
+    '/api/local-bank/accounts/../admin',
+    '/api/local-bank/accounts/%2e%2e/admin',
+    '/api/local-bank/accounts/%2E%2E/%2e%2e/admin',
+    '/api/local-bank/accounts%2fadmin',
+    '/api/local-bank/accounts/a%2Fb/balance',
+    '/api/local-bank/accounts/a%5cb/balance',
+    '/api/local-bank/accounts/@evil/balance',
+    '/api/local-bank/@evil/accounts',
+    '/api/local-bank//evil/accounts',
+    '/api/local-bank/accounts//evil',
+    '/api/local-bank/accounts/https://evil/x',
+    '/api/local-bank/https://evil',
+    '/api/local-bank/accountsx',
+    '/api/local-bank/admin',
+    '/api/local-bank/',
+  ]) {
+    const res = await rawRequest(path, { headers: alice });
+    assert.equal(res.status, 400, `${path}: HTTP ${res.status} ${res.body}`);
+    assert.equal(res.json().code, 'invalid_api_path', path);
+  }
+  await apiError(await api('/accounts', { method: 'POST', extra: { 'Content-Type': 'application/json' } }), 400, 'invalid_api_path');
+  await apiError(await api('/accounts', { method: 'DELETE' }), 400, 'invalid_api_path');
+  await apiError(await stack.workerFetch('/api/local-bank/accounts', { headers: { Origin: stack.publicOrigin, Authorization: 'Bearer usr_alice' } }), 403, 'csrf_header_missing');
+  await apiError(await stack.workerFetch('/api/local-bank/accounts', { headers: headers('usr_alice', { Origin: EVIL_ORIGIN }) }), 403, 'origin_not_allowed');
+  await apiError(await stack.workerFetch('/api/no-such-bank/accounts', { headers: alice }), 404, 'unknown_provider');
+  await apiError(await stack.workerFetch('/api/local-moneyhub/accounts', { headers: alice }), 404, 'not_found');
+  assert.equal(dataRequests(), before, 'not one request reached the bank\'s data API');
+
+  // A foreign origin gets no CORS grant; the app's own does.
+  const preflight = await stack.workerFetch('/api/local-bank/accounts', { method: 'OPTIONS', headers: { Origin: stack.publicOrigin, 'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'x-consentry, x-consentry-consent' } });
+  assert.equal(preflight.headers.get('access-control-allow-origin'), stack.publicOrigin);
+  assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /X-Consentry-Consent/i);
+  const evil = await stack.workerFetch('/api/local-bank/accounts', { method: 'OPTIONS', headers: { Origin: EVIL_ORIGIN, 'Access-Control-Request-Method': 'GET' } });
+  assert.equal(evil.headers.get('access-control-allow-origin'), null);
+});
+
+test('what the data API sends back: no redirect followed, no Set-Cookie passed, a hang cut at the timeout, a flood cut at the cap', { timeout: TEST_TIMEOUT }, async () => {
+  await consentOf('usr_alice');
+  const cases = [
+    ['redirect', 502, 'upstream_redirect'],
+    ['hang', 504, 'upstream_timeout'],
+    ['huge', 502, 'upstream_too_large'],
+  ];
+  for (const [mode, status, code] of cases) {
+    await setDataMode(mode);
+    let res;
+    try {
+      res = await api('/accounts');
+    } finally {
+      await setDataMode('normal');
+    }
+    await apiError(res, status, code);
+    if (mode === 'hang') assert.ok(res.elapsedMs < 6_000, `given up on within the 2 s timeout (${Math.round(res.elapsedMs)} ms)`);
+  }
+  await setDataMode('set-cookie');
+  let res;
+  try {
+    res = await api('/accounts');
+  } finally {
+    await setDataMode('normal');
+  }
+  assert.equal(res.status, 200, describe(res));
+  assert.deepEqual(res.setCookies, [], 'no upstream Set-Cookie');
+  const sent = stack.issued.dataRequests.at(-1);
+  assert.equal(sent.mode, 'set-cookie');
+});
+
+test('the browser\'s own credentials never reach the bank; revoking a refreshed consent still works', { timeout: TEST_TIMEOUT }, async () => {
+  const { jar, outcome } = await grantConsent(stack, { user: 'usr_bob' });
+  const consent = outcome.consent.id;
+  await expireAccessToken(consent);
+  const dataBefore = dataRequests();
+  // With the session cookie (no Authorization): the cookie is the Worker's, not the bank's.
+  const res = await stack.workerFetch('/api/local-bank/accounts', { headers: { 'X-Consentry': '1', Origin: stack.publicOrigin, 'X-Consentry-Consent': consent }, jar });
+  assert.equal(res.status, 200, describe(res));
+  const sent = stack.issued.dataRequests.slice(dataBefore);
+  assert.equal(sent.length, 1);
+  const issuedAccess = new Set(stack.issued.tokens.filter((token) => token.type === 'access_token').map((token) => token.value));
+  assert.ok(issuedAccess.has(sent[0].token), 'the bank saw one of its own access tokens, not a cookie or a user reference');
+  const revoked = await stack.workerFetch(`/auth/consents/${consent}`, { method: 'DELETE', headers: { 'X-Consentry': '1', Origin: stack.publicOrigin }, jar });
+  assert.equal(revoked.status, 200, describe(revoked));
+  assert.equal(revoked.json().provider_revoked, true, 'the refreshed token set revokes at the bank');
+  assert.equal(stack.issued.revocations.at(-1).status, 200);
+  await apiError(await stack.workerFetch('/api/local-bank/accounts', { headers: { 'X-Consentry': '1', 'X-Consentry-Consent': consent }, jar: new CookieJar() }), 401, 'session_required');
+});
+
+test('leak scan: no token in any /api answer or in the logs', async () => {
+  await sleep(500);
+  const secrets = [
+    ...stack.issued.tokens.map((token) => [token.type, token.value]),
+    ...stack.issued.refreshes.filter((r) => r.rotated).map((r) => ['rotated refresh_token', r.rotated]),
+  ];
+  assert.ok(secrets.length > 0 && stack.responses.length > 0);
+  const places = [...stack.responses.map((res, i) => [`response #${i} (${new URL(res.url).pathname})`, res.raw]), ['logs', stack.logs()]];
+  const leaks = [];
+  for (const [kind, value] of secrets) {
+    for (const [where, text] of places) if (text.includes(value)) leaks.push(`${kind} ${value.slice(0, 8)}... in ${where}`);
+  }
+  assert.deepEqual(leaks, []);
+});
