@@ -20,7 +20,10 @@
 //                         `garbage` or `slow:<ms>` (answer normally, <ms> late) changes how the
 //                         token endpoint answers; POST /__test/data-mode with `normal`,
 //                         `401` (every data call), `401-once`, `redirect`, `set-cookie`, `hang`
-//                         or `huge` (an endless chunked body) changes how the data API does.
+//                         or `huge` (an endless chunked body) changes how the data API does;
+//                         POST /__test/rotation with `off` (or `on`) stops (or resumes)
+//                         rotating refresh tokens (not rotating, a refresh answers with no
+//                         refresh_token).
 //                         It also records what the bank hands out, on `issued` (see
 //                         `startBank`), so tests can check that none of it reaches a browser.
 //
@@ -103,7 +106,7 @@ export async function startBank({
     jwks: { keys: [signingKey] },
     pkce: { required: () => true },
     scopes: ['openid', 'profile', 'accounts', 'balance', 'transactions', 'offline_access'],
-    rotateRefreshToken: () => true,
+    rotateRefreshToken: () => rotateRefreshTokens,
     claims: { openid: ['sub'], profile: ['name'], email: ['email'] },
     features: {
       devInteractions: { enabled: false },
@@ -127,6 +130,7 @@ export async function startBank({
   let tokenMode = 'normal';
   let slowMs = 0;
   let dataMode = 'normal';
+  let rotateRefreshTokens = true;
   const ledger = buildLedger();
   // With test controls on, what the bank hands out (never read by the demo):
   //   codes:       { code, client_id, state } for every authorization code sent to a client
@@ -136,7 +140,7 @@ export async function startBank({
   //   revocations: { token, status } for every revocation request
   //   refreshes:   { presented, status, rotated } for every refresh token grant (the refresh
   //                token presented, the status, the new refresh token when it rotated)
-  //   dataRequests: { method, path, token, status, mode } for every data API request
+  //   dataRequests: { method, path, token, status, mode, headers (names) } for every data API request
   const issued = testControls ? { codes: [], tokens: [], exchanges: [], revocations: [], refreshes: [], dataRequests: [] } : null;
   provider.use(async (ctx, next) => {
     if (coop) ctx.set('Cross-Origin-Opener-Policy', coop);
@@ -166,6 +170,11 @@ export async function startBank({
       return;
     }
     await next();
+    // Not rotating, the bank answers a refresh without a refresh token at all, as providers
+    // that keep the first one do (the client must keep it).
+    if (!rotateRefreshTokens && ctx.path === '/token' && ctx.oidc?.params?.grant_type === 'refresh_token' && ctx.body && typeof ctx.body === 'object') {
+      delete ctx.body.refresh_token;
+    }
     if (!iss) withoutIss(ctx);
     if (issued) record(ctx);
   });
@@ -279,7 +288,7 @@ export async function startBank({
     } else if (mode === 'set-cookie') {
       answer = { ...answer, headers: { ...answer.headers, 'Set-Cookie': 'bank-tracker=1; Path=/' } };
     }
-    issued?.dataRequests.push({ method: req.method, path: url.pathname, token: value, status: mode === 'hang' ? 0 : answer.status, mode });
+    issued?.dataRequests.push({ method: req.method, path: url.pathname, token: value, status: mode === 'hang' ? 0 : answer.status, mode, headers: Object.keys(req.headers) });
     if (mode === 'hang') {
       await new Promise((resolve) => {
         setTimeout(resolve, 120_000).unref();
@@ -315,6 +324,11 @@ export async function startBank({
         tokenMode = ['normal', '500', 'hang', 'garbage', 'slow'].includes(mode) ? mode : 'normal';
         slowMs = tokenMode === 'slow' ? Number(ms) || 1000 : 0;
         res.end(tokenMode === 'slow' ? `slow:${slowMs}` : tokenMode);
+        return;
+      }
+      if (testControls && url.pathname === '/__test/rotation' && req.method === 'POST') {
+        rotateRefreshTokens = (await readForm(req)).keys().next().value !== 'off';
+        res.end(rotateRefreshTokens ? 'on' : 'off');
         return;
       }
       if (testControls && url.pathname === '/__test/data-mode' && req.method === 'POST') {

@@ -221,7 +221,8 @@ export class ConsentClient {
   logout(): Promise<void>;
   /**
    * Calls `path` of the provider's data API through the Worker, which attaches the token.
-   * Resolves to the parsed JSON (type it with `T`); rejects with a ConsentError: the
+   * Resolves to the parsed JSON (type it with `T`; a non-JSON answer resolves to its text, a
+   * 204 to undefined); rejects with a ConsentError: the
    * Worker's code (`consent_required`, `consent_ambiguous`, `consent_expired`,
    * `invalid_api_path`, `upstream_timeout`, ...) or `upstream_error` with the provider's
    * `status` and `body`.

@@ -48,6 +48,11 @@ async function setTokenMode(mode) {
   assert.equal(await res.text(), mode);
 }
 
+async function setRotation(mode) {
+  const res = await fetch(`${stack.issuer}/__test/rotation`, { method: 'POST', body: mode });
+  assert.equal(await res.text(), mode);
+}
+
 async function setDataMode(mode) {
   const res = await fetch(`${stack.issuer}/__test/data-mode`, { method: 'POST', body: mode });
   assert.equal(await res.text(), mode);
@@ -259,7 +264,68 @@ test('a crash between the bank\'s refresh answer and the store ends in one clean
   assert.equal(refreshes() - refreshesBefore, 2, 'no refresh is tried again');
 });
 
-/** A raw request, path sent byte for byte (fetch would normalize `..` away first). */
+test('a refreshed id_token for another end-user is refused and ends the consent (OIDC Core §12.2)', { timeout: TEST_TIMEOUT }, async () => {
+  const { outcome } = await grantConsent(stack, { user: 'usr_bob' });
+  const consent = outcome.consent.id;
+  // As if the grant had been made for someone else: the bank's refreshed id_token names bob.
+  await stack.d1(`UPDATE consents SET provider_subject = 'mallory' WHERE id = ${sqlString(consent)}`);
+  await expireAccessToken(consent);
+  const refreshesBefore = refreshes();
+  const dataBefore = dataRequests();
+  await apiError(await api('/accounts', { user: 'usr_bob', consent }), 401, 'consent_expired');
+  assert.equal(refreshes() - refreshesBefore, 1);
+  assert.equal(stack.issued.refreshes.at(-1).status, 200, 'the bank did answer');
+  assert.equal(dataRequests(), dataBefore, 'the new tokens were never used');
+  const [row] = await stack.d1(`SELECT COUNT(*) AS n FROM token_sets WHERE consent_id = ${sqlString(consent)}`);
+  assert.equal(row.n, 0, 'and are forgotten');
+});
+
+test('a refresh answer without a refresh token keeps the old one (RFC 6749 §6)', { timeout: TEST_TIMEOUT }, async () => {
+  const { outcome } = await grantConsent(stack, { user: 'usr_alice' });
+  const consent = outcome.consent.id;
+  const refreshesBefore = refreshes();
+  await setRotation('off');
+  try {
+    await expireAccessToken(consent);
+    assert.equal((await api('/accounts', { consent })).status, 200);
+    await expireAccessToken(consent);
+    assert.equal((await api('/accounts', { consent })).status, 200);
+  } finally {
+    await setRotation('on');
+  }
+  const [first, second] = stack.issued.refreshes.slice(refreshesBefore);
+  assert.equal(first.rotated, undefined, 'the bank sent no new refresh token');
+  assert.equal(second.presented, first.presented, 'the old one was kept and used again');
+  assert.equal(second.status, 200);
+});
+
+test('an upstream 401 on a grant without a refresh token passes through and ends nothing', { timeout: TEST_TIMEOUT }, async () => {
+  const { outcome } = await grantConsent(stack, { user: 'usr_carol', provider: 'local-bank-no-refresh' });
+  const consent = outcome.consent.id;
+  const path = '/api/local-bank-no-refresh/accounts';
+  const call = () => stack.workerFetch(path, { headers: headers('usr_carol', { 'X-Consentry-Consent': consent }) });
+  assert.equal((await call()).status, 200);
+  const refreshesBefore = refreshes();
+  const dataBefore = dataRequests();
+  await setDataMode('401-once');
+  let refused;
+  try {
+    refused = await call();
+  } finally {
+    await setDataMode('normal');
+  }
+  assert.equal(refused.status, 401, describe(refused));
+  assert.equal(refused.headers.get('x-consentry-upstream'), '1', 'the data API\'s own 401');
+  assert.equal(dataRequests() - dataBefore, 1, 'nothing to retry with');
+  assert.equal(refreshes(), refreshesBefore);
+  assert.equal((await call()).status, 200, 'the consent is still good');
+});
+
+/**
+ * A raw request, path sent byte for byte (fetch would normalize `..` away first). The
+ * runtime's URL parser still resolves `..` and `%2e%2e` before the Worker sees the path, so
+ * those cases land outside `api_paths` here; the core's own dot checks are its unit tests'.
+ */
 function rawRequest(path, { method = 'GET', headers: extra = {} } = {}) {
   const url = new URL(stack.workerUrl);
   return new Promise((resolve, reject) => {
@@ -316,7 +382,7 @@ test('paths, methods and callers that must not reach the bank do not', { timeout
 });
 
 test('what the data API sends back: no redirect followed, no Set-Cookie passed, a hang cut at the timeout, a flood cut at the cap', { timeout: TEST_TIMEOUT }, async () => {
-  await consentOf('usr_alice');
+  const consent = await consentOf('usr_alice');
   const cases = [
     ['redirect', 502, 'upstream_redirect'],
     ['hang', 504, 'upstream_timeout'],
@@ -326,7 +392,7 @@ test('what the data API sends back: no redirect followed, no Set-Cookie passed, 
     await setDataMode(mode);
     let res;
     try {
-      res = await api('/accounts');
+      res = await api('/accounts', { consent });
     } finally {
       await setDataMode('normal');
     }
@@ -336,7 +402,7 @@ test('what the data API sends back: no redirect followed, no Set-Cookie passed, 
   await setDataMode('set-cookie');
   let res;
   try {
-    res = await api('/accounts');
+    res = await api('/accounts', { consent });
   } finally {
     await setDataMode('normal');
   }
@@ -358,6 +424,9 @@ test('the browser\'s own credentials never reach the bank; revoking a refreshed 
   assert.equal(sent.length, 1);
   const issuedAccess = new Set(stack.issued.tokens.filter((token) => token.type === 'access_token').map((token) => token.value));
   assert.ok(issuedAccess.has(sent[0].token), 'the bank saw one of its own access tokens, not a cookie or a user reference');
+  for (const name of ['cookie', 'origin', 'referer', 'x-consentry', 'x-consentry-consent']) {
+    assert.ok(!sent[0].headers.includes(name), `the browser's ${name} header is not forwarded: ${sent[0].headers}`);
+  }
   const revoked = await stack.workerFetch(`/auth/consents/${consent}`, { method: 'DELETE', headers: { 'X-Consentry': '1', Origin: stack.publicOrigin }, jar });
   assert.equal(revoked.status, 200, describe(revoked));
   assert.equal(revoked.json().provider_revoked, true, 'the refreshed token set revokes at the bank');

@@ -152,7 +152,8 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
  * stop, workerFetch, responses, secrets, tmpDir, persistDir, configPath, d1, restartBank }`
  * (`persistDir` holds the local D1's SQLite files, `configPath` the generated wrangler config).
  *
- * The Worker's providers: `local-bank` (client_secret_basic), `local-bank-pkjwt` and
+ * The Worker's providers: `local-bank` (client_secret_basic; its data API under /data/v1),
+ * `local-bank-no-refresh` (the same without offline_access: no refresh token), `local-bank-pkjwt` and
  * `local-bank-pkjwt-wrongkey` (private_key_jwt, ES256), `local-moneyhub` (the moneyhub
  * profile on the local bank, without PAR so its request shows on the front channel) and
  * `local-moneyhub-par` (with PAR, so that a start that goes ahead shows at the bank), all at
@@ -238,6 +239,7 @@ export async function startStack({
       { id: 'local-bank', name: 'Local Bank', profile: 'generic', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['openid', 'profile', 'accounts', 'balance', 'transactions', 'offline_access'], authorization_params: authorizationParams, api_base_url: `${issuer}/data/v1`, api_paths: ['/accounts'] },
       { id: 'local-bank-pkjwt', name: 'Local Bank (private_key_jwt)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams, api_base_url: `${issuer}/data/v1`, api_paths: ['/accounts'] },
       { id: 'local-bank-pkjwt-wrongkey', name: 'Local Bank (private_key_jwt, wrong key)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams },
+      { id: 'local-bank-no-refresh', name: 'Local Bank (no refresh token)', profile: 'generic', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['openid', 'accounts'], authorization_params: authorizationParams, api_base_url: `${issuer}/data/v1`, api_paths: ['/accounts'] },
       { id: 'local-moneyhub', name: 'Local Moneyhub', profile: 'moneyhub', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', par: false, request_object: false, scopes: ['openid', 'accounts'] },
       { id: 'local-moneyhub-par', name: 'Local Moneyhub (PAR)', profile: 'moneyhub', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', par: true, request_object: false, scopes: ['openid', 'accounts'] },
       { id: 'plain-bank', name: 'Plain Bank', profile: 'generic', issuer: plainIssuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['accounts', 'balance'] },
@@ -301,6 +303,7 @@ export async function startStack({
       LOCAL_BANK_PKJWT_PRIVATE_JWK: JSON.stringify(pkjwtPrivateJwk),
       LOCAL_BANK_PKJWT_WRONGKEY_PRIVATE_JWK: JSON.stringify(pkjwtWrongKeyPrivateJwk),
       LOCAL_MONEYHUB_CLIENT_SECRET: BANK_CLIENT_SECRET,
+      LOCAL_BANK_NO_REFRESH_CLIENT_SECRET: BANK_CLIENT_SECRET,
       LOCAL_MONEYHUB_PAR_CLIENT_SECRET: BANK_CLIENT_SECRET,
       PLAIN_BANK_CLIENT_SECRET: BANK_CLIENT_SECRET,
       ATTACKER_AS_CLIENT_SECRET: ATTACKER_CLIENT_SECRET,

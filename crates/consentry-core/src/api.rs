@@ -172,23 +172,30 @@ impl ApiCall {
         url
     }
 
-    /// The request to the data API: the consent's token as `Authorization` (`{token_type}
-    /// {token}`), `Accept`, and for writes the body with its `Content-Type`. Nothing else of
-    /// the browser's request.
+    /// The request to the data API: the consent's token as `Authorization: Bearer`,
+    /// `Accept`, and for writes the body with its `Content-Type`. Nothing else of the
+    /// browser's request. A token of another type (a DPoP-bound one needs a proof per call)
+    /// is `invalid_configuration` here, never sent as if it were a bearer token.
     pub fn build_request(
         &self,
         base: &EndpointUrl,
         tokens: &TokenSet,
         accept: Option<&str>,
         body: Option<(&str, String)>,
-    ) -> HttpRequest {
+    ) -> Result<HttpRequest> {
+        if !tokens.token_type().eq_ignore_ascii_case("Bearer") {
+            return Err(Error::new(
+                ErrorCode::InvalidConfiguration,
+                "this consent's access token is not a bearer token; /api sends bearer tokens only",
+            ));
+        }
         let accept = accept
             .filter(|accept| accept.len() <= 256 && is_header_text(accept))
             .unwrap_or("application/json");
         let mut request = HttpRequest::new(self.method, self.upstream_url(base))
             .with_header(
                 "Authorization",
-                format!("{} {}", tokens.token_type(), tokens.access_token().secret()),
+                format!("Bearer {}", tokens.access_token().secret()),
             )
             .with_header("Accept", accept);
         if let Some((content_type, body)) = body {
@@ -196,7 +203,7 @@ impl ApiCall {
                 .with_header("Content-Type", content_type)
                 .with_body(body);
         }
-        request
+        Ok(request)
     }
 }
 
@@ -427,8 +434,9 @@ mod tests {
         );
         let call = ApiCall::parse(&provider(), "GET", "/accounts", None).expect("allowed");
         let base = provider().api_base_url().expect("configured").clone();
-        let request =
-            call.build_request(&base, &tokens, Some("application/json\r\nX-Evil: 1"), None);
+        let request = call
+            .build_request(&base, &tokens, Some("application/json\r\nX-Evil: 1"), None)
+            .expect("a bearer token");
         assert_eq!(request.method(), "GET");
         assert_eq!(request.header("Authorization"), Some("Bearer at-123"));
         assert_eq!(
@@ -439,6 +447,18 @@ mod tests {
         let names: Vec<&str> = request.headers().iter().map(|(name, _)| *name).collect();
         assert_eq!(names, ["Authorization", "Accept"]);
         assert!(!format!("{request:?}").contains("at-123"));
+        let bound = TokenSet::new(
+            AccessToken::new("at-9"),
+            "DPoP",
+            None,
+            Scopes::parse("accounts").expect("valid"),
+        );
+        let refused = call.build_request(&base, &bound, None, None).map(|_| ());
+        assert_eq!(
+            refused.map_err(|error| error.code().clone()),
+            Err(ErrorCode::InvalidConfiguration),
+            "a DPoP-bound token is never sent as a bearer token"
+        );
     }
 
     #[test]

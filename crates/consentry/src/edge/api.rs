@@ -20,7 +20,7 @@ use super::config::Config;
 use super::outbound::{self, ProviderResponse, Unanswered};
 use super::store::ConsentRow;
 use super::tokens::{LiveToken, NoToken, TokenSource};
-use super::{now, open_store, respond};
+use super::{now, open_store, read_body, respond, FORM};
 
 /// The route's prefix.
 pub(crate) const API_PREFIX: &str = "/api/";
@@ -40,15 +40,26 @@ impl From<Error> for Refused {
     }
 }
 
-impl From<NoToken> for Refused {
-    fn from(why: NoToken) -> Self {
+/// Why a call cannot have a live token, as the route answers it.
+fn refused_for(
+    why: NoToken,
+    first_answer: Option<ProviderResponse>,
+) -> Result<ProviderResponse, Refused> {
+    match why {
         // A consent whose refresh the provider refused answers 401, as an expired session
         // would: the SPA must send its user through the flow again.
-        let status = matches!(why, NoToken::Expired(_)).then_some(401);
-        Refused {
-            error: why.into_error(),
-            status,
-        }
+        NoToken::Expired(error) => Err(Refused {
+            error,
+            status: Some(401),
+        }),
+        NoToken::Failed(error) => Err(error.into()),
+        // Nothing to refresh with after an upstream 401: that 401 is the answer.
+        NoToken::CannotRefresh => first_answer.ok_or_else(|| {
+            Refused::from(Error::new(
+                ErrorCode::ConsentExpired,
+                "the consent's token cannot be renewed",
+            ))
+        }),
     }
 }
 
@@ -100,7 +111,7 @@ async fn call(
         raw_path,
         url.query(),
     )?;
-    let body = read_body(request, &api_call).await?;
+    let body = read_call_body(request, &api_call).await?;
 
     let store = open_store(env)?;
     let now = now();
@@ -113,12 +124,19 @@ async fn call(
         store: &store,
     };
     let accept = request.headers().get("Accept").ok().flatten();
-    let send = |live: &LiveToken| {
+    let send = |live: LiveToken| {
         let upstream = api_call.build_request(base, &live.tokens, accept.as_deref(), body.clone());
-        send_upstream(upstream, config.http_timeout_ms)
+        async move {
+            let answer = send_upstream(upstream?, config.http_timeout_ms).await?;
+            withhold_echoed_token(answer, &live)
+        }
     };
-    let live = tokens.live_token(&consent, None).await?;
-    let answer = send(&live).await?;
+    let live = match tokens.live_token(&consent, None).await {
+        Ok(live) => live,
+        Err(why) => return refused_for(why, None),
+    };
+    let generation = live.generation;
+    let answer = send(live).await?;
     if answer.status != 401 {
         return Ok(answer);
     }
@@ -128,8 +146,28 @@ async fn call(
         "consentry: api provider={} upstream=401 refreshing",
         provider.id()
     );
-    let live = tokens.live_token(&consent, Some(live.generation)).await?;
-    Ok(send(&live).await?)
+    match tokens.live_token(&consent, Some(generation)).await {
+        Ok(live) => Ok(send(live).await?),
+        Err(why) => refused_for(why, Some(answer)),
+    }
+}
+
+/// An answer that holds the very access token it was called with (some APIs echo the bearer
+/// value in an error) does not reach the browser.
+fn withhold_echoed_token(answer: ProviderResponse, live: &LiveToken) -> Result<ProviderResponse> {
+    let token = live.tokens.access_token().secret().as_bytes();
+    let echoed = !token.is_empty()
+        && answer
+            .body
+            .windows(token.len())
+            .any(|window| window == token);
+    if echoed {
+        return Err(Error::new(
+            ErrorCode::UpstreamError,
+            "the data API's answer held the access token, so it is withheld",
+        ));
+    }
+    Ok(answer)
 }
 
 /// The consent the call uses, among the user's consents with this provider.
@@ -155,47 +193,16 @@ async fn choose(
 
 /// The body of a write, with its `Content-Type`: JSON or a form, at most 64 KiB, declared
 /// up front. A `GET` or `DELETE` sends none.
-async fn read_body(
+async fn read_call_body(
     request: &mut Request,
     call: &ApiCall,
 ) -> Result<Option<(&'static str, String)>> {
     if matches!(call.method(), "GET" | "DELETE") {
         return Ok(None);
     }
-    let refused = |why: &str| Error::new(ErrorCode::InvalidParameter, why.to_owned());
-    let content_type = request.headers().get("Content-Type").ok().flatten();
-    let media_type = content_type
-        .as_deref()
-        .and_then(|value| value.split(';').next())
-        .map(|media| media.trim().to_ascii_lowercase());
-    let content_type = match media_type.as_deref() {
-        Some("application/json") => "application/json",
-        Some("application/x-www-form-urlencoded") => "application/x-www-form-urlencoded",
-        _ => {
-            return Err(refused(
-                "a data API body must be application/json or a form",
-            ))
-        }
-    };
-    let declared_len = request
-        .headers()
-        .get("Content-Length")
-        .ok()
-        .flatten()
-        .and_then(|len| len.trim().parse::<usize>().ok());
-    if declared_len.is_none_or(|len| len > MAX_API_BODY_BYTES) {
-        return Err(refused(
-            "a data API body must declare a Content-Length of at most 64 KiB",
-        ));
-    }
-    let body = request
-        .text()
+    read_body(request, &["application/json", FORM], MAX_API_BODY_BYTES)
         .await
-        .map_err(|_| refused("the body could not be read as UTF-8"))?;
-    if body.len() > MAX_API_BODY_BYTES {
-        return Err(refused("the body is larger than 64 KiB"));
-    }
-    Ok(Some((content_type, body)))
+        .map(Some)
 }
 
 /// Sends one call to the data API. A redirect is never followed; no answer in time is

@@ -92,43 +92,57 @@ fn open_store(env: &Env) -> Result<Store> {
     })
 }
 
+/// The form media type (the start form, a `form_post` callback).
+const FORM: &str = "application/x-www-form-urlencoded";
+
 /// Reads a form body (start, form_post callback), refusing other types and large bodies.
 async fn read_form(request: &mut Request) -> Result<String> {
-    const MAX_FORM_BYTES: usize = 16 * 1024;
+    read_body(request, &[FORM], 16 * 1024)
+        .await
+        .map(|(_, body)| body)
+}
+
+/// Reads a text body of one of the `accepted` media types and at most `max_bytes`, declared
+/// up front: an undeclared or larger one is refused before anything is read (it would be
+/// buffered whole). Gives the media type as accepted, and the body.
+async fn read_body(
+    request: &mut Request,
+    accepted: &[&'static str],
+    max_bytes: usize,
+) -> Result<(&'static str, String)> {
+    let refused = |why: String| Error::new(ErrorCode::InvalidParameter, why);
     let content_type = request.headers().get("Content-Type").ok().flatten();
-    let is_form = content_type.as_deref().is_some_and(|value| {
-        value.split(';').next().is_some_and(|media| {
-            media
-                .trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    let media_type = content_type
+        .as_deref()
+        .and_then(|value| value.split(';').next())
+        .map(str::trim)
+        .and_then(|media| {
+            accepted
+                .iter()
+                .find(|known| media.eq_ignore_ascii_case(known))
         })
-    });
-    let refused = |why: &str| Error::new(ErrorCode::InvalidParameter, why.to_owned());
-    if !is_form {
-        return Err(refused(
-            "the body must be application/x-www-form-urlencoded",
-        ));
-    }
-    // Refused before reading: an unbounded body would be buffered whole.
+        .copied()
+        .ok_or_else(|| refused(format!("the body must be {}", accepted.join(" or "))))?;
+    let limit = max_bytes / 1024;
     let declared_len = request
         .headers()
         .get("Content-Length")
         .ok()
         .flatten()
         .and_then(|len| len.trim().parse::<usize>().ok());
-    if declared_len.is_none_or(|len| len > MAX_FORM_BYTES) {
-        return Err(refused(
-            "the form must declare a Content-Length of at most 16 KiB",
-        ));
+    if declared_len.is_none_or(|len| len > max_bytes) {
+        return Err(refused(format!(
+            "the body must declare a Content-Length of at most {limit} KiB"
+        )));
     }
     let body = request
         .text()
         .await
-        .map_err(|_| refused("the body could not be read"))?;
-    if body.len() > MAX_FORM_BYTES {
-        return Err(refused("the form is larger than 16 KiB"));
+        .map_err(|_| refused("the body could not be read as UTF-8".to_owned()))?;
+    if body.len() > max_bytes {
+        return Err(refused(format!("the body is larger than {limit} KiB")));
     }
-    Ok(body)
+    Ok((media_type, body))
 }
 
 /// Logs how a popup page ended: route, provider, status and code. Never a value; a

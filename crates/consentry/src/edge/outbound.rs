@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
 
 /// The most of a provider's response body the Worker reads.
-pub(crate) const MAX_BODY_BYTES: usize = 1 << 20;
+const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// A provider's answer, as the core's `process_*` functions take it.
 pub(crate) struct ProviderResponse {

@@ -209,6 +209,16 @@ impl<'a> ProviderClient<'a> {
         validate_id_token_claims(&verified, &validation)
     }
 
+    /// Fetches the provider's JWKS now unless a fresh copy is cached, so that verifying an
+    /// id_token later is local in the usual case (a refresh fetches it before taking its
+    /// lease). Nothing to do for a provider without one.
+    pub(crate) async fn prefetch_jwks(&self, now: u64) -> Result<()> {
+        match &self.metadata.jwks_uri {
+            Some(uri) => self.jwks(uri.as_str(), false, now).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     async fn verify_with_jwks(&self, jwt: UnverifiedJwt, now: u64) -> Result<VerifiedJwt> {
         let jwks_uri = self.metadata.jwks_uri.as_ref().ok_or_else(|| {
             Error::new(

@@ -535,28 +535,18 @@ impl Store {
         now_ms: u64,
         until_ms: u64,
     ) -> Result<bool> {
-        #[derive(Deserialize)]
-        struct Taken {
-            #[allow(dead_code)]
-            generation: i64,
-        }
-        let taken = self
-            .statement(
-                "UPDATE token_sets SET refresh_lease = ?1, refresh_lock_until = ?2 \
-                 WHERE consent_id = ?3 AND generation = ?4 AND refresh_lock_until <= ?5 \
-                 RETURNING generation",
-                &[
-                    lease.into(),
-                    number(until_ms),
-                    consent_id.into(),
-                    JsValue::from_f64(generation as f64),
-                    number(now_ms),
-                ],
-            )?
-            .first::<Taken>(None)
-            .await
-            .map_err(storage)?;
-        Ok(taken.is_some())
+        self.changed(
+            "UPDATE token_sets SET refresh_lease = ?1, refresh_lock_until = ?2 \
+             WHERE consent_id = ?3 AND generation = ?4 AND refresh_lock_until <= ?5",
+            &[
+                lease.into(),
+                number(until_ms),
+                consent_id.into(),
+                JsValue::from_f64(generation as f64),
+                number(now_ms),
+            ],
+        )
+        .await
     }
 
     /// Stores a refreshed token set over `generation`, moving it on by one and freeing the
@@ -569,64 +559,66 @@ impl Store {
         access_expires_at: Option<u64>,
         now: u64,
     ) -> Result<bool> {
-        #[derive(Deserialize)]
-        struct Stored {
-            #[allow(dead_code)]
-            generation: i64,
-        }
-        let stored = self
-            .statement(
-                "UPDATE token_sets SET sealed = ?1, access_expires_at = ?2, generation = generation + 1, \
-                 refresh_lease = NULL, refresh_lock_until = 0, refresh_failed_at = NULL, updated_at = ?3 \
-                 WHERE consent_id = ?4 AND generation = ?5 RETURNING generation",
-                &[
-                    sealed.into(),
-                    access_expires_at.map_or(JsValue::NULL, number),
-                    number(now),
-                    consent_id.into(),
-                    JsValue::from_f64(generation as f64),
-                ],
-            )?
-            .first::<Stored>(None)
-            .await
-            .map_err(storage)?;
-        Ok(stored.is_some())
+        self.changed(
+            "UPDATE token_sets SET sealed = ?1, access_expires_at = ?2, generation = generation + 1, \
+             refresh_lease = NULL, refresh_lock_until = 0, refresh_failed_at = NULL, updated_at = ?3 \
+             WHERE consent_id = ?4 AND generation = ?5",
+            &[
+                sealed.into(),
+                access_expires_at.map_or(JsValue::NULL, number),
+                number(now),
+                consent_id.into(),
+                JsValue::from_f64(generation as f64),
+            ],
+        )
+        .await
     }
 
-    /// Frees a refresh lease this caller holds, noting that its refresh failed at `now_ms`
-    /// (so that callers waiting on it stop waiting).
-    pub(crate) async fn release_failed_refresh(
+    /// Frees a refresh lease this caller holds; with `failed_at_ms`, notes that its refresh
+    /// failed then (so that callers waiting on it stop waiting).
+    pub(crate) async fn release_refresh_lease(
         &self,
         consent_id: &str,
         lease: &str,
-        now_ms: u64,
+        failed_at_ms: Option<u64>,
     ) -> Result<()> {
-        self.statement(
-            "UPDATE token_sets SET refresh_lease = NULL, refresh_lock_until = 0, refresh_failed_at = ?1 \
-             WHERE consent_id = ?2 AND refresh_lease = ?3",
-            &[number(now_ms), consent_id.into(), lease.into()],
-        )?
-        .run()
-        .await
-        .map_err(storage)?;
+        self.changed(
+            "UPDATE token_sets SET refresh_lease = NULL, refresh_lock_until = 0, \
+             refresh_failed_at = COALESCE(?1, refresh_failed_at) WHERE consent_id = ?2 AND refresh_lease = ?3",
+            &[failed_at_ms.map_or(JsValue::NULL, number), consent_id.into(), lease.into()],
+        )
+        .await?;
         Ok(())
     }
 
     /// Marks a consent lapsed (the provider refused to refresh it) and forgets its tokens,
-    /// in one batch.
-    pub(crate) async fn lapse_consent(&self, consent_id: &str, now: u64) -> Result<()> {
+    /// in one batch, if this caller still holds the refresh `lease`: a holder whose lease
+    /// ran out must not wipe a set another one stored since. Whether it lapsed.
+    pub(crate) async fn lapse_consent(
+        &self,
+        consent_id: &str,
+        lease: &str,
+        now: u64,
+    ) -> Result<bool> {
         let batch = vec![
             self.statement(
-                "UPDATE consents SET lapsed_at = ?1 WHERE id = ?2 AND lapsed_at IS NULL",
-                &[number(now), consent_id.into()],
+                "UPDATE consents SET lapsed_at = ?1 WHERE id = ?2 AND lapsed_at IS NULL AND EXISTS \
+                 (SELECT 1 FROM token_sets WHERE consent_id = ?2 AND refresh_lease = ?3)",
+                &[number(now), consent_id.into(), lease.into()],
             )?,
             self.statement(
-                "DELETE FROM token_sets WHERE consent_id = ?1",
-                &[consent_id.into()],
+                "DELETE FROM token_sets WHERE consent_id = ?1 AND refresh_lease = ?2",
+                &[consent_id.into(), lease.into()],
             )?,
         ];
-        self.0.batch(batch).await.map_err(storage)?;
-        Ok(())
+        let results = self.0.batch(batch).await.map_err(storage)?;
+        Ok(results.last().map_or(0, changes) > 0)
+    }
+
+    /// Runs one write; whether it changed a row.
+    async fn changed(&self, sql: &str, values: &[JsValue]) -> Result<bool> {
+        let result = self.statement(sql, values)?.run().await.map_err(storage)?;
+        Ok(changes(&result) > 0)
     }
 
     /// Marks a consent revoked and forgets its tokens, in one batch.
@@ -662,38 +654,31 @@ trait ReadRetry {
 
 impl ReadRetry for D1PreparedStatement {
     async fn first_read<T: DeserializeOwned>(&self) -> Result<Option<T>> {
-        let mut attempt = 0;
-        loop {
-            match self.first::<T>(None).await {
-                Ok(row) => return Ok(row),
-                Err(error) if attempt == 2 => return Err(storage(error)),
-                Err(_) => {}
-            }
-            attempt += 1;
-            read_backoff(attempt).await;
-        }
+        retried(|| self.first::<T>(None)).await
     }
 
     async fn all_read<T: DeserializeOwned>(&self) -> Result<Vec<T>> {
-        let mut attempt = 0;
-        loop {
-            match self.all().await.and_then(|rows| rows.results::<T>()) {
-                Ok(rows) => return Ok(rows),
-                Err(error) if attempt == 2 => return Err(storage(error)),
-                Err(_) => {}
-            }
-            attempt += 1;
-            read_backoff(attempt).await;
-        }
+        retried(|| async { self.all().await.and_then(|rows| rows.results::<T>()) }).await
     }
 }
 
-async fn read_backoff(attempt: u64) {
-    let jitter = u64::from(crate::random::random_bytes::<1>().map_or(0, |[byte]| byte)) % 20;
-    worker::Delay::from(std::time::Duration::from_millis(
-        20 * attempt * attempt + jitter,
-    ))
-    .await;
+/// Runs a read up to three times, with a short growing pause and some jitter between.
+async fn retried<T, F: std::future::Future<Output = worker::Result<T>>>(
+    read: impl Fn() -> F,
+) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        match read().await {
+            Ok(value) => return Ok(value),
+            Err(error) if attempt == 2 => return Err(storage(error)),
+            Err(_) => attempt += 1,
+        }
+        let jitter = u64::from(crate::random::random_bytes::<1>().map_or(0, |[byte]| byte)) % 20;
+        worker::Delay::from(std::time::Duration::from_millis(
+            20 * attempt * attempt + jitter,
+        ))
+        .await;
+    }
 }
 
 /// How many rows a statement changed.

@@ -7,9 +7,14 @@
 //! next generation, and only then answers. Callers that find the lease taken poll the row
 //! until the generation moves on (and use the new token), the refresh is recorded as failed
 //! (and say so), or the lease runs out (and take it themselves). Isolate memory plays no
-//! part. A holder that dies mid-refresh leaves a lease that lapses after the HTTP timeout
-//! plus a margin; with a rotating provider its successor's refresh then meets
-//! `invalid_grant`, which lapses the consent for good: there is no state that loops.
+//! part.
+//!
+//! The lease is sized for everything its holder may still send (the grant and a JWKS
+//! refetch, each within the HTTP timeout) plus the store; discovery and the JWKS are fetched
+//! before it is taken, and the grant is not sent unless enough of the lease is left, so a
+//! lease cannot run out under a live holder. A holder that dies leaves a lease that lapses;
+//! with a rotating provider its successor's refresh then meets `invalid_grant`, which lapses
+//! the consent for good: there is no state that loops.
 
 use std::time::Duration;
 
@@ -26,8 +31,11 @@ use super::provider_client::{ExpectedIdToken, ProviderClient};
 use super::store::{ConsentRow, Store, TokenRow};
 use crate::random::random_bytes;
 
-/// How long a refresh lease is held beyond the HTTP timeout of the refresh request itself.
-const LEASE_MARGIN_MS: u64 = 5_000;
+/// What the lease keeps beyond the grant and a JWKS refetch: sealing and storing.
+const STORE_BUDGET_MS: u64 = 5_000;
+
+/// The longest a waiter pauses between two looks at the row.
+const MAX_PAUSE_MS: u64 = 2_000;
 
 /// A consent's tokens, fit for a call, and the generation they belong to.
 pub(crate) struct LiveToken {
@@ -49,20 +57,21 @@ pub(crate) enum NoToken {
     Expired(Error),
     /// A refresh could not be done just now (the provider failed, or storage did).
     Failed(Error),
-}
-
-impl NoToken {
-    pub(crate) fn into_error(self) -> Error {
-        match self {
-            NoToken::Expired(error) | NoToken::Failed(error) => error,
-        }
-    }
+    /// A refresh was asked for after an upstream 401, but the grant has no refresh token:
+    /// the data API's own answer stands.
+    CannotRefresh,
 }
 
 impl From<Error> for NoToken {
     fn from(error: Error) -> Self {
         NoToken::Failed(error)
     }
+}
+
+/// The lease's length: the grant and a JWKS refetch, each within the HTTP timeout, and the
+/// store, with one more timeout of slack.
+fn lease_ms(http_timeout_ms: u32) -> u64 {
+    3 * u64::from(http_timeout_ms) + STORE_BUDGET_MS
 }
 
 impl TokenSource<'_> {
@@ -74,10 +83,12 @@ impl TokenSource<'_> {
         consent: &ConsentRow,
         stale: Option<i64>,
     ) -> Result<LiveToken, NoToken> {
-        let lease_ms = u64::from(self.config.http_timeout_ms) + LEASE_MARGIN_MS;
+        let lease_ms = lease_ms(self.config.http_timeout_ms);
         let started_ms = now_ms();
-        // Past this a waiter gives up: the longest a holder may keep the lease, twice.
-        let give_up_ms = started_ms + 2 * lease_ms;
+        // A waiter gives up once a whole lease has passed: its holder is gone, or stuck.
+        let give_up_ms = started_ms + lease_ms + STORE_BUDGET_MS;
+        let mut first_generation = None;
+        let mut client = None;
         let mut pause_ms = 25;
         loop {
             // A read or a lease attempt that storage refuses under contention (D1 answers
@@ -90,8 +101,16 @@ impl TokenSource<'_> {
             };
             if let Some(row) = row {
                 let now = now_ms() / 1000;
+                let first = *first_generation.get_or_insert(row.generation);
                 let refused = stale.is_some_and(|generation| row.generation <= generation);
-                if !refused && !needs_refresh(row.access_expires_at, now) {
+                // A set another caller refreshed while this one waited is used while it lives
+                // at all, even inside the margin (a provider's tokens may live under 30 s).
+                let fresh = !needs_refresh(row.access_expires_at, now)
+                    || (row.generation > first
+                        && row
+                            .access_expires_at
+                            .is_none_or(|expires_at| expires_at > now));
+                if !refused && fresh {
                     return Ok(LiveToken {
                         tokens: self.open(consent, &row.sealed).await?,
                         generation: row.generation,
@@ -105,59 +124,89 @@ impl TokenSource<'_> {
                         "the provider could not refresh the token just now; try again",
                     )));
                 }
-                let now_ms = now_ms();
-                if now_ms > give_up_ms {
+                if now_ms() > give_up_ms {
                     return Err(NoToken::Failed(refresh_failed(
                         "a refresh of this consent's token is taking too long; try again",
                     )));
                 }
-                if row.refresh_lock_until <= now_ms {
+                if row.refresh_lock_until <= now_ms() {
+                    // What the refresh needs from the network besides the grant, fetched
+                    // before the lease is taken: the lease then covers only the grant.
+                    if client.is_none() {
+                        client = Some(self.prepare(now).await?);
+                    }
+                    let now_ms = now_ms();
                     let lease = base64url_encode(&random_bytes::<12>()?);
                     let until_ms = now_ms + lease_ms;
                     let taken = self
                         .store
                         .take_refresh_lease(&consent.id, row.generation, &lease, now_ms, until_ms)
                         .await;
-                    if let Ok(true) = taken {
-                        return self.refresh(consent, &row, &lease).await;
+                    if let (Ok(true), Some(client)) = (taken, client.as_ref()) {
+                        let held = Lease {
+                            id: &lease,
+                            until_ms,
+                        };
+                        return self.refresh(client, consent, &row, &held, stale).await;
                     }
-                    // Another caller took it first (or storage was busy): wait and look again.
+                    // Another caller took it first (or storage was busy): look again.
                 }
             }
             Delay::from(Duration::from_millis(pause_ms)).await;
-            pause_ms = (pause_ms * 2).min(250);
+            pause_ms = (pause_ms * 2).min(MAX_PAUSE_MS);
         }
     }
 
-    /// Refreshes under the lease `lease`: the new set is stored (a rotated refresh token
-    /// included) before anything is answered.
+    /// Discovery and the JWKS, cached per isolate: the refresh's network needs but the grant.
+    async fn prepare(&self, now: u64) -> Result<ProviderClient<'_>> {
+        let client =
+            ProviderClient::connect(self.provider, self.config.http_timeout_ms, now).await?;
+        if self.provider.scopes().contains("openid") {
+            client.prefetch_jwks(now).await?;
+        }
+        Ok(client)
+    }
+
+    /// Refreshes under `lease`: the new set is stored (a rotated refresh token included)
+    /// before anything is answered.
     async fn refresh(
         &self,
+        client: &ProviderClient<'_>,
         consent: &ConsentRow,
         row: &TokenRow,
-        lease: &str,
+        lease: &Lease<'_>,
+        stale: Option<i64>,
     ) -> Result<LiveToken, NoToken> {
-        match self.try_refresh(consent, row).await {
+        let outcome = self.try_refresh(client, consent, row, lease, stale).await;
+        let now_ms = now_ms();
+        match outcome {
             Ok(tokens) => Ok(tokens),
-            Err(NoToken::Expired(error)) => {
-                worker::console_warn!(
-                    "consentry: refresh provider={} lapsed code={}",
-                    consent.provider,
-                    log_field(error.code().as_str())
-                );
-                self.store
-                    .lapse_consent(&consent.id, now_ms() / 1000)
-                    .await?;
-                Err(NoToken::Expired(consent_expired()))
+            Err(Refusal::Lapse(error)) => {
+                log_refresh(consent, "lapsed", &error);
+                // Under this lease only: a holder whose lease was lost must not wipe a set
+                // that another one has stored since.
+                match self
+                    .store
+                    .lapse_consent(&consent.id, lease.id, now_ms / 1000)
+                    .await?
+                {
+                    true => Err(NoToken::Expired(consent_expired())),
+                    false => Err(NoToken::Failed(refresh_failed(
+                        "another refresh of this consent landed first; try again",
+                    ))),
+                }
             }
-            Err(NoToken::Failed(error)) => {
-                worker::console_warn!(
-                    "consentry: refresh provider={} failed code={}",
-                    consent.provider,
-                    log_field(error.code().as_str())
-                );
+            Err(Refusal::Gone) => Err(NoToken::Expired(consent_expired())),
+            Err(Refusal::NoRefreshToken) => {
                 self.store
-                    .release_failed_refresh(&consent.id, lease, now_ms())
+                    .release_refresh_lease(&consent.id, lease.id, None)
+                    .await?;
+                Err(NoToken::CannotRefresh)
+            }
+            Err(Refusal::Failed(error)) => {
+                log_refresh(consent, "failed", &error);
+                self.store
+                    .release_refresh_lease(&consent.id, lease.id, Some(now_ms))
                     .await?;
                 Err(NoToken::Failed(match error.code() {
                     ErrorCode::StorageFailed => error,
@@ -169,20 +218,32 @@ impl TokenSource<'_> {
 
     async fn try_refresh(
         &self,
+        client: &ProviderClient<'_>,
         consent: &ConsentRow,
         row: &TokenRow,
-    ) -> Result<LiveToken, NoToken> {
+        lease: &Lease<'_>,
+        stale: Option<i64>,
+    ) -> Result<LiveToken, Refusal> {
         let tokens = self.open(consent, &row.sealed).await?;
         let Some(refresh_token) = tokens.refresh_token() else {
-            return Err(NoToken::Expired(Error::new(
-                ErrorCode::ConsentExpired,
-                "the access token expired and the grant has no refresh token",
-            )));
+            // After an upstream 401 the data API's answer stands; a token that ran out with
+            // nothing to renew it ends the consent.
+            return Err(match stale {
+                Some(_) => Refusal::NoRefreshToken,
+                None => Refusal::Lapse(Error::new(
+                    ErrorCode::ConsentExpired,
+                    "the access token expired and the grant has no refresh token",
+                )),
+            });
         };
         let now = now_ms() / 1000;
-        let client =
-            ProviderClient::connect(self.provider, self.config.http_timeout_ms, now).await?;
         let auth = client.authentication(self.env, now).await?;
+        let timeout_ms = u64::from(self.config.http_timeout_ms);
+        if now_ms() + 2 * timeout_ms + STORE_BUDGET_MS > lease.until_ms {
+            return Err(Refusal::Failed(refresh_failed(
+                "too little of the refresh lease is left to refresh safely; try again",
+            )));
+        }
         let request = build_refresh_token_request(
             &client.metadata.token_endpoint,
             &auth,
@@ -192,21 +253,20 @@ impl TokenSource<'_> {
         let answer = client
             .send(&request, "token endpoint", ErrorCode::RefreshFailed)
             .await?;
-        let response = match process_refresh_response(
+        let response = process_refresh_response(
             answer.status,
             answer.content_type.as_deref(),
             &answer.body,
             tokens.scopes(),
-        ) {
-            Ok(response) => response,
-            Err(error) if error.code() == &ErrorCode::OAuth(OAuthErrorCode::InvalidGrant) => {
-                return Err(NoToken::Expired(error))
-            }
-            Err(error) => return Err(NoToken::Failed(error)),
-        };
+        )
+        .map_err(|error| match error.code() {
+            ErrorCode::OAuth(OAuthErrorCode::InvalidGrant) => Refusal::Lapse(error),
+            _ => Refusal::Failed(error),
+        })?;
         // A refreshed id_token must be the same end-user's, from the same issuer, for us
-        // (OpenID Connect Core §12.2); otherwise the new tokens are discarded and the consent
-        // ends, since its refresh token may already have been rotated away.
+        // (OpenID Connect Core §12.2): one that is not ends the consent, since its refresh
+        // token may already have been rotated away. One that could not be checked (the
+        // JWKS unreachable after a key rotation) fails the refresh.
         if let Some(id_token) = response.id_token() {
             let expected = ExpectedIdToken {
                 nonce: None,
@@ -216,7 +276,15 @@ impl TokenSource<'_> {
             client
                 .verify_id_token(self.env, id_token, &expected, now)
                 .await
-                .map_err(NoToken::Expired)?;
+                .map_err(|error| match error.code() {
+                    ErrorCode::IdTokenInvalid
+                    | ErrorCode::JwtMalformed
+                    | ErrorCode::JwtAlgNotAllowed
+                    | ErrorCode::JwtCritUnsupported
+                    | ErrorCode::JwtSignatureInvalid
+                    | ErrorCode::JwkNotFound => Refusal::Lapse(error),
+                    _ => Refusal::Failed(error),
+                })?;
         }
         let refreshed = tokens.refreshed(&response);
         let sealed = config::sealing_key(self.env)?
@@ -225,32 +293,72 @@ impl TokenSource<'_> {
         let access_expires_at = response
             .expires_in()
             .map(|seconds| now.saturating_add(seconds));
-        // The provider may have rotated the refresh token: storing the new set matters more
-        // than anything else here, so a refused write is tried again (it is conditional on
-        // the generation, so a retry cannot apply twice).
-        let mut stored = self
-            .store
-            .store_refreshed(&consent.id, row.generation, &sealed, access_expires_at, now)
-            .await;
-        for pause_ms in [50, 200, 800] {
-            if stored.is_ok() {
-                break;
-            }
-            Delay::from(Duration::from_millis(pause_ms)).await;
-            stored = self
-                .store
-                .store_refreshed(&consent.id, row.generation, &sealed, access_expires_at, now)
-                .await;
-        }
-        if !stored? {
-            return Err(NoToken::Failed(refresh_failed(
-                "another refresh of this consent landed first; try again",
-            )));
-        }
+        self.store_refreshed(consent, row, &sealed, access_expires_at, now, &refreshed)
+            .await?;
         Ok(LiveToken {
             tokens: refreshed,
             generation: row.generation + 1,
         })
+    }
+
+    /// Stores the refreshed set. The provider may have rotated the refresh token, so this
+    /// matters more than anything else here: a refused write is tried again (it is
+    /// conditional on the generation, so it cannot apply twice), and a write whose answer
+    /// was lost is recognized by reading the row back.
+    async fn store_refreshed(
+        &self,
+        consent: &ConsentRow,
+        row: &TokenRow,
+        sealed: &str,
+        access_expires_at: Option<u64>,
+        now: u64,
+        refreshed: &TokenSet,
+    ) -> Result<(), Refusal> {
+        let store = || {
+            self.store
+                .store_refreshed(&consent.id, row.generation, sealed, access_expires_at, now)
+        };
+        let mut stored = store().await;
+        for pause_ms in [50, 200, 800] {
+            if matches!(stored, Ok(true)) {
+                return Ok(());
+            }
+            Delay::from(Duration::from_millis(pause_ms)).await;
+            stored = store().await;
+        }
+        if matches!(stored, Ok(true)) {
+            return Ok(());
+        }
+        match (stored, self.store.token_set(&consent.id).await) {
+            // The write landed; only its answer was lost.
+            (_, Ok(Some(now_stored))) if now_stored.sealed == sealed => Ok(()),
+            // Revoked (or lapsed) meanwhile: the new tokens are nobody's; end them too.
+            (_, Ok(None)) => {
+                self.revoke_orphan(consent, refreshed).await;
+                Err(Refusal::Gone)
+            }
+            (Err(error), _) | (Ok(_), Err(error)) => Err(Refusal::Failed(error)),
+            (Ok(_), Ok(Some(_))) => Err(Refusal::Failed(refresh_failed(
+                "another refresh of this consent landed first; try again",
+            ))),
+        }
+    }
+
+    /// Revokes tokens no consent holds any more (best effort, logged by code).
+    async fn revoke_orphan(&self, consent: &ConsentRow, tokens: &TokenSet) {
+        let now = now_ms() / 1000;
+        let client = ProviderClient::connect(self.provider, self.config.http_timeout_ms, now).await;
+        let revoked = match client {
+            Ok(client) => client.revoke(self.env, tokens.revocable(), now).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = revoked {
+            worker::console_warn!(
+                "consentry: refreshed tokens of a revoked consent not revoked provider={} code={}",
+                consent.provider,
+                log_field(error.code().as_str())
+            );
+        }
     }
 
     async fn open(&self, consent: &ConsentRow, sealed: &str) -> Result<TokenSet> {
@@ -259,6 +367,40 @@ impl TokenSource<'_> {
             .await?;
         TokenSet::parse(&plaintext)
     }
+}
+
+/// The refresh lease this caller holds.
+struct Lease<'a> {
+    id: &'a str,
+    until_ms: u64,
+}
+
+/// How a refresh under a lease did not yield a stored set.
+enum Refusal {
+    /// The provider refused it for good (`invalid_grant`, an id_token for someone else, a
+    /// token that ran out with nothing to renew it): the consent lapses.
+    Lapse(Error),
+    /// The consent was revoked while the refresh ran.
+    Gone,
+    /// After an upstream 401, the grant has no refresh token to try.
+    NoRefreshToken,
+    /// It could not be done just now.
+    Failed(Error),
+}
+
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Self {
+        Refusal::Failed(error)
+    }
+}
+
+/// Logs how a refresh ended badly: provider and code, never a value.
+fn log_refresh(consent: &ConsentRow, how: &str, error: &Error) {
+    worker::console_warn!(
+        "consentry: refresh provider={} {how} code={}",
+        consent.provider,
+        log_field(error.code().as_str())
+    );
 }
 
 fn refresh_failed(description: &str) -> Error {
