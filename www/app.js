@@ -246,16 +246,17 @@ function card(user) {
   node.dataset.user = user.id;
   node.querySelector('.name').textContent = user.name;
   node.querySelector('.avatar').textContent = user.name.slice(0, 1).toUpperCase();
-  const connect = node.querySelector('consentry-connect');
-  connect.setAttribute('user', user.id);
-  connect.addEventListener('consentry-granted', (event) => {
-    say('ok', `Bank connected for ${user.name}: ${event.detail.scopes.join(', ')}.`);
-    refresh(user);
-  });
-  connect.addEventListener('consentry-failed', (event) => {
-    sayError(event.detail);
-    refresh(user); // a flow can end at the bank after its window was closed
-  });
+  for (const connect of node.querySelectorAll('consentry-connect')) {
+    connect.setAttribute('user', user.id);
+    connect.addEventListener('consentry-granted', (event) => {
+      say('ok', `Bank connected for ${user.name}: ${event.detail.scopes.join(', ')}.`);
+      refresh(user);
+    });
+    connect.addEventListener('consentry-failed', (event) => {
+      sayError(event.detail);
+      refresh(user); // a flow can end at the bank after its window was closed
+    });
+  }
   cards.set(user.id, node);
   return node;
 }

@@ -70,12 +70,12 @@ async function openDemo() {
 }
 
 const card = (user) => `article[data-user="${user}"]`;
-const button = (user) => `${card(user)} consentry-connect`;
+const button = (user, provider = 'local-bank') => `${card(user)} consentry-connect[provider="${provider}"]`;
 
 /** Clicks a user's Connect button (a real gesture) and resolves to the popup page. */
-async function clickConnect(page, user) {
+async function clickConnect(page, user, provider = 'local-bank') {
   const popup = page.context().waitForEvent('page', { timeout: 10_000 });
-  await page.click(button(user));
+  await page.click(button(user, provider));
   return popup;
 }
 
@@ -241,7 +241,7 @@ test('a short configured timeout rejects with timeout and closes the popup', { t
   await popup.waitForEvent('close', { timeout: 5_000 }).catch(() => {});
   assert.ok(popup.isClosed(), 'the SDK closed the popup');
   assert.match((await noticeOf(page)).text, /took too long/);
-  const disabled = await page.evaluate(() => document.querySelector('consentry-connect[user="usr_alice"]').shadowRoot.querySelector('button').disabled);
+  const disabled = await page.evaluate(() => document.querySelector('consentry-connect[user="usr_alice"][provider="local-bank"]').shadowRoot.querySelector('button').disabled);
   assert.equal(disabled, false, 'the button is usable again');
   await context.close();
 });
@@ -357,6 +357,24 @@ test('after a grant, nothing the page can read holds a token, code or verifier',
       assert.ok(!text.includes(secret), `a secret (${secret.slice(0, 4)}…) appears in ${where}`);
     }
   }
+  await context.close();
+});
+
+test('a FAPI 2.0 flow from the demo page: PAR, DPoP, and the Open Finance data through /api', { timeout: TEST_TIMEOUT }, async () => {
+  const { context, page } = await openDemo();
+  const popup = await clickConnect(page, 'usr_alice', 'open-finance');
+  await bankLogin(popup, { user: 'alice' });
+  const event = await nextEvent(page, 0);
+  assert.equal(event.type, 'granted', JSON.stringify(event));
+  assert.equal(event.consent.provider, 'open-finance');
+  await page.waitForSelector(`${card('usr_alice')} section.data[data-consent="${event.consent.id}"] .account .balance`, { timeout: 20_000 });
+  const accounts = await page.$$eval(`${card('usr_alice')} section.data[data-consent="${event.consent.id}"] .account`, (nodes) => nodes.map((node) => node.dataset.account));
+  assert.deepEqual(accounts.sort(), ['acc-alice-current', 'acc-alice-savings']);
+  const pushed = stack.fapiBank.issued.pushes.at(-1);
+  assert.equal(pushed.authorization_details[0].consent.dp_id, 'harbour-bank', 'the element\'s provider-hint chose the bank');
+  assert.equal(stack.fapiBank.issued.tokens.filter((token) => token.type === 'access_token').at(-1).token_type, 'DPoP');
+  await mkdir(OUTPUT, { recursive: true });
+  await page.screenshot({ path: path.join(OUTPUT, 'demo-open-finance.png'), fullPage: true });
   await context.close();
 });
 

@@ -21,11 +21,13 @@ export function unescapeHtml(text) {
 export const BANK_ACCOUNT = { usr_alice: 'alice', usr_bob: 'bob', usr_carol: 'carol' };
 
 /**
- * Runs a flow for `user` at `provider` in `jar` (a new browser unless given) and resolves to
- * `{ jar, outcome, url }`; throws unless the outcome is a grant.
+ * Runs a flow for `user` at `provider` in `jar` (a new browser unless given; `hint` is the
+ * start form's provider_hint) and resolves to `{ jar, outcome, url, location }` (`location`:
+ * where /auth/start sent the popup); throws unless the outcome is a grant.
  */
-export async function grantConsent(stack, { user, provider = 'local-bank', jar = new CookieJar(), account = BANK_ACCOUNT[user] }) {
+export async function grantConsent(stack, { user, provider = 'local-bank', jar = new CookieJar(), account = BANK_ACCOUNT[user], hint }) {
   const fields = { provider, state: randomToken(), code_verifier: randomToken(), user };
+  if (hint) fields.provider_hint = hint;
   const started = await stack.workerFetch('/auth/start', {
     method: 'POST',
     headers: { 'Content-Type': 'application/x-www-form-urlencoded', Origin: stack.publicOrigin },
@@ -38,5 +40,5 @@ export async function grantConsent(stack, { user, provider = 'local-bank', jar =
   const main = /data-outcome="([^"]*)"/.exec(page.body);
   const outcome = main && JSON.parse(unescapeHtml(main[1]));
   if (page.status !== 200 || outcome?.status !== 'granted') throw new Error(`callback: HTTP ${page.status} ${outcome?.error ?? ''}`);
-  return { jar, outcome, url };
+  return { jar, outcome, url, location: started.headers.get('location') };
 }

@@ -5,7 +5,7 @@
 // "plain bank", as TrueLayer is) and an attacker's authorization server
 // (tests/lib/attacker-as.mjs), each one more provider of the Worker's.
 //
-//   const stack = await startStack();            // ports 8788 (Worker), 9100-9102 (banks)
+//   const stack = await startStack();            // ports 8788 (Worker), 9100-9103 (banks)
 //   const res = await stack.workerFetch('/auth/demo/users', { headers: { 'X-Consentry': '1' } });
 //   ...
 //   await stack.stop();
@@ -37,6 +37,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { startBank } from '../../bank/bank.mjs';
+import { startFapiBank } from '../../bank/fapi-bank.mjs';
 import { startAttackerAs } from './attacker-as.mjs';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -157,7 +158,10 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
  * `local-bank-pkjwt-wrongkey` (private_key_jwt, ES256), `local-moneyhub` (the moneyhub
  * profile on the local bank, without PAR so its request shows on the front channel) and
  * `local-moneyhub-par` (with PAR, so that a start that goes ahead shows at the bank), all at
- * the bank; `plain-bank` (no `iss`, no openid) at `plainBank`; `attacker-as` at `attacker`.
+ * the bank; `plain-bank` (no `iss`, no openid) at `plainBank`; `attacker-as` at `attacker`;
+ * `open-finance` (the fapi2 profile: PAR + PS256 request object, private_key_jwt, DPoP,
+ * authorization_details with the hint as dp_id) and `open-finance-wrongkey` (a client key the
+ * FAPI bank does not know) at `fapiBank` (bank/fapi-bank.mjs, port bankPort + 3).
  * Each bank has exactly its own providers' redirect URIs registered.
  *
  * - `workerFetch(pathOrUrl, { method, headers, body, jar, crossSite })`: a request to the Worker
@@ -182,8 +186,8 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
  * - `logs()`: wrangler's stdout and stderr so far (build output, Worker console, request log).
  * - `stop()`: ends wrangler's process group, closes the bank, removes the temporary directory.
  *
- * Options: `workerPort` (8788), `bankPort` (9100; the plain bank and the attacker take the
- * next two ports), `timeoutMs` (the Worker's outbound HTTP
+ * Options: `workerPort` (8788), `bankPort` (9100; the plain bank, the attacker and the FAPI
+ * bank take the next three ports), `timeoutMs` (the Worker's outbound HTTP
  * timeout, 2000), `build` (run ./scripts/build-worker first; false serves build/ as it is),
  * `readyTimeoutMs` (how long wrangler may take to serve, after the build; 120 s), `logLevel`
  * (wrangler's; the default `log` keeps the Worker's console.log, which `info` drops), `bankCoop`
@@ -201,7 +205,7 @@ export async function startStack({
 } = {}) {
   const publicOrigin = `http://localhost:${workerPort}`;
   const workerUrl = `http://127.0.0.1:${workerPort}`;
-  for (const port of [workerPort, bankPort, bankPort + 1, bankPort + 2]) {
+  for (const port of [workerPort, bankPort, bankPort + 1, bankPort + 2, bankPort + 3]) {
     if (await portTaken(port)) throw new Error(`port ${port} is already in use; is another stack still running?`);
   }
   if (!existsSync(WRANGLER)) throw new Error(`wrangler not found at ${WRANGLER}; run npm install`);
@@ -234,6 +238,16 @@ export async function startStack({
     const issuer = `http://localhost:${bankPort}`;
     const plainIssuer = `http://localhost:${bankPort + 1}`;
     const attackerIssuer = `http://localhost:${bankPort + 2}`;
+    const fapiIssuer = `http://localhost:${bankPort + 3}`;
+    // The FAPI 2.0 client's key (PS256): public half to the FAPI bank, private to the Worker.
+    // A second key under the same kid, unknown to the bank, plays a client with the wrong key.
+    const fapiKid = `consentry-fapi-${randomBytes(4).toString('hex')}`;
+    const fapiKeys = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const fapiJwks = { keys: [{ ...fapiKeys.publicKey.export({ format: 'jwk' }), kid: fapiKid, alg: 'PS256', use: 'sig' }] };
+    const fapiPrivateJwk = { ...fapiKeys.privateKey.export({ format: 'jwk' }), kid: fapiKid, alg: 'PS256' };
+    const fapiWrongPrivateJwk = { ...generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' }), kid: fapiKid, alg: 'PS256' };
+    const ofpDetails = [{ type: 'urn:openfinance-ml:account-access-consent:v1.2', consent: { dp_id: '{provider_hint}', permissions: ['read_accounts', 'read_balances', 'read_transactions'] } }];
+    const fapiProvider = (id, name) => ({ id, name, profile: 'fapi2', issuer: fapiIssuer, client_id: 'consentry-fapi', signing_alg: 'PS256', key_id: fapiKid, scopes: ['openid', 'accounts', 'balance', 'transactions', 'offline_access'], authorization_params: { prompt: 'login consent' }, authorization_details: ofpDetails, api_base_url: `${fapiIssuer}/data/v1`, api_paths: ['/accounts'] });
     const authorizationParams = { prompt: 'login consent' };
     const providers = [
       { id: 'local-bank', name: 'Local Bank', profile: 'generic', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['openid', 'profile', 'accounts', 'balance', 'transactions', 'offline_access'], authorization_params: authorizationParams, api_base_url: `${issuer}/data/v1`, api_paths: ['/accounts'] },
@@ -243,6 +257,8 @@ export async function startStack({
       { id: 'local-moneyhub', name: 'Local Moneyhub', profile: 'moneyhub', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', par: false, request_object: false, scopes: ['openid', 'accounts'] },
       { id: 'local-moneyhub-par', name: 'Local Moneyhub (PAR)', profile: 'moneyhub', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', par: true, request_object: false, scopes: ['openid', 'accounts'] },
       { id: 'plain-bank', name: 'Plain Bank', profile: 'generic', issuer: plainIssuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['accounts', 'balance'] },
+      fapiProvider('open-finance', 'Open Finance hub'),
+      fapiProvider('open-finance-wrongkey', 'Open Finance hub (wrong client key)'),
       { id: 'attacker-as', name: 'Attacker', profile: 'generic', issuer: attackerIssuer, client_id: 'consentry-at-attacker', auth_method: 'client_secret_basic', scopes: ['accounts', 'balance'] },
     ];
     const redirectUrisAt = (at) => providers.filter((p) => p.issuer === at).map((p) => `${publicOrigin}/auth/callback/${p.id}`);
@@ -266,6 +282,8 @@ export async function startStack({
     cleanups.push(() => plainBank.close());
     const attacker = await startAttackerAs({ port: bankPort + 2 });
     cleanups.push(() => attacker.close());
+    const fapiBank = await startFapiBank({ port: bankPort + 3, redirectUris: redirectUrisAt(fapiIssuer), clientJwks: fapiJwks, testControls: true });
+    cleanups.push(() => fapiBank.close());
 
     // 3. A temporary directory: the Worker's config and env file, a fresh local D1.
     const tmpDir = await mkdtemp(path.join(tmpdir(), 'consentry-stack-'));
@@ -307,6 +325,8 @@ export async function startStack({
       LOCAL_MONEYHUB_PAR_CLIENT_SECRET: BANK_CLIENT_SECRET,
       PLAIN_BANK_CLIENT_SECRET: BANK_CLIENT_SECRET,
       ATTACKER_AS_CLIENT_SECRET: ATTACKER_CLIENT_SECRET,
+      OPEN_FINANCE_PRIVATE_JWK: JSON.stringify(fapiPrivateJwk),
+      OPEN_FINANCE_WRONGKEY_PRIVATE_JWK: JSON.stringify(fapiWrongPrivateJwk),
       CONSENTRY_KEY: consentryKey,
     };
     const envFile = path.join(tmpDir, 'worker.env');
@@ -370,10 +390,11 @@ export async function startStack({
       bankRequests,
       plainBank,
       attacker,
+      fapiBank,
       logs,
       workerFetch,
       responses,
-      secrets: { clientSecret: BANK_CLIENT_SECRET, consentryKey, pkjwtPrivateJwk, pkjwtWrongKeyPrivateJwk },
+      secrets: { clientSecret: BANK_CLIENT_SECRET, consentryKey, pkjwtPrivateJwk, pkjwtWrongKeyPrivateJwk, fapiPrivateJwk },
       tmpDir,
       persistDir,
       configPath,

@@ -172,32 +172,41 @@ impl ApiCall {
         url
     }
 
-    /// The request to the data API: the consent's token as `Authorization: Bearer`,
-    /// `Accept`, and for writes the body with its `Content-Type`. Nothing else of the
-    /// browser's request. A token of another type (a DPoP-bound one needs a proof per call)
-    /// is `invalid_configuration` here, never sent as if it were a bearer token.
+    /// The request to the data API: the consent's token as `Authorization: Bearer <token>`,
+    /// or for a DPoP-bound grant `Authorization: DPoP <token>` with `dpop_proof` (signed over
+    /// this method and URL, with `ath`; RFC 9449 §7), `Accept`, and for writes the body with
+    /// its `Content-Type`. Nothing else of the browser's request. A DPoP token without a
+    /// proof, or a token of another type, is `invalid_configuration`, never sent.
     pub fn build_request(
         &self,
         base: &EndpointUrl,
         tokens: &TokenSet,
         accept: Option<&str>,
         body: Option<(&str, String)>,
+        dpop_proof: Option<&str>,
     ) -> Result<HttpRequest> {
-        if !tokens.token_type().eq_ignore_ascii_case("Bearer") {
-            return Err(Error::new(
-                ErrorCode::InvalidConfiguration,
-                "this consent's access token is not a bearer token; /api sends bearer tokens only",
-            ));
-        }
+        let scheme = match (tokens.token_type(), dpop_proof) {
+            (kind, _) if kind.eq_ignore_ascii_case("Bearer") => "Bearer",
+            (kind, Some(_)) if kind.eq_ignore_ascii_case("DPoP") => "DPoP",
+            _ => {
+                return Err(Error::new(
+                    ErrorCode::InvalidConfiguration,
+                    "this consent's access token needs a DPoP proof or is of an unknown type",
+                ))
+            }
+        };
         let accept = accept
             .filter(|accept| accept.len() <= 256 && is_header_text(accept))
             .unwrap_or("application/json");
         let mut request = HttpRequest::new(self.method, self.upstream_url(base))
             .with_header(
                 "Authorization",
-                format!("Bearer {}", tokens.access_token().secret()),
+                format!("{scheme} {}", tokens.access_token().secret()),
             )
             .with_header("Accept", accept);
+        if scheme == "DPoP" {
+            request = request.with_header("DPoP", dpop_proof.unwrap_or_default());
+        }
         if let Some((content_type, body)) = body {
             request = request
                 .with_header("Content-Type", content_type)
@@ -435,7 +444,13 @@ mod tests {
         let call = ApiCall::parse(&provider(), "GET", "/accounts", None).expect("allowed");
         let base = provider().api_base_url().expect("configured").clone();
         let request = call
-            .build_request(&base, &tokens, Some("application/json\r\nX-Evil: 1"), None)
+            .build_request(
+                &base,
+                &tokens,
+                Some("application/json\r\nX-Evil: 1"),
+                None,
+                None,
+            )
             .expect("a bearer token");
         assert_eq!(request.method(), "GET");
         assert_eq!(request.header("Authorization"), Some("Bearer at-123"));
@@ -453,12 +468,19 @@ mod tests {
             None,
             Scopes::parse("accounts").expect("valid"),
         );
-        let refused = call.build_request(&base, &bound, None, None).map(|_| ());
+        let refused = call
+            .build_request(&base, &bound, None, None, None)
+            .map(|_| ());
         assert_eq!(
             refused.map_err(|error| error.code().clone()),
             Err(ErrorCode::InvalidConfiguration),
-            "a DPoP-bound token is never sent as a bearer token"
+            "a DPoP-bound token is never sent without its proof"
         );
+        let proved = call
+            .build_request(&base, &bound, None, None, Some("ey.proof.sig"))
+            .expect("with a proof");
+        assert_eq!(proved.header("Authorization"), Some("DPoP at-9"));
+        assert_eq!(proved.header("DPoP"), Some("ey.proof.sig"));
     }
 
     #[test]

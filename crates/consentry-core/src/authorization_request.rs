@@ -30,6 +30,7 @@ const RESERVED_PARAMS: &[&str] = &[
     "nonce",
     "request",
     "request_uri",
+    "dpop_jkt",
 ];
 
 /// Parameters whose value is JSON, written as JSON (not a string) inside a request object.
@@ -81,6 +82,14 @@ impl AuthorizationRequest {
     pub fn with_nonce(mut self, nonce: &Nonce) -> Self {
         self.params
             .push(("nonce".to_owned(), nonce.as_str().to_owned()));
+        self
+    }
+
+    /// Binds the authorization code to a DPoP key: `dpop_jkt` is the key's JWK thumbprint
+    /// ([RFC 9449 §10](https://www.rfc-editor.org/rfc/rfc9449#section-10)), so the code can be
+    /// exchanged only with proofs signed by that key.
+    pub fn with_dpop_jkt(mut self, jkt: &str) -> Self {
+        self.params.push(("dpop_jkt".to_owned(), jkt.to_owned()));
         self
     }
 

@@ -179,6 +179,48 @@ impl DpopProof {
     }
 }
 
+/// The longest server nonce consentry echoes.
+const MAX_NONCE_LEN: usize = 512;
+
+/// A server nonce as RFC 9449 §8.1 allows it: 1 or more `NQCHAR` (`%x21 / %x23-5B /
+/// %x5D-7E`), at most 512 of them. Anything else is not echoed.
+pub fn valid_nonce(nonce: &str) -> Option<&str> {
+    let nonce = nonce.trim();
+    let valid = (1..=MAX_NONCE_LEN).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E));
+    valid.then_some(nonce)
+}
+
+/// The nonce a server asks a retry to carry, if its answer is such a request
+/// ([RFC 9449 §8](https://www.rfc-editor.org/rfc/rfc9449#section-8), §9): an authorization
+/// server's 400 with the error `use_dpop_nonce`, or a resource server's 401 whose
+/// `WWW-Authenticate` names `DPoP` with `error="use_dpop_nonce"`; either way with a valid
+/// `DPoP-Nonce` header. One retry with it is the whole of the protocol.
+pub fn nonce_to_retry_with<'a>(
+    status: u16,
+    body: &[u8],
+    www_authenticate: Option<&str>,
+    dpop_nonce: Option<&'a str>,
+) -> Option<&'a str> {
+    let nonce = dpop_nonce.and_then(valid_nonce)?;
+    let from_authorization_server = status == 400
+        && serde_json::from_slice::<Value>(body)
+            .ok()
+            .is_some_and(|body| {
+                body.get("error").and_then(Value::as_str) == Some("use_dpop_nonce")
+            });
+    let from_resource_server = status == 401
+        && www_authenticate.is_some_and(|challenge| {
+            let challenge = challenge.trim_start();
+            challenge.len() > 4
+                && challenge[..4].eq_ignore_ascii_case("dpop")
+                && challenge.contains("error=\"use_dpop_nonce\"")
+        });
+    (from_authorization_server || from_resource_server).then_some(nonce)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +262,44 @@ mod tests {
             1_562_262_616,
             &[0xab; 16],
         )
+    }
+
+    #[test]
+    fn a_nonce_retry_is_asked_for_only_as_rfc_9449_says() {
+        let body = br#"{"error":"use_dpop_nonce","error_description":"Authorization server requires nonce in DPoP proof"}"#;
+        assert_eq!(
+            nonce_to_retry_with(400, body, None, Some("eyJ7S_zG.eyJH0-Z.HX4w-7v")),
+            Some("eyJ7S_zG.eyJH0-Z.HX4w-7v")
+        );
+        let challenge = r#"DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof""#;
+        assert_eq!(
+            nonce_to_retry_with(401, b"", Some(challenge), Some("n-1")),
+            Some("n-1")
+        );
+        assert_eq!(
+            nonce_to_retry_with(
+                401,
+                b"",
+                Some(r#"Bearer error="use_dpop_nonce""#),
+                Some("n-1")
+            ),
+            None,
+            "not a DPoP challenge"
+        );
+        assert_eq!(
+            nonce_to_retry_with(400, br#"{"error":"invalid_grant"}"#, None, Some("n-1")),
+            None
+        );
+        assert_eq!(
+            nonce_to_retry_with(400, body, None, None),
+            None,
+            "no nonce to retry with"
+        );
+        assert_eq!(
+            nonce_to_retry_with(400, body, None, Some("bad\"nonce")),
+            None
+        );
+        assert_eq!(valid_nonce(&"n".repeat(513)), None);
     }
 
     #[test]

@@ -624,5 +624,15 @@ mod tests {
         assert_eq!(status("server_error"), 502);
         assert_eq!(status("invalid_verifier"), 400);
         assert_eq!(status("access_denied"), 400);
+        assert_eq!(status("consent_required"), 403);
+        assert_eq!(status("consent_expired"), 403);
+        assert_eq!(status("consent_ambiguous"), 409);
+        assert_eq!(status("unknown_provider"), 404);
+        assert_eq!(status("invalid_api_path"), 400);
+        assert_eq!(status("upstream_timeout"), 504);
+        assert_eq!(status("upstream_redirect"), 502);
+        assert_eq!(status("refresh_failed"), 502);
+        assert_eq!(status("invalid_provider_response"), 502);
+        assert_eq!(status("exchange_interrupted"), 500);
     }
 }

@@ -72,6 +72,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod authorization_details;
 pub mod authorization_request;
 pub mod authorization_response;
 pub mod client_auth;
@@ -125,7 +126,8 @@ pub use secret::{
 pub use start::StartRequest;
 pub use state::{Nonce, State, StateKey};
 pub use token_request::{
-    build_authorization_code_request, build_client_credentials_request, build_refresh_token_request,
+    build_authorization_code_request, build_client_credentials_request,
+    build_refresh_token_request, AuthorizationCodeGrant,
 };
 pub use token_response::{
     process_refresh_response, process_token_response, TokenResponse, TokenType,

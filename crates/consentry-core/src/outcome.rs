@@ -236,6 +236,94 @@ pub fn format_rfc3339(unix_seconds: u64) -> String {
     )
 }
 
+/// Reads an RFC 3339 timestamp (`YYYY-MM-DDTHH:MM:SS`, optional fraction, then `Z` or
+/// `±HH:MM`) as Unix seconds, fractions dropped; `None` for anything else or a time before
+/// 1970. The inverse of [`format_rfc3339`] for its own output.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    let digits = |from: usize, len: usize| -> Option<u64> {
+        let part = bytes.get(from..from + len)?;
+        part.iter().all(u8::is_ascii_digit).then(|| {
+            part.iter()
+                .fold(0u64, |acc, digit| acc * 10 + u64::from(digit - b'0'))
+        })
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if bytes.len() < 20
+        || separators.iter().any(|(at, sep)| bytes[*at] != *sep)
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let end = fraction.find(|c: char| !c.is_ascii_digit())?;
+        if end == 0 {
+            return None;
+        }
+        rest = &fraction[end..];
+    }
+    let offset: i64 = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2]
+            if [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit()) =>
+        {
+            let hours = i64::from((h1 - b'0') * 10 + (h2 - b'0'));
+            let minutes = i64::from((m1 - b'0') * 10 + (m2 - b'0'));
+            let offset = hours * 3600 + minutes * 60;
+            if *sign == b'+' {
+                offset
+            } else {
+                -offset
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day)?;
+    let local = days.checked_mul(86_400)? + (hour * 3600 + minute * 60 + second) as i64;
+    u64::try_from(local - offset).ok()
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's days_from_civil);
+/// `None` for a day the month does not have.
+fn days_from_civil(year: u64, month: u64, day: u64) -> Option<i64> {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if day > month_days[(month - 1) as usize] {
+        return None;
+    }
+    let (year, month, day) = (year as i64, month as i64, day as i64);
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    Some(era * 146_097 + day_of_era - 719_468)
+}
+
 /// The proleptic Gregorian date of a day count since 1970-01-01, after Howard Hinnant's
 /// `civil_from_days` (the inverse of days-from-civil), restricted to days on or after the
 /// epoch so every step stays unsigned.
@@ -280,6 +368,32 @@ mod tests {
 
     fn parse_error_code(json: &str) -> Option<ErrorCode> {
         Outcome::parse(json).err().map(|error| error.code().clone())
+    }
+
+    #[test]
+    fn rfc3339_timestamps_read_back() {
+        for seconds in [0, 951_782_400, 1_709_164_800, 4_102_444_800] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(seconds)), Some(seconds));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-03-01T12:30:00.123456+01:00"),
+            Some(1_772_364_600)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-03-01T12:30:00-00:30"),
+            Some(1_772_370_000)
+        );
+        for bad in [
+            "2026-02-30T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-03-01",
+            "2026-03-01T00:00:00",
+            "1969-12-31T23:59:59Z",
+            "2026-03-01T00:00:00.Z",
+            "x026-03-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -126,6 +126,8 @@ struct ProviderEntry {
     #[serde(default)]
     authorization_params: Map<String, Value>,
     #[serde(default)]
+    authorization_details: Option<Value>,
+    #[serde(default)]
     api_base_url: Option<String>,
     #[serde(default)]
     api_paths: Vec<String>,
@@ -168,6 +170,7 @@ pub struct ProviderConfig {
     key_id: Option<String>,
     id_token_signing_algs: Vec<JwsAlgorithm>,
     authorization_params: Vec<(String, String)>,
+    authorization_details: Option<Value>,
     api_base_url: Option<EndpointUrl>,
     api_paths: Vec<Vec<String>>,
     api_methods: Vec<&'static str>,
@@ -287,6 +290,17 @@ impl ProviderConfig {
                 Value::Null => Err(config_error("authorization_params values must not be null")),
             })
             .collect::<Result<Vec<_>>>()?;
+        if let Some(details) = &entry.authorization_details {
+            crate::authorization_details::check_configured(details)?;
+            if authorization_params
+                .iter()
+                .any(|(name, _)| name == "authorization_details")
+            {
+                return Err(config_error(
+                    "give authorization_details once: as its own field, not in authorization_params",
+                ));
+            }
+        }
         if profile == Profile::Moneyhub
             && authorization_params
                 .iter()
@@ -344,6 +358,7 @@ impl ProviderConfig {
             key_id: entry.key_id,
             id_token_signing_algs,
             authorization_params,
+            authorization_details: entry.authorization_details.clone(),
             api_base_url,
             api_paths,
             api_methods,
@@ -427,6 +442,55 @@ impl ProviderConfig {
     /// Whether tokens are DPoP-bound (RFC 9449).
     pub fn uses_dpop(&self) -> bool {
         self.dpop
+    }
+
+    /// The algorithm of the DPoP keys the Worker makes per consent (ECDSA P-256).
+    pub fn dpop_alg(&self) -> JwsAlgorithm {
+        JwsAlgorithm::ES256
+    }
+
+    /// Checks what the provider's metadata must say for this profile, so that a provider
+    /// that cannot hold the profile's promises is refused at the first start rather than
+    /// half-used (`invalid_configuration`). Under `fapi2` (FAPI 2.0 Security Profile §5):
+    /// PAR required (`require_pushed_authorization_requests`) and its endpoint named, the
+    /// `iss` response parameter, DPoP with the algorithm the Worker signs proofs with, and
+    /// `private_key_jwt` among the token endpoint's methods when it lists them. Any provider
+    /// configured for PAR or DPoP must name the endpoint or the algorithm.
+    pub fn check_metadata(&self, metadata: &ProviderMetadata) -> Result<()> {
+        let refused = |why: &str| {
+            Err(config_error(&format!(
+                "provider {}: the authorization server's metadata {why}",
+                self.id
+            )))
+        };
+        if self.par && metadata.pushed_authorization_request_endpoint.is_none() {
+            return refused("names no pushed_authorization_request_endpoint");
+        }
+        if self.dpop {
+            let alg = self.dpop_alg().as_str();
+            let algs = metadata
+                .dpop_signing_alg_values_supported
+                .as_deref()
+                .unwrap_or_default();
+            if !algs.iter().any(|known| known == alg) {
+                return refused(&format!(
+                    "does not list {alg} in dpop_signing_alg_values_supported"
+                ));
+            }
+        }
+        if self.profile == Profile::Fapi2 {
+            if !metadata.require_pushed_authorization_requests {
+                return refused("does not require pushed authorization requests (FAPI 2.0)");
+            }
+            if !metadata.authorization_response_iss_parameter_supported {
+                return refused("does not advertise the iss response parameter (RFC 9207)");
+            }
+            let methods = metadata.token_endpoint_auth_methods_supported.as_deref();
+            if methods.is_some_and(|methods| !methods.iter().any(|m| m == "private_key_jwt")) {
+                return refused("does not accept private_key_jwt client authentication");
+            }
+        }
+        Ok(())
     }
 
     /// Whether the authorization response must carry `iss`: the configuration's word, or
@@ -567,7 +631,16 @@ impl ProviderConfig {
         for (name, value) in &self.authorization_params {
             request = request.with_param(name, value)?;
         }
-        let hint = provider_hint.filter(|hint| !hint.is_empty());
+        let mut hint = provider_hint.filter(|hint| !hint.is_empty());
+        // The hint fills the configured details' placeholder (an OFP's dp_id: the bank), and
+        // is then used up.
+        if let Some(details) = &self.authorization_details {
+            let filled = crate::authorization_details::fill(details, hint);
+            request = request.with_param("authorization_details", &filled.to_string())?;
+            if crate::authorization_details::uses_provider_hint(details) {
+                hint = None;
+            }
+        }
         match self.profile {
             Profile::TrueLayer => {
                 if let Some(hint) = hint {
@@ -825,6 +898,77 @@ mod tests {
                 "{not_a_callback}"
             );
         }
+    }
+
+    #[test]
+    fn fapi2_metadata_must_require_par_iss_and_our_dpop_alg() {
+        let fapi = one(r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","key_id":"k1"}"#).expect("valid");
+        let good = || {
+            let mut metadata = ProviderMetadata::new(
+                fapi.issuer().clone(),
+                EndpointUrl::parse("https://ofp.example/auth").expect("valid"),
+                EndpointUrl::parse("https://ofp.example/token").expect("valid"),
+            );
+            metadata.pushed_authorization_request_endpoint =
+                Some(EndpointUrl::parse("https://ofp.example/par").expect("valid"));
+            metadata.require_pushed_authorization_requests = true;
+            metadata.authorization_response_iss_parameter_supported = true;
+            metadata.dpop_signing_alg_values_supported = Some(vec!["PS256".into(), "ES256".into()]);
+            metadata.token_endpoint_auth_methods_supported = Some(vec!["private_key_jwt".into()]);
+            metadata
+        };
+        assert!(fapi.check_metadata(&good()).is_ok());
+        let weakened: [fn(&mut ProviderMetadata); 5] = [
+            |m| m.require_pushed_authorization_requests = false,
+            |m| m.pushed_authorization_request_endpoint = None,
+            |m| m.authorization_response_iss_parameter_supported = false,
+            |m| m.dpop_signing_alg_values_supported = Some(vec!["PS256".into()]),
+            |m| m.token_endpoint_auth_methods_supported = Some(vec!["client_secret_basic".into()]),
+        ];
+        for (i, weaken) in weakened.iter().enumerate() {
+            let mut metadata = good();
+            weaken(&mut metadata);
+            let code = fapi.check_metadata(&metadata).map_err(|e| e.code().clone());
+            assert_eq!(code, Err(ErrorCode::InvalidConfiguration), "case {i}");
+        }
+        let generic =
+            one(r#"{"id":"b","profile":"generic","issuer":"https://ofp.example","client_id":"c"}"#)
+                .expect("valid");
+        let mut plain = good();
+        plain.require_pushed_authorization_requests = false;
+        plain.dpop_signing_alg_values_supported = None;
+        assert!(
+            generic.check_metadata(&plain).is_ok(),
+            "nothing asked of a generic provider"
+        );
+    }
+
+    #[test]
+    fn authorization_details_take_the_hint_in_place_of_login_hint() {
+        let fapi = one(r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","scopes":["openid","accounts"],
+            "authorization_details":[{"type":"urn:openfinance-ml:account-access-consent:v1.2","consent":{"dp_id":"{provider_hint}","permissions":["read_accounts"]}}]}"#).expect("valid");
+        let request = request_for(&fapi, "openid accounts", Some("bank-042")).expect("valid");
+        let details: Value =
+            serde_json::from_str(request.param("authorization_details").expect("sent"))
+                .expect("json");
+        assert_eq!(details[0]["consent"]["dp_id"], "bank-042");
+        assert_eq!(
+            request.param("login_hint"),
+            None,
+            "the hint went into the details"
+        );
+        let picker = request_for(&fapi, "openid accounts", None).expect("valid");
+        let details: Value =
+            serde_json::from_str(picker.param("authorization_details").expect("sent"))
+                .expect("json");
+        assert!(details[0]["consent"].get("dp_id").is_none());
+        let twice = one(
+            r#"{"id":"ofp","profile":"generic","issuer":"https://ofp.example","client_id":"c",
+            "authorization_details":[{"type":"t"}],"authorization_params":{"authorization_details":[{"type":"t"}]}}"#,
+        );
+        assert!(twice.is_err(), "given once only");
+        let jkt = request.with_dpop_jkt("thumb");
+        assert_eq!(jkt.param("dpop_jkt"), Some("thumb"));
     }
 
     #[test]

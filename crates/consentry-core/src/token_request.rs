@@ -49,16 +49,73 @@ pub fn build_authorization_code_request(
     verifier: PkceCodeVerifier,
     extra: &[(&str, &str)],
 ) -> Result<HttpRequest> {
-    check_extras(extra)?;
-    let code = response.into_code();
-    let mut params = vec![
-        ("grant_type", "authorization_code"),
-        ("code", code.secret()),
-        ("redirect_uri", redirect_uri.as_str()),
-        ("code_verifier", verifier.secret()),
-    ];
-    params.extend_from_slice(extra);
-    Ok(auth.form_post(token_endpoint.as_str(), &params))
+    AuthorizationCodeGrant::new(response, redirect_uri, verifier, extra)?
+        .token_request(token_endpoint, auth)
+}
+
+/// One validated authorization response's code and the flow's verifier, to be exchanged:
+/// made only from a [`ValidatedAuthorizationResponse`], and consumed with it.
+///
+/// A DPoP authorization server may answer the first token request with `use_dpop_nonce`
+/// without spending the code ([RFC 9449 §8](https://www.rfc-editor.org/rfc/rfc9449#section-8));
+/// the one retry it asks for needs a fresh client assertion (`jti` is single use), so the
+/// grant builds a request per [`ClientAuthentication`].
+pub struct AuthorizationCodeGrant {
+    code: crate::secret::AuthorizationCode,
+    verifier: PkceCodeVerifier,
+    redirect_uri: RedirectUrl,
+    extra: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for AuthorizationCodeGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationCodeGrant")
+            .field("code", &self.code)
+            .field("verifier", &self.verifier)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish()
+    }
+}
+
+impl AuthorizationCodeGrant {
+    /// The grant of `response`, redeemed with `verifier` at `redirect_uri`.
+    pub fn new(
+        response: ValidatedAuthorizationResponse,
+        redirect_uri: &RedirectUrl,
+        verifier: PkceCodeVerifier,
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
+        check_extras(extra)?;
+        Ok(AuthorizationCodeGrant {
+            code: response.into_code(),
+            verifier,
+            redirect_uri: redirect_uri.clone(),
+            extra: extra
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+        })
+    }
+
+    /// The token request, authenticated with `auth`.
+    pub fn token_request(
+        &self,
+        token_endpoint: &EndpointUrl,
+        auth: &ClientAuthentication,
+    ) -> Result<HttpRequest> {
+        let mut params = vec![
+            ("grant_type", "authorization_code"),
+            ("code", self.code.secret()),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("code_verifier", self.verifier.secret()),
+        ];
+        params.extend(
+            self.extra
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        );
+        Ok(auth.form_post(token_endpoint.as_str(), &params))
+    }
 }
 
 /// The refresh token grant; `scopes` narrows the grant when given (RFC 6749 §6).

@@ -54,6 +54,7 @@ pub struct TokenResponse {
     refresh_token: Option<RefreshToken>,
     scopes: Scopes,
     id_token: Option<IdToken>,
+    authorization_details: Option<Value>,
 }
 
 impl TokenResponse {
@@ -86,6 +87,29 @@ impl TokenResponse {
     /// The id_token, still to be verified with [`crate::jwt`] and [`crate::id_token`].
     pub fn id_token(&self) -> Option<&IdToken> {
         self.id_token.as_ref()
+    }
+
+    /// The `authorization_details` the server granted
+    /// ([RFC 9396 §7](https://www.rfc-editor.org/rfc/rfc9396#section-7)), an array.
+    pub fn authorization_details(&self) -> Option<&Value> {
+        self.authorization_details.as_ref()
+    }
+
+    /// Checks the token type against how the request was made: a request with a DPoP proof
+    /// must get a `DPoP` token, and one without must not
+    /// ([RFC 9449 §5](https://www.rfc-editor.org/rfc/rfc9449#section-5)); any other type
+    /// than `Bearer` or `DPoP` is one consentry cannot use.
+    pub fn require_token_type(&self, dpop_bound: bool) -> Result<()> {
+        match (&self.token_type, dpop_bound) {
+            (TokenType::DPoP, true) | (TokenType::Bearer, false) => Ok(()),
+            (TokenType::Bearer, true) => Err(invalid(
+                "token_type is Bearer, but the request was DPoP-bound: the token is not sender-constrained",
+            )),
+            (TokenType::DPoP, false) => Err(invalid(
+                "token_type is DPoP, but the request carried no proof",
+            )),
+            (TokenType::Other(_), _) => Err(invalid("token_type is neither Bearer nor DPoP")),
+        }
     }
 }
 
@@ -202,6 +226,11 @@ fn process(
             "openid was requested but the token response has no id_token",
         ));
     }
+    let authorization_details = match object.get("authorization_details") {
+        None | Some(Value::Null) => None,
+        Some(details @ Value::Array(_)) => Some(details.clone()),
+        Some(_) => return Err(invalid("authorization_details must be an array")),
+    };
     Ok(TokenResponse {
         access_token: AccessToken::new(access_token),
         token_type: TokenType::parse(token_type),
@@ -209,6 +238,7 @@ fn process(
         refresh_token: optional_string(&object, "refresh_token")?.map(RefreshToken::new),
         scopes,
         id_token,
+        authorization_details,
     })
 }
 
@@ -226,6 +256,44 @@ mod tests {
     fn failure(status: u16, content_type: Option<&str>, body: &str, requested: &str) -> Error {
         process_token_response(status, content_type, body.as_bytes(), &scopes(requested))
             .expect_err("must fail")
+    }
+
+    #[test]
+    fn the_token_type_must_fit_the_proof_and_details_are_kept() {
+        let answer = |token_type: &str| {
+            let body = format!(
+                r#"{{"access_token":"at","token_type":"{token_type}","authorization_details":[{{"type":"t","consent_id":"c1"}}]}}"#
+            );
+            process_token_response(200, JSON, body.as_bytes(), &scopes("accounts")).expect("valid")
+        };
+        assert!(answer("DPoP").require_token_type(true).is_ok());
+        assert!(answer("bearer").require_token_type(false).is_ok());
+        for (token_type, dpop) in [
+            ("Bearer", true),
+            ("DPoP", false),
+            ("mac", false),
+            ("mac", true),
+        ] {
+            let refused = answer(token_type)
+                .require_token_type(dpop)
+                .expect_err("refused");
+            assert_eq!(
+                refused.code(),
+                &ErrorCode::InvalidTokenResponse,
+                "{token_type} {dpop}"
+            );
+        }
+        assert_eq!(
+            answer("DPoP").authorization_details().expect("kept")[0]["consent_id"],
+            "c1"
+        );
+        let bad = failure(
+            200,
+            JSON,
+            r#"{"access_token":"at","token_type":"Bearer","authorization_details":{}}"#,
+            "accounts",
+        );
+        assert_eq!(bad.code(), &ErrorCode::InvalidTokenResponse);
     }
 
     #[test]

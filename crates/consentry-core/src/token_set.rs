@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::error::{Error, ErrorCode, Result};
 use crate::revocation::RevocableToken;
 use crate::scope::Scopes;
-use crate::secret::{AccessToken, RefreshToken};
+use crate::secret::{AccessToken, PrivateKeyJwk, RefreshToken};
 use crate::token_response::TokenResponse;
 
 /// The tokens of one grant. Debug shows no token.
@@ -17,6 +17,7 @@ pub struct TokenSet {
     token_type: String,
     refresh_token: Option<RefreshToken>,
     scopes: Scopes,
+    dpop_key: Option<PrivateKeyJwk>,
 }
 
 impl TokenSet {
@@ -32,7 +33,21 @@ impl TokenSet {
             token_type: token_type.to_owned(),
             refresh_token,
             scopes,
+            dpop_key: None,
         }
+    }
+
+    /// This set with the private DPoP key its tokens are bound to
+    /// ([RFC 9449](https://www.rfc-editor.org/rfc/rfc9449)): sealed with them, used for every
+    /// proof of the grant (refreshes, data API calls).
+    pub fn with_dpop_key(mut self, key: PrivateKeyJwk) -> Self {
+        self.dpop_key = Some(key);
+        self
+    }
+
+    /// The private DPoP key (a JWK), when the grant is DPoP-bound.
+    pub fn dpop_key(&self) -> Option<&PrivateKeyJwk> {
+        self.dpop_key.as_ref()
     }
 
     /// The tokens after a refresh answered with `response`
@@ -48,6 +63,7 @@ impl TokenSet {
                 .or(self.refresh_token.as_ref())
                 .cloned(),
             scopes: response.scopes().clone(),
+            dpop_key: self.dpop_key.clone(),
         }
     }
 
@@ -58,6 +74,7 @@ impl TokenSet {
             token_type: response.token_type().scheme().to_owned(),
             refresh_token: response.refresh_token().cloned(),
             scopes: response.scopes().clone(),
+            dpop_key: None,
         }
     }
 
@@ -70,6 +87,9 @@ impl TokenSet {
         });
         if let Some(refresh_token) = &self.refresh_token {
             plaintext["refresh_token"] = refresh_token.secret().into();
+        }
+        if let Some(key) = &self.dpop_key {
+            plaintext["dpop_key"] = serde_json::from_str(key.secret()).unwrap_or(Value::Null);
         }
         plaintext.to_string()
     }
@@ -85,6 +105,11 @@ impl TokenSet {
             token_type: text("token_type").ok_or_else(unreadable)?.to_owned(),
             refresh_token: text("refresh_token").map(RefreshToken::new),
             scopes: Scopes::parse(text("scope").unwrap_or_default())?,
+            dpop_key: match value.get("dpop_key") {
+                None => None,
+                Some(key @ Value::Object(_)) => Some(PrivateKeyJwk::new(key.to_string())),
+                Some(_) => return Err(unreadable()),
+            },
         })
     }
 
@@ -163,6 +188,26 @@ mod tests {
             Some("rt-2")
         );
         assert_eq!(rotated.scopes().to_wire(), "accounts");
+    }
+
+    #[test]
+    fn a_dpop_key_is_sealed_with_the_tokens_and_kept_by_refreshes() {
+        let key =
+            PrivateKeyJwk::new(r#"{"kty":"EC","crv":"P-256","x":"x","y":"y","d":"secret-d"}"#);
+        let set = TokenSet::from_response(&response(
+            r#"{"access_token":"at-1","token_type":"DPoP","refresh_token":"rt-1"}"#,
+        ))
+        .with_dpop_key(key);
+        let read = TokenSet::parse(set.to_plaintext().as_bytes()).expect("readable");
+        let kept = read.dpop_key().expect("kept").secret();
+        assert!(kept.contains("secret-d"));
+        assert_eq!(read.token_type(), "DPoP");
+        let refreshed = read.refreshed(&response(r#"{"access_token":"at-2","token_type":"DPoP"}"#));
+        assert!(refreshed.dpop_key().is_some(), "the key outlives a refresh");
+        assert!(
+            !format!("{refreshed:?}").contains("secret-d"),
+            "Debug shows no key"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use worker::{Env, Method, Request, Response};
 
 use super::caller::Caller;
 use super::config::Config;
+use super::dpop::DpopKey;
 use super::outbound::{self, ProviderResponse, Unanswered};
 use super::store::ConsentRow;
 use super::tokens::{LiveToken, NoToken, TokenSource};
@@ -125,9 +126,30 @@ async fn call(
     };
     let accept = request.headers().get("Accept").ok().flatten();
     let send = |live: LiveToken| {
-        let upstream = api_call.build_request(base, &live.tokens, accept.as_deref(), body.clone());
+        let (api_call, accept, body) = (&api_call, accept.as_deref(), &body);
         async move {
-            let answer = send_upstream(upstream?, config.http_timeout_ms).await?;
+            let build = |proof: Option<&str>| {
+                api_call.build_request(base, &live.tokens, accept, body.clone(), proof)
+            };
+            let answer = match live.tokens.dpop_key() {
+                None => send_upstream(build(None)?, config.http_timeout_ms).await?,
+                // A DPoP-bound grant: a proof per call, `ath` included, the resource
+                // server's nonce obeyed once.
+                Some(private) => {
+                    let key = DpopKey::from_private(provider.dpop_alg(), private.clone())?;
+                    key.send_with_proof(
+                        api_call.method(),
+                        &api_call.upstream_url(base),
+                        Some(live.tokens.access_token()),
+                        super::now(),
+                        |proof| {
+                            let request = build(Some(&proof));
+                            async move { send_upstream(request?, config.http_timeout_ms).await }
+                        },
+                    )
+                    .await?
+                }
+            };
             withhold_echoed_token(answer, &live)
         }
     };

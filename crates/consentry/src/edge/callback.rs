@@ -8,22 +8,25 @@
 //! the recording run under `waitUntil`, and the response is answered from that same work, so
 //! a popup closed mid-exchange still leaves an outcome for `/auth/outcome` to report.
 
+use consentry_core::authorization_details;
 use consentry_core::cookie::{
     binding_cookie_name, cookie_value, set_cookie, stored_hash, SameSite, SESSION_COOKIE,
 };
 use consentry_core::encoding::{base64url_encode, log_field};
 use consentry_core::outcome::format_rfc3339;
 use consentry_core::{
-    build_authorization_code_request, process_token_response, validate_authorization_response,
+    process_token_response, validate_authorization_response, AuthorizationCodeGrant,
     AuthorizationResponse, Consent, Error, ErrorCode, Nonce, Outcome, OutcomePage,
-    PkceCodeVerifier, ProviderConfig, Result, Scopes, State, StateKey, TokenSet, WebOrigin,
+    PkceCodeVerifier, PrivateKeyJwk, ProviderConfig, Result, Scopes, State, StateKey, TokenSet,
+    WebOrigin,
 };
 use futures_channel::oneshot;
 use worker::{Context, Env, Method, Request, Response};
 
 use super::config::{self, Config};
+use super::dpop::DpopKey;
 use super::provider_client::{ExpectedIdToken, ProviderClient};
-use super::start::transaction_expired;
+use super::start::{dpop_key_aad, transaction_expired};
 use super::store::{Consumed, NewConsent, NewSession, Store, Transaction};
 use super::{log_ending, now, open_store, random_token, read_form, respond};
 use crate::random::random_bytes;
@@ -384,22 +387,43 @@ async fn exchange(
             )
         })
         .and_then(|verifier| PkceCodeVerifier::parse(&verifier))?;
-    let auth = client.authentication(env, now).await?;
-    let token_request = build_authorization_code_request(
-        &client.metadata.token_endpoint,
-        &auth,
+    let grant = AuthorizationCodeGrant::new(
         validated,
         &provider.redirect_url(&config.public_origin)?,
         verifier,
         &[],
     )?;
-    let answer = client
-        .send(
-            &token_request,
-            "token endpoint",
-            ErrorCode::TokenExchangeFailed,
-        )
-        .await?;
+    // Each attempt authenticates afresh (a client assertion is single use).
+    let send = |proof: Option<String>| {
+        let (client, grant) = (&client, &grant);
+        async move {
+            let auth = client.authentication(env, now).await?;
+            let mut request = grant.token_request(&client.metadata.token_endpoint, &auth)?;
+            if let Some(proof) = proof {
+                request = request.with_header("DPoP", proof);
+            }
+            client
+                .send_owned(request, "token endpoint", ErrorCode::TokenExchangeFailed)
+                .await
+        }
+    };
+    // The code is presented once; a DPoP server's nonce challenge (the code unspent, RFC
+    // 9449 §8) is the one answer it is presented again for.
+    let dpop_key = open_dpop_key(env, provider, transaction, key).await?;
+    let answer = match &dpop_key {
+        None => send(None).await?,
+        Some(dpop_key) => {
+            dpop_key
+                .send_with_proof(
+                    "POST",
+                    client.metadata.token_endpoint.as_str(),
+                    None,
+                    now,
+                    |proof| send(Some(proof)),
+                )
+                .await?
+        }
+    };
     let requested = Scopes::parse(&transaction.scopes)?;
     let tokens = process_token_response(
         answer.status,
@@ -408,24 +432,58 @@ async fn exchange(
         &requested,
     )?;
     // The provider has issued tokens: from here a failure must not leave them live.
-    let token_set = TokenSet::from_response(&tokens);
-    match verify_grant(
-        env,
-        provider,
-        &client,
-        transaction,
-        &tokens,
-        &sealing_key,
-        now,
-    )
-    .await
-    {
+    let mut token_set = TokenSet::from_response(&tokens);
+    if let Some(dpop_key) = dpop_key {
+        token_set = token_set.with_dpop_key(dpop_key.private().clone());
+    }
+    let verified = match tokens.require_token_type(provider.uses_dpop()) {
+        Ok(()) => {
+            verify_grant(
+                env,
+                &client,
+                transaction,
+                &tokens,
+                &token_set,
+                &sealing_key,
+                now,
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    };
+    match verified {
         Ok(verified) => Ok(verified.into_grant(token_set, &tokens, provider, now)),
         Err(error) => Err(Failure {
             error,
             unrecorded: Some(token_set),
         }),
     }
+}
+
+/// The flow's DPoP key, unsealed, for a provider that binds tokens to one.
+async fn open_dpop_key(
+    env: &Env,
+    provider: &ProviderConfig,
+    transaction: &Transaction,
+    key: &StateKey,
+) -> Result<Option<DpopKey>> {
+    if !provider.uses_dpop() {
+        return Ok(None);
+    }
+    let sealed = transaction
+        .sealed_dpop_key
+        .as_deref()
+        .ok_or_else(|| Error::new(ErrorCode::StorageFailed, "the flow's DPoP key is gone"))?;
+    let private = config::sealing_key(env)?
+        .open(&dpop_key_aad(key), sealed)
+        .await?;
+    let private = String::from_utf8(private).map_err(|_| {
+        Error::new(
+            ErrorCode::StorageFailed,
+            "the flow's DPoP key is unreadable",
+        )
+    })?;
+    DpopKey::from_private(provider.dpop_alg(), PrivateKeyJwk::new(private)).map(Some)
 }
 
 /// What the checks of a token response yield: the verified id_token's claims we keep.
@@ -444,6 +502,12 @@ impl Verified {
         provider: &ProviderConfig,
         now: u64,
     ) -> Grant {
+        // What the granted authorization_details say (RFC 9396: an OFP's consent id and
+        // expiry) comes first; else the id_token's claim, and the profile's fixed term.
+        let details = response
+            .authorization_details()
+            .map(authorization_details::granted)
+            .unwrap_or_default();
         Grant {
             tokens,
             scopes: response.scopes().clone(),
@@ -451,11 +515,13 @@ impl Verified {
             access_expires_at: response
                 .expires_in()
                 .map(|seconds| now.saturating_add(seconds)),
-            consent_expires_at: provider
-                .consent_days()
-                .map(|days| now.saturating_add(days.saturating_mul(86_400))),
+            consent_expires_at: details.expires_at.or_else(|| {
+                provider
+                    .consent_days()
+                    .map(|days| now.saturating_add(days.saturating_mul(86_400)))
+            }),
             provider_subject: self.provider_subject,
-            provider_consent_id: self.provider_consent_id,
+            provider_consent_id: details.consent_id.or(self.provider_consent_id),
             consent_id: self.consent_id,
         }
     }
@@ -465,13 +531,14 @@ impl Verified {
 /// profile) and seals the tokens under a fresh consent id.
 async fn verify_grant(
     env: &Env,
-    provider: &ProviderConfig,
     client: &ProviderClient<'_>,
     transaction: &Transaction,
     tokens: &consentry_core::TokenResponse,
+    token_set: &TokenSet,
     sealing_key: &super::webcrypto::SealingKey,
     now: u64,
 ) -> Result<Verified> {
+    let provider = client.config;
     let expected_subject = transaction.provider_subject.as_deref();
     let claims = match tokens.id_token() {
         Some(id_token) => {
@@ -499,10 +566,7 @@ async fn verify_grant(
 
     let consent_id = format!("cns_{}", base64url_encode(&random_bytes::<16>()?));
     let sealed_tokens = sealing_key
-        .seal(
-            &consent_id,
-            TokenSet::from_response(tokens).to_plaintext().as_bytes(),
-        )
+        .seal(&consent_id, token_set.to_plaintext().as_bytes())
         .await?;
     Ok(Verified {
         provider_subject: claims.as_ref().map(|claims| claims.sub().to_owned()),

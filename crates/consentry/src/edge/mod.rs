@@ -18,6 +18,7 @@ mod api;
 mod callback;
 mod caller;
 mod config;
+mod dpop;
 mod outbound;
 mod provider_client;
 mod respond;

@@ -16,6 +16,10 @@ pub(crate) struct ProviderResponse {
     pub status: u16,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
+    /// `DPoP-Nonce` (RFC 9449 §8, §9): the nonce the server wants in the next proof.
+    pub dpop_nonce: Option<String>,
+    /// `WWW-Authenticate`: a resource server's challenge (e.g. `use_dpop_nonce`).
+    pub www_authenticate: Option<String>,
 }
 
 /// Sends `request` to the provider's `endpoint` (named in errors) within `timeout_ms`; no
@@ -98,7 +102,10 @@ pub(crate) async fn send(
     if declared_len.is_some_and(|len| len > MAX_BODY_BYTES) {
         return Err(Unanswered::TooLarge);
     }
-    let content_type = response.headers().get("Content-Type").ok().flatten();
+    let header = |name: &str| response.headers().get(name).ok().flatten();
+    let content_type = header("Content-Type");
+    let dpop_nonce = header("DPoP-Nonce");
+    let www_authenticate = header("WWW-Authenticate");
     let status = response.status_code();
     let mut body = Vec::with_capacity(declared_len.unwrap_or(0));
     // A response without a body (a 204, a redirect) has no stream to read.
@@ -116,5 +123,7 @@ pub(crate) async fn send(
         status,
         content_type,
         body,
+        dpop_nonce,
+        www_authenticate,
     })
 }

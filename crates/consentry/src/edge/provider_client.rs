@@ -80,6 +80,16 @@ impl<'a> ProviderClient<'a> {
         outbound::exchange(request, endpoint, code, self.timeout_ms).await
     }
 
+    /// [`send`](Self::send) for a request the caller hands over (a retry builds a new one).
+    pub(crate) async fn send_owned(
+        &self,
+        request: HttpRequest,
+        endpoint: &str,
+        code: ErrorCode,
+    ) -> Result<ProviderResponse> {
+        self.send(&request, endpoint, code).await
+    }
+
     /// Fresh client credentials for one request to the token, PAR or revocation endpoint.
     pub(crate) async fn authentication(&self, env: &Env, now: u64) -> Result<ClientAuthentication> {
         let client_id = self.config.client_id().clone();

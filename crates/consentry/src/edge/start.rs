@@ -10,11 +10,12 @@ use consentry_core::start::FIELD_STATE;
 use consentry_core::user_assertion::parse_user_id;
 use consentry_core::{
     verify_user_assertion, Error, ErrorCode, Nonce, Outcome, OutcomePage, Result, StartRequest,
-    State, WebOrigin,
+    State, StateKey, WebOrigin,
 };
 use worker::{Env, Request, Response};
 
 use super::config::{self, Config};
+use super::dpop::DpopKey;
 use super::provider_client::ProviderClient;
 use super::store::{NewTransaction, Store, UserRow, OUTCOME_RETENTION_SECS};
 use super::{log_ending, now, open_store, random_token, read_form, respond};
@@ -84,12 +85,6 @@ async fn start(
 ) -> Result<(String, String)> {
     let form = StartRequest::parse(body)?;
     let provider = config.provider(&form.provider)?;
-    if provider.uses_dpop() {
-        return Err(Error::new(
-            ErrorCode::InvalidConfiguration,
-            "this provider needs DPoP-bound tokens, which this Worker does not issue yet",
-        ));
-    }
     let now = now();
     let store = open_store(env)?;
     let user_id = trusted_user(env, config, &store, &form.user, now).await?.id;
@@ -102,7 +97,7 @@ async fn start(
         true => Some(Nonce::from_random_bytes(&random_bytes()?)),
         false => None,
     };
-    let authorization_request = provider.build_authorization_request(
+    let mut authorization_request = provider.build_authorization_request(
         &provider.redirect_url(&config.public_origin)?,
         &scopes,
         &form.state,
@@ -111,18 +106,37 @@ async fn start(
         form.provider_hint.as_deref(),
         provider_user.as_deref(),
     )?;
+    // The consent's DPoP key pair, made here; its thumbprint binds the code (dpop_jkt).
+    let dpop_key = match provider.uses_dpop() {
+        true => Some(DpopKey::generate(provider.dpop_alg()).await?),
+        false => None,
+    };
+    if let Some(dpop_key) = &dpop_key {
+        authorization_request = authorization_request.with_dpop_jkt(&dpop_key.thumbprint()?);
+    }
     // Discovery and PAR (if any) run before anything is stored: a refused push leaves
-    // nothing behind.
+    // nothing behind. A provider whose metadata cannot keep the profile's promises is
+    // refused here, at the first start.
     let client = ProviderClient::connect(provider, config.http_timeout_ms, now).await?;
+    provider.check_metadata(&client.metadata)?;
     let location = client
         .authorization_url(env, &authorization_request, now)
         .await?;
 
     let key = form.state.storage_key();
     let binding = random_token()?;
-    let sealed_verifier = config::sealing_key(env)?
+    let sealing_key = config::sealing_key(env)?;
+    let sealed_verifier = sealing_key
         .seal(key.as_str(), form.code_verifier.secret().as_bytes())
         .await?;
+    let sealed_dpop_key = match &dpop_key {
+        Some(dpop_key) => Some(
+            sealing_key
+                .seal(&dpop_key_aad(&key), dpop_key.private().secret().as_bytes())
+                .await?,
+        ),
+        None => None,
+    };
     store
         .insert_transaction(&NewTransaction {
             state_key: key.as_str(),
@@ -135,6 +149,7 @@ async fn start(
             sealed_verifier: &sealed_verifier,
             replaces_session: current_session,
             provider_subject: provider_user.as_deref(),
+            sealed_dpop_key: sealed_dpop_key.as_deref(),
             created_at: now,
             expires_at: now + TRANSACTION_SECS,
         })
@@ -149,6 +164,12 @@ async fn start(
         SameSite::None,
     );
     Ok((location, cookie))
+}
+
+/// The associated data a flow's DPoP key is sealed under: not the verifier's, so neither
+/// ciphertext opens in the other's place.
+pub(crate) fn dpop_key_aad(key: &StateKey) -> String {
+    format!("dpop:{}", key.as_str())
 }
 
 /// The app user a reference names, trusted as `CONSENTRY_DEMO_USERS` says: a seeded user id

@@ -27,6 +27,8 @@ pub(crate) struct NewTransaction<'a> {
     pub replaces_session: Option<&'a str>,
     /// The profile at the provider the flow asks for (Moneyhub's `sub`), from our records.
     pub provider_subject: Option<&'a str>,
+    /// The flow's DPoP private key, sealed (AAD `dpop:` + state key), for DPoP providers.
+    pub sealed_dpop_key: Option<&'a str>,
     pub created_at: u64,
     pub expires_at: u64,
 }
@@ -42,6 +44,7 @@ pub(crate) struct Transaction {
     pub sealed_verifier: Option<String>,
     pub replaces_session: Option<String>,
     pub provider_subject: Option<String>,
+    pub sealed_dpop_key: Option<String>,
     pub expires_at: u64,
 }
 
@@ -177,8 +180,8 @@ impl Store {
         )?;
         let insert = self.statement(
             "INSERT INTO transactions (state_key, binding_hash, provider, user_id, origin, scopes, \
-             nonce, sealed_verifier, replaces_session, provider_subject, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             nonce, sealed_verifier, replaces_session, provider_subject, sealed_dpop_key, created_at, \
+             expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             &[
                 transaction.state_key.into(),
                 transaction.binding_hash.into(),
@@ -190,6 +193,7 @@ impl Store {
                 transaction.sealed_verifier.into(),
                 optional(transaction.replaces_session),
                 optional(transaction.provider_subject),
+                optional(transaction.sealed_dpop_key),
                 number(now),
                 number(transaction.expires_at),
             ],
@@ -222,7 +226,8 @@ impl Store {
                 .statement(
                     "UPDATE transactions SET consumed_at = ?1 WHERE state_key = ?2 AND binding_hash = ?3 \
                      AND provider = ?4 AND consumed_at IS NULL RETURNING provider, user_id, origin, \
-                     scopes, nonce, sealed_verifier, replaces_session, provider_subject, expires_at",
+                     scopes, nonce, sealed_verifier, replaces_session, provider_subject, sealed_dpop_key, \
+                     expires_at",
                     &[number(now), state_key.into(), binding_hash.into(), provider.into()],
                 )?
                 .first::<Transaction>(None)
@@ -271,7 +276,7 @@ impl Store {
         outcome_json: &str,
     ) -> Result<D1PreparedStatement> {
         self.statement(
-            "UPDATE transactions SET outcome = ?1, sealed_verifier = NULL \
+            "UPDATE transactions SET outcome = ?1, sealed_verifier = NULL, sealed_dpop_key = NULL \
              WHERE state_key = ?2 AND outcome IS NULL",
             &[outcome_json.into(), state_key.into()],
         )

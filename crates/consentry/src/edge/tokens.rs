@@ -27,6 +27,7 @@ use consentry_core::{
 use worker::{Delay, Env};
 
 use super::config::{self, Config};
+use super::dpop::DpopKey;
 use super::provider_client::{ExpectedIdToken, ProviderClient};
 use super::store::{ConsentRow, Store, TokenRow};
 use crate::random::random_bytes;
@@ -237,22 +238,43 @@ impl TokenSource<'_> {
             });
         };
         let now = now_ms() / 1000;
-        let auth = client.authentication(self.env, now).await?;
         let timeout_ms = u64::from(self.config.http_timeout_ms);
         if now_ms() + 2 * timeout_ms + STORE_BUDGET_MS > lease.until_ms {
             return Err(Refusal::Failed(refresh_failed(
                 "too little of the refresh lease is left to refresh safely; try again",
             )));
         }
-        let request = build_refresh_token_request(
-            &client.metadata.token_endpoint,
-            &auth,
-            refresh_token,
-            None,
-        );
-        let answer = client
-            .send(&request, "token endpoint", ErrorCode::RefreshFailed)
-            .await?;
+        // Each attempt authenticates afresh: a client assertion is single use.
+        let send = |proof: Option<String>| async move {
+            let auth = client.authentication(self.env, now).await?;
+            let mut request = build_refresh_token_request(
+                &client.metadata.token_endpoint,
+                &auth,
+                refresh_token,
+                None,
+            );
+            if let Some(proof) = proof {
+                request = request.with_header("DPoP", proof);
+            }
+            client
+                .send_owned(request, "token endpoint", ErrorCode::RefreshFailed)
+                .await
+        };
+        let answer = match tokens.dpop_key() {
+            None => send(None).await?,
+            // A DPoP-bound grant refreshes with a proof of its key (RFC 9449 §5).
+            Some(private) => {
+                let key = DpopKey::from_private(self.provider.dpop_alg(), private.clone())?;
+                key.send_with_proof(
+                    "POST",
+                    client.metadata.token_endpoint.as_str(),
+                    None,
+                    now,
+                    |proof| send(Some(proof)),
+                )
+                .await?
+            }
+        };
         let response = process_refresh_response(
             answer.status,
             answer.content_type.as_deref(),
@@ -263,6 +285,7 @@ impl TokenSource<'_> {
             ErrorCode::OAuth(OAuthErrorCode::InvalidGrant) => Refusal::Lapse(error),
             _ => Refusal::Failed(error),
         })?;
+        response.require_token_type(tokens.dpop_key().is_some())?;
         // A refreshed id_token must be the same end-user's, from the same issuer, for us
         // (OpenID Connect Core §12.2): one that is not ends the consent, since its refresh
         // token may already have been rotated away. One that could not be checked (the

@@ -3,7 +3,7 @@
 //! (id_tokens). The core hands over the bytes to sign or verify; nothing here decides.
 
 use consentry_core::encoding::{base64url_decode, base64url_encode};
-use consentry_core::{Error, ErrorCode, JwsAlgorithm, Result};
+use consentry_core::{Error, ErrorCode, JwsAlgorithm, PrivateKeyJwk, Result};
 use js_sys::futures::JsFuture;
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -26,6 +26,21 @@ extern "C" {
         algorithm: &JsValue,
         extractable: bool,
         usages: &Array,
+    ) -> std::result::Result<Promise, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = generateKey)]
+    fn generate_key(
+        this: &Subtle,
+        algorithm: &JsValue,
+        extractable: bool,
+        usages: &Array,
+    ) -> std::result::Result<Promise, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = exportKey)]
+    fn export_key(
+        this: &Subtle,
+        format: &str,
+        key: &JsValue,
     ) -> std::result::Result<Promise, JsValue>;
 
     #[wasm_bindgen(method, catch)]
@@ -144,6 +159,47 @@ fn aes_gcm_params(iv: &[u8], aad: &str) -> Result<JsValue> {
         ("iv", Uint8Array::from(iv).into()),
         ("additionalData", Uint8Array::from(aad.as_bytes()).into()),
     ])
+}
+
+/// A fresh key pair for `alg` (ES256: ECDSA P-256), made by WebCrypto: the private key as a
+/// JWK (to seal at once; it never leaves the Worker otherwise) and its public half.
+pub(crate) async fn generate_key_pair(
+    alg: JwsAlgorithm,
+) -> Result<(PrivateKeyJwk, serde_json::Map<String, serde_json::Value>)> {
+    let failed = || {
+        Error::new(
+            ErrorCode::InvalidConfiguration,
+            "WebCrypto could not make a key pair",
+        )
+    };
+    let usages = Array::of2(&"sign".into(), &"verify".into());
+    let algorithm = import_params(alg)?;
+    let pair = settle(
+        SUBTLE.with(|subtle| subtle.generate_key(&algorithm, true, &usages)),
+        ErrorCode::InvalidConfiguration,
+        "WebCrypto could not make a key pair",
+    )
+    .await?;
+    let private_key = Reflect::get(&pair, &"privateKey".into()).map_err(|_| failed())?;
+    let exported = settle(
+        SUBTLE.with(|subtle| subtle.export_key("jwk", &private_key)),
+        ErrorCode::InvalidConfiguration,
+        "WebCrypto could not export the key",
+    )
+    .await?;
+    let text = js_sys::JSON::stringify(&exported)
+        .ok()
+        .and_then(|text| text.as_string())
+        .ok_or_else(failed)?;
+    let jwk: serde_json::Value = serde_json::from_str(&text).map_err(|_| failed())?;
+    let public = jwk
+        .as_object()
+        .ok_or_else(failed)?
+        .iter()
+        .filter(|(name, _)| matches!(name.as_str(), "kty" | "crv" | "x" | "y" | "n" | "e"))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    Ok((PrivateKeyJwk::new(text), public))
 }
 
 /// Signs a JWS signing input with a private JWK (`{ID}_PRIVATE_JWK`) for `alg`.

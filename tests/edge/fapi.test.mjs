@@ -1,0 +1,203 @@
+// FAPI 2.0 at the edge against real workerd (wrangler dev) and a FAPI 2.0 authorization
+// server (bank/fapi-bank.mjs: oidc-provider with the FAPI 2.0 profile, PAR and signed request
+// objects required, private_key_jwt PS256, DPoP with server nonces, rich authorization
+// requests, and a data API that takes only DPoP-bound tokens with a valid proof).
+//
+//   node --test tests/edge/fapi.test.mjs
+
+import assert from 'node:assert/strict';
+import { generateKeyPairSync, createHash, randomUUID, sign as rsaSign } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+
+import { consentAtBank } from '../lib/bank-user.mjs';
+import { grantConsent, unescapeHtml } from '../lib/flow.mjs';
+import { CookieJar, randomToken, sqlString, startStack } from '../lib/worker-harness.mjs';
+
+const TEST_TIMEOUT = 120_000;
+const USERS = { usr_alice: 'alice', usr_bob: 'bob', usr_carol: 'carol' };
+
+let stack;
+const flows = []; // { user, consent, location }
+
+before(async () => { stack = await startStack(); }, { timeout: 30 * 60_000 });
+after(async () => { await stack?.stop(); });
+
+function describe(res) {
+  return `HTTP ${res.status}: ${res.body.slice(0, 300)}`;
+}
+
+const headers = (user, extra = {}) => ({ 'X-Consentry': '1', Origin: stack.publicOrigin, Authorization: `Bearer ${user}`, ...extra });
+const api = (path, { user = 'usr_alice', consent } = {}) => stack.workerFetch(`/api/open-finance${path}`, { headers: headers(user, consent ? { 'X-Consentry-Consent': consent } : {}) });
+const fapi = () => stack.fapiBank.issued;
+
+async function expireAccessToken(consentId) {
+  await stack.d1(`UPDATE token_sets SET access_expires_at = ${Math.floor(Date.now() / 1000) - 1} WHERE consent_id = ${sqlString(consentId)}`);
+}
+
+/** The outcome page's error code and outcome. */
+function outcomePage(res) {
+  const main = /<main\b[^>]*\bid="consentry-outcome"[^>]*>/.exec(res.body)?.[0] ?? '';
+  const attribute = (name) => unescapeHtml(new RegExp(`${name}="([^"]*)"`).exec(main)?.[1] ?? '');
+  const outcome = attribute('data-outcome');
+  return { error: attribute('data-error'), outcome: outcome ? JSON.parse(outcome) : null };
+}
+
+test('each demo user completes a FAPI 2.0 flow: PAR with a PS256 request object, private_key_jwt, DPoP-bound tokens', { timeout: TEST_TIMEOUT }, async () => {
+  for (const user of Object.keys(USERS)) {
+    const pushesBefore = fapi().pushes.length;
+    const proofsBefore = fapi().dpopProofs.length;
+    const { outcome, location } = await grantConsent(stack, { user, provider: 'open-finance', hint: 'harbour-bank' });
+    flows.push({ user, consent: outcome.consent.id, location });
+    // The front channel carries exactly client_id and request_uri.
+    const front = new URL(location);
+    assert.deepEqual([...front.searchParams.keys()].sort(), ['client_id', 'request_uri']);
+    assert.equal(front.searchParams.get('client_id'), 'consentry-fapi');
+    // The push: a PS256 request object, a PS256 client assertion, the key's thumbprint, the details.
+    const [push] = fapi().pushes.slice(pushesBefore);
+    assert.equal(push.status, 201, JSON.stringify(push));
+    assert.equal(push.requestObjectAlg, 'PS256');
+    assert.equal(push.clientAssertionAlg, 'PS256');
+    assert.match(push.dpop_jkt ?? '', /^[A-Za-z0-9_-]{43}$/);
+    assert.equal(push.authorization_details[0].consent.dp_id, 'harbour-bank', 'the hint became the dp_id');
+    // The token request: proofs by the key the code was bound to; the bank's nonce obeyed.
+    const proofs = fapi().dpopProofs.slice(proofsBefore).filter((proof) => proof.endpoint === 'token');
+    assert.ok(proofs.length >= 1 && proofs.every((proof) => proof.jkt === push.dpop_jkt), 'proofs signed by the consent key');
+    assert.ok(proofs.at(-1).nonce, 'the accepted proof carried the bank\'s nonce');
+    const issued = fapi().tokens.filter((token) => token.type === 'access_token').at(-1);
+    assert.equal(issued.token_type, 'DPoP', 'the token is DPoP-bound');
+  }
+  // The consent shows the platform's consent id as its account, its expiry as the details say.
+  const listed = await stack.workerFetch('/auth/consents', { headers: headers('usr_alice') });
+  const mine = listed.json().consents.find((consent) => consent.id === flows[0].consent);
+  assert.match(mine.account ?? '', /\S/, 'the OFP consent id is the account');
+  assert.ok(mine.expires_at && Date.parse(mine.expires_at) > Date.now() + 80 * 86_400_000, `expires_at from the details: ${mine.expires_at}`);
+});
+
+test('/api reads a FAPI consent\'s data with a DPoP proof, obeying the data API\'s nonce', { timeout: TEST_TIMEOUT }, async () => {
+  const { consent } = flows[0];
+  const proofsBefore = fapi().dpopProofs.length;
+  const res = await api('/accounts', { consent });
+  assert.equal(res.status, 200, describe(res));
+  assert.ok(res.json().accounts.every((account) => account.id.startsWith('acc-alice-')));
+  const proofs = fapi().dpopProofs.slice(proofsBefore).filter((proof) => proof.endpoint === 'data');
+  assert.ok(proofs.length >= 1, 'a proof went with the call');
+  assert.ok(proofs.at(-1).nonce, 'with the data API\'s nonce');
+  const again = await api('/accounts', { consent });
+  assert.equal(again.status, 200, 'the remembered nonce works for the next call');
+});
+
+test('the binding is real: the access token without a proof, or with another key\'s, is refused by the data API', { timeout: TEST_TIMEOUT }, async () => {
+  const token = fapi().tokens.filter((issued) => issued.type === 'access_token').at(-1).value;
+  const url = `${stack.fapiBank.issuer}/data/v1/accounts`;
+  const asBearer = await fetch(url, { headers: { Authorization: `Bearer ${token}` } });
+  assert.equal(asBearer.status, 401);
+  const noProof = await fetch(url, { headers: { Authorization: `DPoP ${token}` } });
+  assert.equal(noProof.status, 401);
+  // A well-formed proof, signed by a key the token is not bound to.
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = publicKey.export({ format: 'jwk' });
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const header = b64({ typ: 'dpop+jwt', alg: 'PS256', jwk: { kty: jwk.kty, n: jwk.n, e: jwk.e } });
+  const claims = b64({ jti: randomUUID(), htm: 'GET', htu: url, iat: Math.floor(Date.now() / 1000), ath: createHash('sha256').update(token).digest('base64url') });
+  const signature = rsaSign('sha256', Buffer.from(`${header}.${claims}`), { key: privateKey, padding: 6, saltLength: 32 }).toString('base64url');
+  const otherKey = await fetch(url, { headers: { Authorization: `DPoP ${token}`, DPoP: `${header}.${claims}.${signature}` } });
+  assert.equal(otherKey.status, 401);
+});
+
+test('a FAPI refresh carries a proof of the consent key; the refreshed token still works', { timeout: TEST_TIMEOUT }, async () => {
+  const { consent } = flows[1];
+  await expireAccessToken(consent);
+  const refreshesBefore = fapi().refreshes.length;
+  const proofsBefore = fapi().dpopProofs.length;
+  const res = await api('/accounts', { user: flows[1].user, consent });
+  assert.equal(res.status, 200, describe(res));
+  // One refresh: a first answer asking for a fresh nonce (use_dpop_nonce), if any, is the
+  // protocol's one retry, not a second refresh.
+  const refreshed = fapi().refreshes.slice(refreshesBefore);
+  assert.ok(refreshed.length === 1 || (refreshed.length === 2 && refreshed[0].error === 'use_dpop_nonce'), JSON.stringify(refreshed.map((r) => [r.status, r.error])));
+  assert.equal(refreshed.at(-1).status, 200);
+  const proofs = fapi().dpopProofs.slice(proofsBefore).filter((proof) => proof.endpoint === 'token');
+  assert.ok(proofs.length >= 1, 'the refresh carried a proof');
+  const jkts = new Set(fapi().dpopProofs.filter((proof) => proof.jkt).map((proof) => proof.jkt));
+  assert.ok(jkts.has(proofs.at(-1).jkt), 'signed by a key the bank knows for this grant');
+  assert.equal(fapi().tokens.filter((token) => token.type === 'access_token').at(-1).token_type, 'DPoP');
+});
+
+test('a PAR the platform refuses (a client key it does not know) ends the flow clearly, with nothing stored', { timeout: TEST_TIMEOUT }, async () => {
+  const pushesBefore = fapi().pushes.length;
+  const [before] = await stack.d1('SELECT COUNT(*) AS n FROM transactions');
+  const state = randomToken();
+  const res = await stack.workerFetch('/auth/start', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded', Origin: stack.publicOrigin },
+    body: new URLSearchParams({ provider: 'open-finance-wrongkey', state, code_verifier: randomToken(), user: 'usr_alice' }).toString(),
+    jar: new CookieJar(),
+  });
+  assert.equal(res.status, 400, describe(res));
+  const page = outcomePage(res);
+  assert.equal(page.error, 'invalid_client', 'the platform\'s RFC error, kept');
+  assert.equal(page.outcome?.state, state, 'posted to the opener for its flow');
+  assert.equal(page.outcome?.error, 'invalid_client');
+  assert.equal(fapi().pushes.slice(pushesBefore)[0]?.status, 401);
+  const [after] = await stack.d1('SELECT COUNT(*) AS n FROM transactions');
+  assert.equal(after.n, before.n, 'no flow stored');
+});
+
+test('the platform\'s access_denied, invalid_request and server_error redirects reach the SPA with their codes', { timeout: TEST_TIMEOUT }, async () => {
+  for (const code of ['access_denied', 'invalid_request', 'server_error']) {
+    const set = await fetch(`${stack.fapiBank.issuer}/__test/next-authorization-error`, { method: 'POST', body: code });
+    assert.equal(set.status, 200);
+    const jar = new CookieJar();
+    const state = randomToken();
+    const started = await stack.workerFetch('/auth/start', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded', Origin: stack.publicOrigin },
+      body: new URLSearchParams({ provider: 'open-finance', state, code_verifier: randomToken(), user: 'usr_bob' }).toString(),
+      jar,
+    });
+    assert.equal(started.status, 303, describe(started));
+    const url = await consentAtBank(started.headers.get('location'), { user: 'bob', redirectPrefix: `${stack.publicOrigin}/auth/callback/` });
+    assert.equal(new URL(url).searchParams.get('error'), code);
+    const cb = await stack.workerFetch(url, { jar, crossSite: true });
+    assert.equal(cb.status, 400, describe(cb));
+    const page = outcomePage(cb);
+    assert.equal(page.outcome?.error, code);
+    assert.equal(page.outcome?.status, code === 'access_denied' ? 'denied' : 'failed');
+    const outcome = await stack.workerFetch(`/auth/outcome?state=${state}`, { headers: { 'X-Consentry': '1' }, jar });
+    assert.equal(outcome.json().error, code);
+  }
+});
+
+test('leak scan: no token, code or private key (DPoP or client) in any answer, log or row in clear', async () => {
+  await new Promise((resolve) => { setTimeout(resolve, 500); });
+  const issued = fapi();
+  const secrets = [
+    ...issued.tokens.map((token) => [token.type, token.value]),
+    ...issued.codes.map(({ code }) => ['code', code]),
+    ['FAPI client key (d)', stack.secrets.fapiPrivateJwk.d],
+  ];
+  assert.ok(issued.tokens.length > 0 && issued.codes.length > 0);
+  const places = [...stack.responses.map((res, i) => [`response #${i} (${new URL(res.url).pathname})`, res.raw]), ['logs', stack.logs()]];
+  const leaks = [];
+  for (const [kind, value] of secrets) {
+    for (const [where, text] of places) if (text.includes(value)) leaks.push(`${kind} ${value.slice(0, 8)}... in ${where}`);
+  }
+  // A DPoP private key is made inside the Worker: no private JWK member may show anywhere.
+  for (const [where, text] of places) if (/"d"\s*:\s*"/.test(text)) leaks.push(`a private JWK member in ${where}`);
+  const files = [];
+  const walk = async (dir) => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) await walk(full); else files.push(full);
+    }
+  };
+  await walk(stack.persistDir);
+  for (const file of files) {
+    const bytes = (await readFile(file)).toString('latin1');
+    if (/"d"\s*:\s*"/.test(bytes)) leaks.push(`a private JWK member at rest in ${path.basename(file)}`);
+    for (const [kind, value] of secrets) if (bytes.includes(value)) leaks.push(`${kind} at rest in ${path.basename(file)}`);
+  }
+  assert.deepEqual(leaks, []);
+});
