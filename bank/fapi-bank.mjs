@@ -42,7 +42,9 @@
 //   POST /__test/next-authorization-error   body: access_denied | invalid_request |
 //                                           server_error | temporarily_unavailable
 // makes the NEXT authorization end, right after a successful login, with a redirect carrying
-// that error (with `state` and `iss`).
+// that error (with `state` and `iss`), and
+//   POST /__test/token-type                 body: Bearer (or normal)
+// makes the token endpoint answer with that token_type (the tokens stay DPoP-bound).
 //
 // Run directly (`node bank/fapi-bank.mjs`), configured by the environment:
 //   FAPI_BANK_PORT            port (default 9001); the issuer is http://localhost:PORT
@@ -304,9 +306,12 @@ export async function startFapiBank({
   //                header seen (decoded, whether or not it was valid)
   //   dataRequests: { method, path, token, status, reason } for every data API request
   //   authorizationErrors: { error, state } for every error injected by next-authorization-error
+  //   (tokens also record `jkt`: the key an access token is bound to)
   const issued = testControls ? {
     codes: [], tokens: [], exchanges: [], refreshes: [], pushes: [], dpopProofs: [], dataRequests: [], authorizationErrors: [],
   } : null;
+
+  let tokenTypeOverride = null;
 
   async function recordProof(endpoint, proof) {
     if (!issued || !proof) return;
@@ -346,10 +351,15 @@ export async function startFapiBank({
       await par.save(ttl);
       ctx.body.expires_in = ttl;
     }
-    if (issued) record(ctx, { isPar, isToken });
+    // A test control: answer with another token_type than the tokens have (a client must
+    // refuse a Bearer answer to a DPoP-proved request).
+    if (isToken && tokenTypeOverride && ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
+      ctx.body.token_type = tokenTypeOverride;
+    }
+    if (issued) await record(ctx, { isPar, isToken });
   });
 
-  function record(ctx, { isPar, isToken }) {
+  async function record(ctx, { isPar, isToken }) {
     const params = ctx.oidc?.params || {};
     const clientId = ctx.oidc?.client?.clientId;
     let body = ctx.body;
@@ -393,7 +403,9 @@ export async function startFapiBank({
       if (ctx.status === 200 && body && typeof body === 'object') {
         for (const type of ['access_token', 'refresh_token', 'id_token']) {
           if (typeof body[type] === 'string') {
-            issued.tokens.push({ type, value: body[type], grant_type: params.grant_type, token_type: body.token_type, client_id: clientId });
+            // The key an access token is bound to (its cnf.jkt), as the platform stored it.
+            const jkt = type === 'access_token' ? (await provider.AccessToken.find(body[type]))?.jkt : undefined;
+            issued.tokens.push({ type, value: body[type], grant_type: params.grant_type, token_type: body.token_type, client_id: clientId, jkt });
           }
         }
       }
@@ -592,6 +604,12 @@ export async function startFapiBank({
   const server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url, issuer);
+      if (testControls && url.pathname === '/__test/token-type' && req.method === 'POST') {
+        const asked = (await readForm(req)).keys().next().value || '';
+        tokenTypeOverride = asked === 'normal' ? null : asked;
+        res.end(asked);
+        return;
+      }
       if (testControls && url.pathname === '/__test/next-authorization-error' && req.method === 'POST') {
         const asked = (await readForm(req)).keys().next().value || '';
         if (!AUTHORIZATION_ERRORS.includes(asked)) {

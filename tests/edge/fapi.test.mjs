@@ -49,7 +49,6 @@ test('each demo user completes a FAPI 2.0 flow: PAR with a PS256 request object,
     const pushesBefore = fapi().pushes.length;
     const proofsBefore = fapi().dpopProofs.length;
     const { outcome, location } = await grantConsent(stack, { user, provider: 'open-finance', hint: 'harbour-bank' });
-    flows.push({ user, consent: outcome.consent.id, location });
     // The front channel carries exactly client_id and request_uri.
     const front = new URL(location);
     assert.deepEqual([...front.searchParams.keys()].sort(), ['client_id', 'request_uri']);
@@ -60,18 +59,19 @@ test('each demo user completes a FAPI 2.0 flow: PAR with a PS256 request object,
     assert.equal(push.requestObjectAlg, 'PS256');
     assert.equal(push.clientAssertionAlg, 'PS256');
     assert.match(push.dpop_jkt ?? '', /^[A-Za-z0-9_-]{43}$/);
+    flows.push({ user, consent: outcome.consent.id, location, jkt: push.dpop_jkt });
     assert.equal(push.authorization_details[0].consent.dp_id, 'harbour-bank', 'the hint became the dp_id');
     // The token request: proofs by the key the code was bound to; the bank's nonce obeyed.
     const proofs = fapi().dpopProofs.slice(proofsBefore).filter((proof) => proof.endpoint === 'token');
     assert.ok(proofs.length >= 1 && proofs.every((proof) => proof.jkt === push.dpop_jkt), 'proofs signed by the consent key');
     assert.ok(proofs.at(-1).nonce, 'the accepted proof carried the bank\'s nonce');
     const issued = fapi().tokens.filter((token) => token.type === 'access_token').at(-1);
-    assert.equal(issued.token_type, 'DPoP', 'the token is DPoP-bound');
+    assert.equal(issued.jkt, push.dpop_jkt, 'the access token is bound (cnf.jkt) to the consent\'s key');
   }
   // The consent shows the platform's consent id as its account, its expiry as the details say.
   const listed = await stack.workerFetch('/auth/consents', { headers: headers('usr_alice') });
   const mine = listed.json().consents.find((consent) => consent.id === flows[0].consent);
-  assert.match(mine.account ?? '', /\S/, 'the OFP consent id is the account');
+  assert.match(mine.account ?? '', /^ofp-consent-/, 'the OFP consent id (from the granted details) is the account');
   assert.ok(mine.expires_at && Date.parse(mine.expires_at) > Date.now() + 80 * 86_400_000, `expires_at from the details: ${mine.expires_at}`);
 });
 
@@ -84,17 +84,22 @@ test('/api reads a FAPI consent\'s data with a DPoP proof, obeying the data API\
   const proofs = fapi().dpopProofs.slice(proofsBefore).filter((proof) => proof.endpoint === 'data');
   assert.ok(proofs.length >= 1, 'a proof went with the call');
   assert.ok(proofs.at(-1).nonce, 'with the data API\'s nonce');
+  const dataBefore = fapi().dataRequests.length;
   const again = await api('/accounts', { consent });
   assert.equal(again.status, 200, 'the remembered nonce works for the next call');
+  assert.deepEqual(fapi().dataRequests.slice(dataBefore).map((request) => request.reason), ['ok'], 'one request, no nonce challenge');
 });
 
 test('the binding is real: the access token without a proof, or with another key\'s, is refused by the data API', { timeout: TEST_TIMEOUT }, async () => {
   const token = fapi().tokens.filter((issued) => issued.type === 'access_token').at(-1).value;
   const url = `${stack.fapiBank.issuer}/data/v1/accounts`;
+  const reason = () => fapi().dataRequests.at(-1).reason;
   const asBearer = await fetch(url, { headers: { Authorization: `Bearer ${token}` } });
   assert.equal(asBearer.status, 401);
+  assert.equal(reason(), 'bearer');
   const noProof = await fetch(url, { headers: { Authorization: `DPoP ${token}` } });
   assert.equal(noProof.status, 401);
+  assert.equal(reason(), 'no_proof');
   // A well-formed proof, signed by a key the token is not bound to.
   const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const jwk = publicKey.export({ format: 'jwk' });
@@ -104,6 +109,7 @@ test('the binding is real: the access token without a proof, or with another key
   const signature = rsaSign('sha256', Buffer.from(`${header}.${claims}`), { key: privateKey, padding: 6, saltLength: 32 }).toString('base64url');
   const otherKey = await fetch(url, { headers: { Authorization: `DPoP ${token}`, DPoP: `${header}.${claims}.${signature}` } });
   assert.equal(otherKey.status, 401);
+  assert.equal(reason(), 'key_mismatch', 'refused for its key, not for anything else');
 });
 
 test('a FAPI refresh carries a proof of the consent key; the refreshed token still works', { timeout: TEST_TIMEOUT }, async () => {
@@ -113,16 +119,20 @@ test('a FAPI refresh carries a proof of the consent key; the refreshed token sti
   const proofsBefore = fapi().dpopProofs.length;
   const res = await api('/accounts', { user: flows[1].user, consent });
   assert.equal(res.status, 200, describe(res));
-  // One refresh: a first answer asking for a fresh nonce (use_dpop_nonce), if any, is the
-  // protocol's one retry, not a second refresh.
+  // One refresh: a first answer asking for a fresh nonce (use_dpop_nonce, the bank's nonce
+  // having moved on since the code exchange), if any, is the protocol's one retry.
   const refreshed = fapi().refreshes.slice(refreshesBefore);
   assert.ok(refreshed.length === 1 || (refreshed.length === 2 && refreshed[0].error === 'use_dpop_nonce'), JSON.stringify(refreshed.map((r) => [r.status, r.error])));
   assert.equal(refreshed.at(-1).status, 200);
+  // A refresh right after does not spend its retry on the data API's nonce.
+  await expireAccessToken(consent);
+  const more = fapi().refreshes.length;
+  assert.equal((await api('/accounts', { user: flows[1].user, consent })).status, 200);
+  assert.deepEqual(fapi().refreshes.slice(more).map((r) => r.status), [200], 'the authorization server\'s own nonce was used');
   const proofs = fapi().dpopProofs.slice(proofsBefore).filter((proof) => proof.endpoint === 'token');
   assert.ok(proofs.length >= 1, 'the refresh carried a proof');
-  const jkts = new Set(fapi().dpopProofs.filter((proof) => proof.jkt).map((proof) => proof.jkt));
-  assert.ok(jkts.has(proofs.at(-1).jkt), 'signed by a key the bank knows for this grant');
-  assert.equal(fapi().tokens.filter((token) => token.type === 'access_token').at(-1).token_type, 'DPoP');
+  assert.ok(proofs.every((proof) => proof.jkt === flows[1].jkt), 'signed by this consent\'s key');
+  assert.equal(fapi().tokens.filter((token) => token.type === 'access_token').at(-1).jkt, flows[1].jkt, 'the new token is bound to it too');
 });
 
 test('a PAR the platform refuses (a client key it does not know) ends the flow clearly, with nothing stored', { timeout: TEST_TIMEOUT }, async () => {
@@ -168,6 +178,23 @@ test('the platform\'s access_denied, invalid_request and server_error redirects 
     const outcome = await stack.workerFetch(`/auth/outcome?state=${state}`, { headers: { 'X-Consentry': '1' }, jar });
     assert.equal(outcome.json().error, code);
   }
+});
+
+test('a Bearer answer to a DPoP-proved token request is refused, and its tokens revoked', { timeout: TEST_TIMEOUT }, async () => {
+  const [before] = await stack.d1('SELECT COUNT(*) AS n FROM consents');
+  const set = await fetch(`${stack.fapiBank.issuer}/__test/token-type`, { method: 'POST', body: 'Bearer' });
+  assert.equal(await set.text(), 'Bearer');
+  let failure;
+  try {
+    await grantConsent(stack, { user: 'usr_carol', provider: 'open-finance' });
+  } catch (error) {
+    failure = error;
+  } finally {
+    await fetch(`${stack.fapiBank.issuer}/__test/token-type`, { method: 'POST', body: 'normal' });
+  }
+  assert.match(String(failure?.message), /invalid_token_response/);
+  const [after] = await stack.d1('SELECT COUNT(*) AS n FROM consents');
+  assert.equal(after.n, before.n, 'no consent stored');
 });
 
 test('leak scan: no token, code or private key (DPoP or client) in any answer, log or row in clear', async () => {

@@ -84,10 +84,35 @@ pub struct GrantedDetails {
     pub expires_at: Option<u64>,
 }
 
-/// Reads [`GrantedDetails`] from a token response's `authorization_details`.
-pub fn granted(details: &Value) -> GrantedDetails {
+/// Reads [`GrantedDetails`] from a token response's `authorization_details`, taking only
+/// details of a `type` the flow asked for (`requested`, the configured details). A detail
+/// that carries a `status` other than `Authorized` means the platform did not authorize the
+/// consent: that is `invalid_token_response`, and nothing is kept. An expiry already past at
+/// `now` is ignored.
+pub fn granted(details: &Value, requested: &Value, now: u64) -> Result<GrantedDetails> {
+    let types: Vec<&str> = requested
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|detail| detail.get("type").and_then(Value::as_str))
+        .collect();
     let mut granted = GrantedDetails::default();
     for detail in details.as_array().into_iter().flatten() {
+        let asked = detail
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|kind| types.contains(&kind));
+        if !asked {
+            continue;
+        }
+        if let Some(status) = detail.get("status") {
+            if status.as_str() != Some("Authorized") {
+                return Err(Error::new(
+                    ErrorCode::InvalidTokenResponse,
+                    "the platform's authorization_details say the consent is not Authorized",
+                ));
+            }
+        }
         let places = [Some(detail), detail.get("consent")];
         for place in places.into_iter().flatten() {
             if granted.consent_id.is_none() {
@@ -101,11 +126,12 @@ pub fn granted(details: &Value) -> GrantedDetails {
                 granted.expires_at = place
                     .get("expiration_datetime")
                     .and_then(Value::as_str)
-                    .and_then(parse_rfc3339);
+                    .and_then(parse_rfc3339)
+                    .filter(|expires_at| *expires_at > now);
             }
         }
     }
-    granted
+    Ok(granted)
 }
 
 #[cfg(test)]
@@ -162,13 +188,30 @@ mod tests {
             "consent_id": "ofp-consent-7",
             "status": "Authorized",
         }]);
+        let now = 1_790_000_000;
         assert_eq!(
-            granted(&answer),
+            granted(&answer, &configured(), now).expect("authorized"),
             GrantedDetails {
                 consent_id: Some("ofp-consent-7".into()),
                 expires_at: Some(1_803_859_200),
             }
         );
-        assert_eq!(granted(&json!("nope")), GrantedDetails::default());
+        assert_eq!(
+            granted(&json!("nope"), &configured(), now).expect("nothing"),
+            GrantedDetails::default()
+        );
+        // Only what was asked for; a past expiry is no expiry.
+        let other = json!([{"type": "urn:other", "consent_id": "forged"}]);
+        assert_eq!(
+            granted(&other, &configured(), now).expect("ignored"),
+            GrantedDetails::default()
+        );
+        let past = granted(&answer, &configured(), 1_900_000_000).expect("authorized");
+        assert_eq!(past.expires_at, None);
+        // A consent the platform did not authorize is no grant.
+        let mut rejected = answer.clone();
+        rejected[0]["status"] = json!("Rejected");
+        let error = granted(&rejected, &configured(), now).expect_err("not authorized");
+        assert_eq!(error.code(), &ErrorCode::InvalidTokenResponse);
     }
 }

@@ -211,14 +211,37 @@ pub fn nonce_to_retry_with<'a>(
             .is_some_and(|body| {
                 body.get("error").and_then(Value::as_str) == Some("use_dpop_nonce")
             });
-    let from_resource_server = status == 401
-        && www_authenticate.is_some_and(|challenge| {
-            let challenge = challenge.trim_start();
-            challenge.len() > 4
-                && challenge[..4].eq_ignore_ascii_case("dpop")
-                && challenge.contains("error=\"use_dpop_nonce\"")
-        });
+    let from_resource_server = status == 401 && www_authenticate.is_some_and(asks_for_dpop_nonce);
     (from_authorization_server || from_resource_server).then_some(nonce)
+}
+
+/// Whether a `WWW-Authenticate` value holds a `DPoP` challenge with
+/// `error="use_dpop_nonce"` (quoted or not, RFC 9110 §11.6.1), wherever among the challenges.
+fn asks_for_dpop_nonce(www_authenticate: &str) -> bool {
+    let lower = www_authenticate.to_ascii_lowercase();
+    let mut dpop_seen = false;
+    for part in lower.split(',') {
+        let part = part.trim();
+        // A part that starts a challenge names its scheme first: "dpop error=...".
+        let (first, rest) = part.split_once(' ').unwrap_or((part, ""));
+        let param = if first.contains('=') {
+            part
+        } else {
+            dpop_seen = first == "dpop";
+            rest.trim()
+        };
+        if dpop_seen {
+            let value = param
+                .strip_prefix("error")
+                .map(str::trim_start)
+                .and_then(|rest| rest.strip_prefix('='))
+                .map(|value| value.trim().trim_matches('"'));
+            if value == Some("use_dpop_nonce") {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -300,6 +323,28 @@ mod tests {
             None
         );
         assert_eq!(valid_nonce(&"n".repeat(513)), None);
+        // Wherever the DPoP challenge stands, quoted or not; never panicking on odd bytes.
+        let second = r#"Bearer realm="api", DPoP algs="ES256", error="use_dpop_nonce""#;
+        assert_eq!(
+            nonce_to_retry_with(401, b"", Some(second), Some("n-2")),
+            Some("n-2")
+        );
+        assert_eq!(
+            nonce_to_retry_with(401, b"", Some("dpop error=use_dpop_nonce"), Some("n-3")),
+            Some("n-3")
+        );
+        assert_eq!(
+            nonce_to_retry_with(401, b"", Some("DPoP error=\"invalid_token\""), Some("n-4")),
+            None
+        );
+        assert_eq!(
+            nonce_to_retry_with(401, b"", Some("Dé€P error=\"use_dpop_nonce\""), Some("n-5")),
+            None
+        );
+        assert_eq!(
+            nonce_to_retry_with(401, b"", Some("\u{e9}\u{e9}\u{e9}"), Some("n-6")),
+            None
+        );
     }
 
     #[test]

@@ -230,6 +230,11 @@ impl ProviderConfig {
                 "the fapi2 profile requires par, request_object, dpop and private_key_jwt",
             ));
         }
+        if strict && entry.authorization_endpoint.is_some() {
+            return Err(config_error(
+                "the fapi2 profile reads its endpoints and promises from discovery (RFC 8414): give no explicit endpoints",
+            ));
+        }
         if strict && entry.require_iss == Some(false) {
             return Err(config_error("the fapi2 profile requires the iss parameter"));
         }
@@ -485,9 +490,14 @@ impl ProviderConfig {
             if !metadata.authorization_response_iss_parameter_supported {
                 return refused("does not advertise the iss response parameter (RFC 9207)");
             }
+            // Absent, the list means client_secret_basic (RFC 8414 §2).
             let methods = metadata.token_endpoint_auth_methods_supported.as_deref();
-            if methods.is_some_and(|methods| !methods.iter().any(|m| m == "private_key_jwt")) {
+            if !methods.is_some_and(|methods| methods.iter().any(|m| m == "private_key_jwt")) {
                 return refused("does not accept private_key_jwt client authentication");
+            }
+            let pkce = metadata.code_challenge_methods_supported.as_deref();
+            if !pkce.is_some_and(|methods| methods.iter().any(|m| m == "S256")) {
+                return refused("does not list S256 in code_challenge_methods_supported");
             }
         }
         Ok(())
@@ -542,6 +552,12 @@ impl ProviderConfig {
     /// Whether the data API may be called with `method` (`api_methods`, default `GET`).
     pub fn allows_api_method(&self, method: &str) -> bool {
         self.api_methods.contains(&method)
+    }
+
+    /// The `authorization_details` configured for this provider, if any (their placeholders
+    /// unfilled).
+    pub fn authorization_details(&self) -> Option<&Value> {
+        self.authorization_details.as_ref()
     }
 
     /// The id_token claim that carries the provider's own consent id, if its profile has
@@ -915,15 +931,18 @@ mod tests {
             metadata.authorization_response_iss_parameter_supported = true;
             metadata.dpop_signing_alg_values_supported = Some(vec!["PS256".into(), "ES256".into()]);
             metadata.token_endpoint_auth_methods_supported = Some(vec!["private_key_jwt".into()]);
+            metadata.code_challenge_methods_supported = Some(vec!["S256".into()]);
             metadata
         };
         assert!(fapi.check_metadata(&good()).is_ok());
-        let weakened: [fn(&mut ProviderMetadata); 5] = [
+        let weakened: [fn(&mut ProviderMetadata); 7] = [
             |m| m.require_pushed_authorization_requests = false,
             |m| m.pushed_authorization_request_endpoint = None,
             |m| m.authorization_response_iss_parameter_supported = false,
             |m| m.dpop_signing_alg_values_supported = Some(vec!["PS256".into()]),
             |m| m.token_endpoint_auth_methods_supported = Some(vec!["client_secret_basic".into()]),
+            |m| m.token_endpoint_auth_methods_supported = None,
+            |m| m.code_challenge_methods_supported = None,
         ];
         for (i, weaken) in weakened.iter().enumerate() {
             let mut metadata = good();
@@ -989,6 +1008,7 @@ mod tests {
             r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","signing_alg":"RS256"}"#,
             r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","id_token_signing_algs":["RS256"]}"#,
             r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","require_iss":false}"#,
+            r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","authorization_endpoint":"https://ofp.example/a","token_endpoint":"https://ofp.example/t"}"#,
             r#"{"id":"Bad_Id","profile":"generic","issuer":"https://b.example","client_id":"c"}"#,
             r#"{"id":"b","profile":"nope","issuer":"https://b.example","client_id":"c"}"#,
             r#"{"id":"b","profile":"generic","issuer":"http://b.example","client_id":"c"}"#,

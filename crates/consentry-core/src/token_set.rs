@@ -40,9 +40,16 @@ impl TokenSet {
     /// This set with the private DPoP key its tokens are bound to
     /// ([RFC 9449](https://www.rfc-editor.org/rfc/rfc9449)): sealed with them, used for every
     /// proof of the grant (refreshes, data API calls).
-    pub fn with_dpop_key(mut self, key: PrivateKeyJwk) -> Self {
+    pub fn with_dpop_key(mut self, key: PrivateKeyJwk) -> Result<Self> {
+        // Checked here, so that a set is never sealed that could not be read back.
+        if !serde_json::from_str::<Value>(key.secret()).is_ok_and(|key| key.is_object()) {
+            return Err(Error::new(
+                ErrorCode::JwkInvalid,
+                "a DPoP key must be a JSON JWK",
+            ));
+        }
         self.dpop_key = Some(key);
-        self
+        Ok(self)
     }
 
     /// The private DPoP key (a JWK), when the grant is DPoP-bound.
@@ -89,6 +96,7 @@ impl TokenSet {
             plaintext["refresh_token"] = refresh_token.secret().into();
         }
         if let Some(key) = &self.dpop_key {
+            // A JSON object: checked by with_dpop_key.
             plaintext["dpop_key"] = serde_json::from_str(key.secret()).unwrap_or(Value::Null);
         }
         plaintext.to_string()
@@ -197,7 +205,8 @@ mod tests {
         let set = TokenSet::from_response(&response(
             r#"{"access_token":"at-1","token_type":"DPoP","refresh_token":"rt-1"}"#,
         ))
-        .with_dpop_key(key);
+        .with_dpop_key(key)
+        .expect("a JWK");
         let read = TokenSet::parse(set.to_plaintext().as_bytes()).expect("readable");
         let kept = read.dpop_key().expect("kept").secret();
         assert!(kept.contains("secret-d"));

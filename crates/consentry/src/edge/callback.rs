@@ -434,7 +434,10 @@ async fn exchange(
     // The provider has issued tokens: from here a failure must not leave them live.
     let mut token_set = TokenSet::from_response(&tokens);
     if let Some(dpop_key) = dpop_key {
-        token_set = token_set.with_dpop_key(dpop_key.private().clone());
+        token_set = match token_set.with_dpop_key(dpop_key.private().clone()) {
+            Ok(token_set) => token_set,
+            Err(error) => return Err(error.into()),
+        };
     }
     let verified = match tokens.require_token_type(provider.uses_dpop()) {
         Ok(()) => {
@@ -490,6 +493,7 @@ async fn open_dpop_key(
 struct Verified {
     provider_subject: Option<String>,
     provider_consent_id: Option<String>,
+    details: authorization_details::GrantedDetails,
     consent_id: String,
     sealed_tokens: String,
 }
@@ -504,10 +508,7 @@ impl Verified {
     ) -> Grant {
         // What the granted authorization_details say (RFC 9396: an OFP's consent id and
         // expiry) comes first; else the id_token's claim, and the profile's fixed term.
-        let details = response
-            .authorization_details()
-            .map(authorization_details::granted)
-            .unwrap_or_default();
+        let details = self.details;
         Grant {
             tokens,
             scopes: response.scopes().clone(),
@@ -564,6 +565,17 @@ async fn verify_grant(
         None => None,
     };
 
+    // The platform's word on the consent it recorded (RFC 9396 §7): only details of a type
+    // the flow asked for count, and one not Authorized is no grant.
+    let details = match (
+        tokens.authorization_details(),
+        provider.authorization_details(),
+    ) {
+        (Some(granted), Some(requested)) => {
+            authorization_details::granted(granted, requested, now)?
+        }
+        _ => authorization_details::GrantedDetails::default(),
+    };
     let consent_id = format!("cns_{}", base64url_encode(&random_bytes::<16>()?));
     let sealed_tokens = sealing_key
         .seal(&consent_id, token_set.to_plaintext().as_bytes())
@@ -576,6 +588,7 @@ async fn verify_grant(
             .and_then(|(claims, name)| claims.claim(name))
             .and_then(|value| value.as_str())
             .map(str::to_owned),
+        details,
         consent_id,
         sealed_tokens,
     })

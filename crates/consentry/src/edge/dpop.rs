@@ -3,8 +3,8 @@
 //! request, every refresh and every data API call. The core builds each proof's signing
 //! input ([`DpopProof`]) and reads the servers' nonce challenges; this file signs and sends.
 //!
-//! Servers' nonces (`DPoP-Nonce`) are kept per isolate, per server origin, for the next
-//! proof to that server; a request the server answers with a nonce challenge is sent once
+//! Servers' nonces (`DPoP-Nonce`) are kept per isolate, per server origin and role
+//! (authorization server or resource server), for the next proof to that server; a request the server answers with a nonce challenge is sent once
 //! more with the new nonce, never more.
 
 use std::cell::RefCell;
@@ -109,7 +109,14 @@ impl DpopKey {
         A: Fn(String) -> F,
         F: std::future::Future<Output = Result<ProviderResponse>>,
     {
-        let server = origin_of(htu);
+        // An authorization server's nonces and a resource server's are separate (RFC 9449
+        // §8, §9), even on one origin: a proof with `ath` goes to a resource server.
+        let role = if access_token.is_some() {
+            "resource"
+        } else {
+            "authorization"
+        };
+        let server = format!("{role} {}", origin_of(htu));
         let mut nonce = NONCES.with(|nonces| nonces.borrow().get(&server).cloned());
         let mut retried = false;
         loop {

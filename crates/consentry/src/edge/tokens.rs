@@ -19,6 +19,7 @@
 use std::time::Duration;
 
 use consentry_core::api::{consent_expired, needs_refresh};
+use consentry_core::authorization_details;
 use consentry_core::encoding::{base64url_encode, log_field};
 use consentry_core::{
     build_refresh_token_request, process_refresh_response, Error, ErrorCode, OAuthErrorCode,
@@ -261,6 +262,12 @@ impl TokenSource<'_> {
                 .await
         };
         let answer = match tokens.dpop_key() {
+            None if self.provider.uses_dpop() => {
+                return Err(Refusal::Failed(Error::new(
+                    ErrorCode::StorageFailed,
+                    "this DPoP-bound consent has lost its key",
+                )))
+            }
             None => send(None).await?,
             // A DPoP-bound grant refreshes with a proof of its key (RFC 9449 §5).
             Some(private) => {
@@ -285,7 +292,14 @@ impl TokenSource<'_> {
             ErrorCode::OAuth(OAuthErrorCode::InvalidGrant) => Refusal::Lapse(error),
             _ => Refusal::Failed(error),
         })?;
-        response.require_token_type(tokens.dpop_key().is_some())?;
+        response.require_token_type(self.provider.uses_dpop())?;
+        // A platform that no longer authorizes the consent ends it (RFC 9396 §7).
+        if let (Some(granted), Some(requested)) = (
+            response.authorization_details(),
+            self.provider.authorization_details(),
+        ) {
+            authorization_details::granted(granted, requested, now).map_err(Refusal::Lapse)?;
+        }
         // A refreshed id_token must be the same end-user's, from the same issuer, for us
         // (OpenID Connect Core §12.2): one that is not ends the consent, since its refresh
         // token may already have been rotated away. One that could not be checked (the
