@@ -40,7 +40,7 @@ const MESSAGES = {
   invalid_configuration: ['bad', 'This bank connection is not set up correctly. Please contact support.'],
   invalid_provider_response: ['bad', 'The bank sent an answer outside the protocol, so it was refused.'],
   provider_mismatch: ['bad', 'The answer came back from a different bank than the one you chose, so it was refused.'],
-  provider_user_missing: ['warn', 'Your profile at this provider is not set up yet. Please contact support.'],
+  provider_user_missing: ['warn', 'Your profile at this provider could not be set up just now. Please try again.'],
   unknown_provider: ['bad', 'This bank is not available.'],
   par_failed: ['bad', 'The bank refused to start the connection. Please try again later.'],
   invalid_url: ['bad', 'A bank address is misconfigured. Please contact support.'],
@@ -155,9 +155,96 @@ function element(tag, className, text) {
   return node;
 }
 
-// One consent's accounts, read through the Worker's /api (the page never holds a token):
-// each account's balance and its latest transactions. A consent whose refresh the bank
-// refused shows "reconnect" instead of numbers.
+// What each provider's data API answers, read into one shape: accounts, each with its
+// balance and latest transactions (`{ accounts }`), or, from an identity provider (Connect),
+// the person's profile (`{ profile }`). Every call goes through the Worker's /api.
+const READERS = {
+  // The local bank and the Open Finance hub (bank/data-api.mjs).
+  bank: async (api) => {
+    const { accounts } = await api('/accounts');
+    return {
+      accounts: await Promise.all(accounts.map(async (account) => {
+        const id = encodeURIComponent(account.id);
+        const [balance, { transactions }] = await Promise.all([
+          api(`/accounts/${id}/balance`),
+          api(`/accounts/${id}/transactions?limit=5`),
+        ]);
+        return {
+          id: account.id,
+          name: account.name,
+          balance: balance.current,
+          transactions: transactions.map((txn) => ({ date: txn.booked_on, description: txn.description, amount: txn.amount })),
+        };
+      })),
+    };
+  },
+  // TrueLayer's Data API: every answer in its `results` envelope.
+  truelayer: async (api) => {
+    const { results } = await api('/accounts');
+    return {
+      accounts: await Promise.all(results.map(async (account) => {
+        const id = encodeURIComponent(account.account_id);
+        const [balance, transactions] = await Promise.all([
+          api(`/accounts/${id}/balance`),
+          api(`/accounts/${id}/transactions`),
+        ]);
+        return {
+          id: account.account_id,
+          name: account.display_name,
+          balance: balance.results[0].current,
+          transactions: transactions.results.slice(0, 5).map((txn) => ({ date: txn.timestamp.slice(0, 10), description: txn.description, amount: txn.amount })),
+        };
+      })),
+    };
+  },
+  // Moneyhub's data token reads the whole profile: this consent shows its own connection's
+  // accounts (amounts in minor units).
+  moneyhub: async (api, consent) => {
+    const { data } = await api('/accounts');
+    return {
+      accounts: await Promise.all(data.filter((account) => account.connectionId === consent.account).map(async (account) => {
+        const { data: transactions } = await api(`/transactions?accountId=${encodeURIComponent(account.id)}&limit=5`);
+        return {
+          id: account.id,
+          name: account.accountName,
+          balance: account.balance.amount.value / 100,
+          transactions: transactions.map((txn) => ({ date: txn.date.slice(0, 10), description: txn.shortDescription, amount: txn.amount.value / 100 })),
+        };
+      })),
+    };
+  },
+  connect: async (api) => ({ profile: await api('/userinfo') }),
+};
+
+function accountsView({ accounts }) {
+  const list = element('div', 'accounts');
+  for (const account of accounts) {
+    const item = element('article', 'account');
+    item.dataset.account = account.id;
+    const top = element('div', 'account-head');
+    top.append(element('span', 'account-name', account.name), element('span', 'balance', money.format(account.balance)));
+    const rows = element('ul', 'transactions');
+    for (const txn of account.transactions) {
+      const li = element('li');
+      li.append(element('span', 'date', txn.date), element('span', 'what', txn.description), element('span', txn.amount < 0 ? 'amount out' : 'amount in', money.format(txn.amount)));
+      rows.append(li);
+    }
+    item.append(top, rows);
+    list.append(item);
+  }
+  return list;
+}
+
+function profileView({ profile }) {
+  const list = element('dl', 'profile');
+  for (const [label, value] of [['Name', profile.name], ['Email', profile.email], ['Connect id', profile.sub]]) {
+    if (value) list.append(element('dt', '', label), element('dd', '', value));
+  }
+  return list;
+}
+
+// One consent's data, read through the Worker's /api (the page never holds a token). A
+// consent the provider no longer accepts shows "reconnect" instead of numbers.
 async function showData(consent, user, box) {
   const api = (path) => client.api(consent.provider, path, { consent: consent.id, user: user.id });
   const section = element('section', 'data');
@@ -170,31 +257,11 @@ async function showData(consent, user, box) {
   head.append(reload);
   section.append(head);
   try {
-    const { accounts } = await api('/accounts');
-    const list = element('div', 'accounts');
-    for (const account of accounts) {
-      const id = encodeURIComponent(account.id);
-      const [balance, { transactions }] = await Promise.all([
-        api(`/accounts/${id}/balance`),
-        api(`/accounts/${id}/transactions?limit=5`),
-      ]);
-      const item = element('article', 'account');
-      item.dataset.account = account.id;
-      const top = element('div', 'account-head');
-      top.append(element('span', 'account-name', account.name), element('span', 'balance', money.format(balance.current)));
-      const rows = element('ul', 'transactions');
-      for (const txn of transactions) {
-        const li = element('li');
-        li.append(element('span', 'date', txn.booked_on), element('span', 'what', txn.description), element('span', txn.amount < 0 ? 'amount out' : 'amount in', money.format(txn.amount)));
-        rows.append(li);
-      }
-      item.append(top, rows);
-      list.append(item);
-    }
-    section.append(list, element('p', 'as-of', `Read ${dateFormat.format(new Date())}`));
+    const read = await (READERS[consent.provider] ?? READERS.bank)(api, consent);
+    section.append(read.profile ? profileView(read) : accountsView(read), element('p', 'as-of', `Read ${dateFormat.format(new Date())}`));
   } catch (error) {
     if (error.code === 'consent_expired') {
-      section.append(element('p', 'reconnect', 'The bank no longer accepts this connection: connect the bank again to see fresh data.'));
+      section.append(element('p', 'reconnect', 'The provider no longer accepts this connection: connect again to see fresh data.'));
       section.dataset.state = 'reconnect';
     } else {
       const [, text] = MESSAGES[error.code] ?? ['bad', error.description || 'The data could not be read.'];
@@ -246,10 +313,17 @@ function card(user) {
   node.dataset.user = user.id;
   node.querySelector('.name').textContent = user.name;
   node.querySelector('.avatar').textContent = user.name.slice(0, 1).toUpperCase();
+  // A provider's bank picker sets its button's provider-hint (TrueLayer's provider_id,
+  // Moneyhub's bank id, the hub's dp_id).
+  for (const select of node.querySelectorAll('select[data-hint-for]')) {
+    select.addEventListener('change', () => {
+      node.querySelector(`consentry-connect[provider="${select.dataset.hintFor}"]`).setAttribute('provider-hint', select.value);
+    });
+  }
   for (const connect of node.querySelectorAll('consentry-connect')) {
     connect.setAttribute('user', user.id);
     connect.addEventListener('consentry-granted', (event) => {
-      say('ok', `Bank connected for ${user.name}: ${event.detail.scopes.join(', ')}.`);
+      say('ok', `Connected for ${user.name} (${connect.textContent.trim()}): ${event.detail.scopes.join(', ')}.`);
       refresh(user);
     });
     connect.addEventListener('consentry-failed', (event) => {

@@ -378,6 +378,41 @@ test('a FAPI 2.0 flow from the demo page: PAR, DPoP, and the Open Finance data t
   await context.close();
 });
 
+test('one popup flow per provider from the demo page, each with its bank picker: TrueLayer (form_post), Moneyhub, Connect', { timeout: TEST_TIMEOUT * 2 }, async () => {
+  const { context, page } = await openDemo();
+  const flows = [
+    { provider: 'truelayer', bank: 'ob-monzo', user: 'usr_bob', login: 'bob', accounts: ['acc-bob-current'] },
+    { provider: 'moneyhub', bank: '1ffe704d39629a929c8e293880fb449a', user: 'usr_carol', login: 'carol', accounts: 1 },
+    { provider: 'connect', user: 'usr_alice', login: 'alice', profile: 'alice@bank.example' },
+  ];
+  for (const [index, flow] of flows.entries()) {
+    if (flow.bank) await page.selectOption(`${card(flow.user)} select[data-hint-for="${flow.provider}"]`, flow.bank);
+    const popup = await clickConnect(page, flow.user, flow.provider);
+    const { url } = await bankLogin(popup, { user: flow.login });
+    if (url) assert.equal(new URL(url).pathname, `/auth/callback/${flow.provider}`);
+    const event = await nextEvent(page, index);
+    assert.equal(event.type, 'granted', `${flow.provider}: ${JSON.stringify(event)}`);
+    assert.equal(event.consent.provider, flow.provider);
+    const section = `${card(flow.user)} section.data[data-consent="${event.consent.id}"]`;
+    if (flow.profile) {
+      await page.waitForSelector(`${section} dl.profile`, { timeout: 20_000 });
+      assert.ok((await page.textContent(`${section} dl.profile`)).includes(flow.profile), flow.provider);
+    } else {
+      await page.waitForSelector(`${section} .account .balance`, { timeout: 20_000 });
+      const accounts = await page.$$eval(`${section} .account`, (nodes) => nodes.map((node) => node.dataset.account));
+      if (Array.isArray(flow.accounts)) assert.deepEqual(accounts, flow.accounts, flow.provider);
+      else assert.equal(accounts.length, flow.accounts, flow.provider);
+    }
+  }
+  // The pickers chose the banks: TrueLayer's provider_id, Moneyhub's id: scope.
+  assert.equal(stack.truelayer.issued.connections.at(-1).providerId, 'ob-monzo');
+  const carol = [...stack.moneyhub.profiles.values()].find((profile) => profile.clientUserId === 'usr_carol');
+  assert.deepEqual([...carol.connections.values()].map((connection) => connection.bankId), ['1ffe704d39629a929c8e293880fb449a']);
+  await mkdir(OUTPUT, { recursive: true });
+  await page.screenshot({ path: path.join(OUTPUT, 'demo-providers.png'), fullPage: true });
+  await context.close();
+});
+
 // Restarts the bank with COOP: keep this the last test.
 test('a bank page with COOP same-origin severs the popup, and the flow still resolves through /auth/outcome', { timeout: TEST_TIMEOUT }, async () => {
   await stack.restartBank({ coop: 'same-origin' });

@@ -370,7 +370,7 @@ test('paths, methods and callers that must not reach the bank do not', { timeout
   await apiError(await stack.workerFetch('/api/local-bank/accounts', { headers: { Origin: stack.publicOrigin, Authorization: 'Bearer usr_alice' } }), 403, 'csrf_header_missing');
   await apiError(await stack.workerFetch('/api/local-bank/accounts', { headers: headers('usr_alice', { Origin: EVIL_ORIGIN }) }), 403, 'origin_not_allowed');
   await apiError(await stack.workerFetch('/api/no-such-bank/accounts', { headers: alice }), 404, 'unknown_provider');
-  await apiError(await stack.workerFetch('/api/local-moneyhub/accounts', { headers: alice }), 404, 'not_found');
+  await apiError(await stack.workerFetch('/api/plain-bank/accounts', { headers: alice }), 404, 'not_found');
   assert.equal(dataRequests(), before, 'not one request reached the bank\'s data API');
 
   // A foreign origin gets no CORS grant; the app's own does.

@@ -1,13 +1,20 @@
-// An account holder at the local bank, over plain HTTP: follows the authorization request
-// through the bank's login and consent pages, and stops at the redirect back to the client.
+// An account holder at a local provider (the bank, the FAPI hub, the TrueLayer, Moneyhub and
+// Connect emulations), over plain HTTP: follows the authorization request through the
+// provider's pages (bank picker, login, consent) and stops at the way back to the client.
+// Every emulation's pages follow one convention: a form with a hidden `prompt` of
+// `select_provider` (a button per bank, `name="provider_id"`), `login` (`login`, `password`)
+// or `consent` (buttons `name="decision"`, `allow` or `deny`).
 
 import { CookieJar } from './worker-harness.mjs';
 
 /**
- * Walks `authorizationUrl` as `user` (password = username unless given), allowing or denying
- * consent. Resolves to the URL the bank redirects to (the client's callback, not fetched).
+ * Walks `authorizationUrl` as `user` (password = username unless given), picking `bank` at a
+ * bank picker (the first one offered unless given), allowing or denying consent. Resolves to
+ * how the provider sends the browser back to the client, not yet sent:
+ * `{ method: 'GET', url }` for a redirect, `{ method: 'POST', url, body }` for a `form_post`
+ * page (its auto-submitting form, the body form-encoded).
  */
-export async function consentAtBank(authorizationUrl, { user, password = user, decision = 'allow', redirectPrefix }) {
+export async function answerAtProvider(authorizationUrl, { user, password = user, decision = 'allow', bank, redirectPrefix }) {
   const jar = new CookieJar();
   let url = authorizationUrl;
   let form = null;
@@ -22,18 +29,58 @@ export async function consentAtBank(authorizationUrl, { user, password = user, d
     form = null;
     if (response.status >= 300 && response.status < 400) {
       const next = new URL(response.headers.get('location'), url).toString();
-      if (redirectPrefix && next.startsWith(redirectPrefix)) return next;
+      if (redirectPrefix && next.startsWith(redirectPrefix)) return { method: 'GET', url: next };
       url = next;
       continue;
     }
     const html = await response.text();
-    if (html.includes('name="prompt" value="login"')) {
+    const posted = formPost(html, redirectPrefix);
+    if (posted) return posted;
+    if (html.includes('name="prompt" value="select_provider"')) {
+      const offered = [...html.matchAll(/name="provider_id" value="([^"]+)"/g)].map((match) => match[1]);
+      const choice = bank ?? offered[0];
+      if (!offered.includes(choice)) throw new Error(`the bank picker offers no ${choice} (${offered.join(', ')})`);
+      form = { prompt: 'select_provider', provider_id: choice };
+    } else if (html.includes('name="prompt" value="login"')) {
       form = { prompt: 'login', login: user, password };
     } else if (html.includes('name="prompt" value="consent"')) {
       form = { prompt: 'consent', decision };
     } else {
-      throw new Error(`unexpected page at the bank (HTTP ${response.status})`);
+      throw new Error(`unexpected page at the provider (HTTP ${response.status})`);
     }
   }
-  throw new Error('too many redirects at the bank');
+  throw new Error('too many redirects at the provider');
+}
+
+/**
+ * {@link answerAtProvider} for a provider that redirects back: resolves to the URL it
+ * redirects to (the client's callback, not fetched).
+ */
+export async function consentAtBank(authorizationUrl, options) {
+  const back = await answerAtProvider(authorizationUrl, options);
+  if (back.method !== 'GET') throw new Error('the provider answered with a form_post page, not a redirect');
+  return back.url;
+}
+
+/** The auto-submitting `form_post` form of a page (RFC: OAuth 2.0 Form Post Response Mode), if it posts to `redirectPrefix`. */
+function formPost(html, redirectPrefix) {
+  const form = /<form[^>]*method="post"[^>]*action="([^"]+)"[^>]*>([\s\S]*?)<\/form>/i.exec(html)
+    ?? /<form[^>]*action="([^"]+)"[^>]*method="post"[^>]*>([\s\S]*?)<\/form>/i.exec(html);
+  if (!form) return null;
+  const action = decodeEntities(form[1]);
+  if (!redirectPrefix || !action.startsWith(redirectPrefix)) return null;
+  const fields = new URLSearchParams();
+  for (const input of form[2].matchAll(/<input[^>]*>/gi)) {
+    const name = /name="([^"]*)"/.exec(input[0]);
+    const value = /value="([^"]*)"/.exec(input[0]);
+    if (name && /type="hidden"/i.test(input[0])) fields.append(decodeEntities(name[1]), decodeEntities(value?.[1] ?? ''));
+  }
+  return { method: 'POST', url: action, body: fields.toString() };
+}
+
+function decodeEntities(text) {
+  return text
+    .replace(/&#x([0-9a-f]+);/gi, (_, hex) => String.fromCodePoint(parseInt(hex, 16)))
+    .replace(/&#(\d+);/g, (_, dec) => String.fromCodePoint(Number(dec)))
+    .replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
 }

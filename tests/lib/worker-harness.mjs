@@ -5,7 +5,7 @@
 // "plain bank", as TrueLayer is) and an attacker's authorization server
 // (tests/lib/attacker-as.mjs), each one more provider of the Worker's.
 //
-//   const stack = await startStack();            // ports 8788 (Worker), 9100-9103 (banks)
+//   const stack = await startStack();            // ports 8788 (Worker), 9100-9107 (banks)
 //   const res = await stack.workerFetch('/auth/demo/users', { headers: { 'X-Consentry': '1' } });
 //   ...
 //   await stack.stop();
@@ -37,7 +37,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { startBank } from '../../bank/bank.mjs';
+import { startConnect } from '../../bank/connect.mjs';
 import { startFapiBank } from '../../bank/fapi-bank.mjs';
+import { startMoneyhub } from '../../bank/moneyhub.mjs';
+import { startTrueLayer } from '../../bank/truelayer.mjs';
 import { startAttackerAs } from './attacker-as.mjs';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -48,6 +51,9 @@ const BUILD_WORKER = path.join(ROOT, 'scripts', 'build-worker');
 export const BANK_CLIENT_SECRET = 'consentry-demo-secret-change-me-0123456789';
 /** The Worker's client secret at the attacker's authorization server (the attacker knows it). */
 const ATTACKER_CLIENT_SECRET = 'consentry-at-the-attacker-0123456789';
+/** The Worker's client secrets at the TrueLayer and Connect emulations. */
+export const TRUELAYER_CLIENT_SECRET = 'consentry-truelayer-secret-change-me-0123';
+export const CONNECT_CLIENT_SECRET = 'consentry-connect-secret-change-me-01234567';
 
 export function randomToken(bytes = 32) {
   return randomBytes(bytes).toString('base64url');
@@ -149,19 +155,25 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 /**
  * Starts the banks and the Worker. Resolves to
- * `{ workerUrl, publicOrigin, bank, issuer, issued, bankRequests, plainBank, attacker, logs,
- * stop, workerFetch, responses, secrets, tmpDir, persistDir, configPath, d1, restartBank }`
+ * `{ workerUrl, publicOrigin, bank, issuer, issued, bankRequests, plainBank, attacker, fapiBank,
+ * truelayer, moneyhub, connect, connectRs256, logs, stop, workerFetch, responses, secrets, tmpDir,
+ * persistDir, configPath, d1, restartBank }`
  * (`persistDir` holds the local D1's SQLite files, `configPath` the generated wrangler config).
  *
  * The Worker's providers: `local-bank` (client_secret_basic; its data API under /data/v1),
  * `local-bank-no-refresh` (the same without offline_access: no refresh token), `local-bank-pkjwt` and
- * `local-bank-pkjwt-wrongkey` (private_key_jwt, ES256), `local-moneyhub` (the moneyhub
- * profile on the local bank, without PAR so its request shows on the front channel) and
- * `local-moneyhub-par` (with PAR, so that a start that goes ahead shows at the bank), all at
- * the bank; `plain-bank` (no `iss`, no openid) at `plainBank`; `attacker-as` at `attacker`;
+ * `local-bank-pkjwt-wrongkey` (private_key_jwt, ES256), all at the bank; `plain-bank` (no
+ * `iss`, no openid, no data API) at `plainBank`; `attacker-as` at `attacker`;
  * `open-finance` (the fapi2 profile: PAR + PS256 request object, private_key_jwt, DPoP,
  * authorization_details with the hint as dp_id) and `open-finance-wrongkey` (a client key the
  * FAPI bank does not know) at `fapiBank` (bank/fapi-bank.mjs, port bankPort + 3).
+ * The providers' own emulations, each with one provider of the Worker's: `truelayer`
+ * (bank/truelayer.mjs, port bankPort + 4: explicit endpoints, client_secret_post, form_post,
+ * its data API under /data/v1), `moneyhub` (bank/moneyhub.mjs, bankPort + 5: PAR with a PS256
+ * request object, private_key_jwt, profiles made with user:create, data tokens minted with
+ * client_credentials + sub, its data API under /v3), `connect` (bank/connect.mjs, bankPort + 6:
+ * HS256 JWT access tokens and id_tokens signed with the client secret, userinfo through /api)
+ * and `connect-rs256` (bankPort + 7: the same signed RS256 and checked against its JWKS).
  * Each bank has exactly its own providers' redirect URIs registered.
  *
  * - `workerFetch(pathOrUrl, { method, headers, body, jar, crossSite })`: a request to the Worker
@@ -186,8 +198,8 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
  * - `logs()`: wrangler's stdout and stderr so far (build output, Worker console, request log).
  * - `stop()`: ends wrangler's process group, closes the bank, removes the temporary directory.
  *
- * Options: `workerPort` (8788), `bankPort` (9100; the plain bank, the attacker and the FAPI
- * bank take the next three ports), `timeoutMs` (the Worker's outbound HTTP
+ * Options: `workerPort` (8788), `bankPort` (9100; the plain bank, the attacker, the FAPI bank
+ * and the four emulations take the next seven ports), `timeoutMs` (the Worker's outbound HTTP
  * timeout, 2000), `build` (run ./scripts/build-worker first; false serves build/ as it is),
  * `readyTimeoutMs` (how long wrangler may take to serve, after the build; 120 s), `logLevel`
  * (wrangler's; the default `log` keeps the Worker's console.log, which `info` drops), `bankCoop`
@@ -205,7 +217,7 @@ export async function startStack({
 } = {}) {
   const publicOrigin = `http://localhost:${workerPort}`;
   const workerUrl = `http://127.0.0.1:${workerPort}`;
-  for (const port of [workerPort, bankPort, bankPort + 1, bankPort + 2, bankPort + 3]) {
+  for (const port of [workerPort, ...Array.from({ length: 8 }, (_, i) => bankPort + i)]) {
     if (await portTaken(port)) throw new Error(`port ${port} is already in use; is another stack still running?`);
   }
   if (!existsSync(WRANGLER)) throw new Error(`wrangler not found at ${WRANGLER}; run npm install`);
@@ -249,17 +261,31 @@ export async function startStack({
     const ofpDetails = [{ type: 'urn:openfinance-ml:account-access-consent:v1.2', consent: { dp_id: '{provider_hint}', permissions: ['read_accounts', 'read_balances', 'read_transactions'] } }];
     const fapiProvider = (id, name) => ({ id, name, profile: 'fapi2', issuer: fapiIssuer, client_id: 'consentry-fapi', signing_alg: 'PS256', key_id: fapiKid, scopes: ['openid', 'accounts', 'balance', 'transactions', 'offline_access'], authorization_params: { prompt: 'login consent' }, authorization_details: ofpDetails, api_base_url: `${fapiIssuer}/data/v1`, api_paths: ['/accounts'] });
     const authorizationParams = { prompt: 'login consent' };
+    // The providers' emulations. Moneyhub's client key (PS256): public half to it, private
+    // to the Worker.
+    const truelayerUrl = `http://localhost:${bankPort + 4}`;
+    const moneyhubUrl = `http://localhost:${bankPort + 5}`;
+    const moneyhubIssuer = `${moneyhubUrl}/oidc`;
+    const connectIssuer = `http://localhost:${bankPort + 6}`;
+    const connectRs256Issuer = `http://localhost:${bankPort + 7}`;
+    const moneyhubKid = `consentry-moneyhub-${randomBytes(4).toString('hex')}`;
+    const moneyhubKeys = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const moneyhubJwks = { keys: [{ ...moneyhubKeys.publicKey.export({ format: 'jwk' }), kid: moneyhubKid, alg: 'PS256', use: 'sig' }] };
+    const moneyhubPrivateJwk = { ...moneyhubKeys.privateKey.export({ format: 'jwk' }), kid: moneyhubKid, alg: 'PS256' };
+    const connectProvider = (id, name, issuer, extra = {}) => ({ id, name, profile: 'connect', issuer, client_id: 'consentry-connect', scopes: ['openid', 'email', 'profile', 'offline_access'], authorization_endpoint: `${issuer}/oauth/authorize`, token_endpoint: `${issuer}/oauth/token`, id_token_signing_algs: ['HS256'], api_base_url: `${issuer}/oauth`, api_paths: ['/userinfo'], ...extra });
     const providers = [
       { id: 'local-bank', name: 'Local Bank', profile: 'generic', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['openid', 'profile', 'accounts', 'balance', 'transactions', 'offline_access'], authorization_params: authorizationParams, api_base_url: `${issuer}/data/v1`, api_paths: ['/accounts'] },
       { id: 'local-bank-pkjwt', name: 'Local Bank (private_key_jwt)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams, api_base_url: `${issuer}/data/v1`, api_paths: ['/accounts'] },
       { id: 'local-bank-pkjwt-wrongkey', name: 'Local Bank (private_key_jwt, wrong key)', profile: 'generic', issuer, client_id: 'consentry-pkjwt', auth_method: 'private_key_jwt', signing_alg: 'ES256', key_id: kid, scopes: ['openid', 'accounts', 'offline_access'], authorization_params: authorizationParams },
       { id: 'local-bank-no-refresh', name: 'Local Bank (no refresh token)', profile: 'generic', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['openid', 'accounts'], authorization_params: authorizationParams, api_base_url: `${issuer}/data/v1`, api_paths: ['/accounts'] },
-      { id: 'local-moneyhub', name: 'Local Moneyhub', profile: 'moneyhub', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', par: false, request_object: false, scopes: ['openid', 'accounts'] },
-      { id: 'local-moneyhub-par', name: 'Local Moneyhub (PAR)', profile: 'moneyhub', issuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', par: true, request_object: false, scopes: ['openid', 'accounts'] },
       { id: 'plain-bank', name: 'Plain Bank', profile: 'generic', issuer: plainIssuer, client_id: 'consentry-demo', auth_method: 'client_secret_basic', scopes: ['accounts', 'balance'] },
       fapiProvider('open-finance', 'Open Finance hub'),
       fapiProvider('open-finance-wrongkey', 'Open Finance hub (wrong client key)'),
       { id: 'attacker-as', name: 'Attacker', profile: 'generic', issuer: attackerIssuer, client_id: 'consentry-at-attacker', auth_method: 'client_secret_basic', scopes: ['accounts', 'balance'] },
+      { id: 'truelayer', name: 'TrueLayer', profile: 'truelayer', issuer: truelayerUrl, client_id: 'consentry-truelayer', scopes: ['info', 'accounts', 'balance', 'transactions', 'offline_access'], authorization_endpoint: `${truelayerUrl}/`, token_endpoint: `${truelayerUrl}/connect/token`, authorization_params: { providers: 'uk-cs-mock uk-ob-all uk-oauth-all', response_mode: 'form_post' }, api_base_url: `${truelayerUrl}/data/v1`, api_paths: ['/me', '/info', '/accounts'] },
+      { id: 'moneyhub', name: 'Moneyhub', profile: 'moneyhub', issuer: moneyhubIssuer, client_id: 'consentry-moneyhub', signing_alg: 'PS256', key_id: moneyhubKid, scopes: ['openid'], data_scopes: ['accounts:read', 'transactions:read:all'], api_base_url: `${moneyhubUrl}/v3`, api_paths: ['/accounts', '/transactions'] },
+      connectProvider('connect', 'Connect', connectIssuer),
+      connectProvider('connect-rs256', 'Connect (RS256)', connectRs256Issuer, { jwks_uri: `${connectRs256Issuer}/.well-known/jwks.json`, id_token_signing_algs: ['RS256'], access_token_signing_algs: ['RS256'] }),
     ];
     const redirectUrisAt = (at) => providers.filter((p) => p.issuer === at).map((p) => `${publicOrigin}/auth/callback/${p.id}`);
     const bankOptions = {
@@ -284,6 +310,14 @@ export async function startStack({
     cleanups.push(() => attacker.close());
     const fapiBank = await startFapiBank({ port: bankPort + 3, redirectUris: redirectUrisAt(fapiIssuer), clientJwks: fapiJwks, testControls: true });
     cleanups.push(() => fapiBank.close());
+    const truelayer = await startTrueLayer({ port: bankPort + 4, redirectUris: redirectUrisAt(truelayerUrl), clientSecret: TRUELAYER_CLIENT_SECRET, testControls: true });
+    cleanups.push(() => truelayer.close());
+    const moneyhub = await startMoneyhub({ port: bankPort + 5, redirectUris: redirectUrisAt(moneyhubIssuer), clientJwks: moneyhubJwks, testControls: true });
+    cleanups.push(() => moneyhub.close());
+    const connect = await startConnect({ port: bankPort + 6, redirectUris: redirectUrisAt(connectIssuer), clientSecret: CONNECT_CLIENT_SECRET, testControls: true });
+    cleanups.push(() => connect.close());
+    const connectRs256 = await startConnect({ port: bankPort + 7, redirectUris: redirectUrisAt(connectRs256Issuer), clientSecret: CONNECT_CLIENT_SECRET, signing: 'RS256', testControls: true });
+    cleanups.push(() => connectRs256.close());
 
     // 3. A temporary directory: the Worker's config and env file, a fresh local D1.
     const tmpDir = await mkdtemp(path.join(tmpdir(), 'consentry-stack-'));
@@ -327,6 +361,10 @@ export async function startStack({
       ATTACKER_AS_CLIENT_SECRET: ATTACKER_CLIENT_SECRET,
       OPEN_FINANCE_PRIVATE_JWK: JSON.stringify(fapiPrivateJwk),
       OPEN_FINANCE_WRONGKEY_PRIVATE_JWK: JSON.stringify(fapiWrongPrivateJwk),
+      TRUELAYER_CLIENT_SECRET,
+      MONEYHUB_PRIVATE_JWK: JSON.stringify(moneyhubPrivateJwk),
+      CONNECT_CLIENT_SECRET,
+      CONNECT_RS256_CLIENT_SECRET: CONNECT_CLIENT_SECRET,
       CONSENTRY_KEY: consentryKey,
     };
     const envFile = path.join(tmpDir, 'worker.env');
@@ -391,10 +429,14 @@ export async function startStack({
       plainBank,
       attacker,
       fapiBank,
+      truelayer,
+      moneyhub,
+      connect,
+      connectRs256,
       logs,
       workerFetch,
       responses,
-      secrets: { clientSecret: BANK_CLIENT_SECRET, consentryKey, pkjwtPrivateJwk, pkjwtWrongKeyPrivateJwk, fapiPrivateJwk },
+      secrets: { clientSecret: BANK_CLIENT_SECRET, consentryKey, pkjwtPrivateJwk, pkjwtWrongKeyPrivateJwk, fapiPrivateJwk, moneyhubPrivateJwk, truelayerClientSecret: TRUELAYER_CLIENT_SECRET, connectClientSecret: CONNECT_CLIENT_SECRET },
       tmpDir,
       persistDir,
       configPath,

@@ -300,7 +300,7 @@ fn decode_segment(raw: &str) -> Result<String> {
 
 /// Percent-encodes a decoded segment for a URL path: unreserved characters and the
 /// sub-delimiters stay, everything else (`%`, `?`, `#`, spaces, non-ASCII) is escaped.
-fn encode_segment(segment: &str, out: &mut String) {
+pub(crate) fn encode_segment(segment: &str, out: &mut String) {
     for byte in segment.bytes() {
         let keep = byte.is_ascii_alphanumeric()
             || matches!(

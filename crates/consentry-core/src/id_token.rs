@@ -195,37 +195,45 @@ pub fn validate_id_token_claims(
     })
 }
 
-/// Validates the claims of a verified JWT access token
-/// ([RFC 7519 §4.1](https://www.rfc-editor.org/rfc/rfc7519#section-4.1),
-/// [RFC 9068 §4](https://www.rfc-editor.org/rfc/rfc9068#section-4)) and returns them.
-///
-/// `exp` is required and must not have passed; `iss` and `aud` are checked when `issuer` and
-/// `audience` are given; `iat` and `nbf`, if present, must not be in the future. Every failure
-/// is [`ErrorCode::InvalidTokenResponse`].
+/// What a verified JWT access token says that the Worker keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessTokenClaims {
+    /// The end-user the token acts for.
+    pub sub: String,
+    /// When it expires (Unix seconds).
+    pub exp: u64,
+}
+
+/// Validates the claims of a verified JWT access token that the client must check before it
+/// trusts the grant (a Connect provider's; [RFC 7519 §4.1](https://www.rfc-editor.org/rfc/rfc7519#section-4.1),
+/// [RFC 9068 §4](https://www.rfc-editor.org/rfc/rfc9068#section-4)): `iss` is the issuer
+/// exactly, `aud` (a string or an array) contains this client, `exp` has not passed, `iat` is
+/// present and not in the future, `nbf` (if present) has passed, `sub` is 1-255 characters,
+/// each within `clock_tolerance` seconds. Every failure is
+/// [`ErrorCode::TokenExchangeFailed`], its description naming the claim.
 pub fn validate_jwt_access_token_claims(
     jwt: &VerifiedJwt,
-    issuer: Option<&IssuerUrl>,
-    audience: Option<&str>,
+    issuer: &IssuerUrl,
+    client_id: &ClientId,
     now: u64,
     clock_tolerance: u64,
-) -> Result<Map<String, Value>> {
+) -> Result<AccessTokenClaims> {
     let claims = ClaimsSet::access_token(jwt.claims());
     let window = TimeWindow {
         now,
         tolerance: clock_tolerance,
     };
-    if let Some(issuer) = issuer {
-        check_issuer(&claims, issuer)?;
-    }
-    if let Some(audience) = audience {
-        check_audience(&claims, audience, "the expected audience")?;
-    }
-    check_expiry(&claims, window)?;
-    if let Some(iat) = claims.numeric_date("iat")? {
-        window.check_not_in_future(&claims, "iat", iat)?;
-    }
+    check_issuer(&claims, issuer)?;
+    check_audience(&claims, client_id.as_str(), "this client")?;
+    let exp = check_expiry(&claims, window)?;
+    let iat = claims.required_numeric_date("iat")?;
+    window.check_not_in_future(&claims, "iat", iat)?;
     check_not_before(&claims, window)?;
-    Ok(jwt.claims().clone())
+    let sub = check_subject(&claims, None)?;
+    Ok(AccessTokenClaims {
+        sub: sub.to_owned(),
+        exp,
+    })
 }
 
 /// A JWT Claims Set ([RFC 7519 §4](https://www.rfc-editor.org/rfc/rfc7519#section-4)) read
@@ -249,7 +257,7 @@ impl<'a> ClaimsSet<'a> {
         ClaimsSet {
             claims,
             token: "access token",
-            code: ErrorCode::InvalidTokenResponse,
+            code: ErrorCode::TokenExchangeFailed,
         }
     }
 
@@ -642,52 +650,59 @@ mod tests {
     }
 
     fn access_token_claims() -> Value {
-        json!({"iss": ISSUER, "aud": ["https://api.example"], "exp": NOW + 60, "sub": "u"})
+        json!({"iss": ISSUER, "aud": ["other-api", CLIENT], "exp": NOW + 60, "iat": NOW - 5, "sub": "u"})
     }
 
-    fn validate_access_token(
-        claims: &Value,
-        issuer: Option<&str>,
-        audience: Option<&str>,
-    ) -> Result<Map<String, Value>> {
-        let issuer = issuer.map(|issuer| IssuerUrl::parse(issuer).expect("valid issuer"));
+    fn validate_access_token(claims: &Value) -> Result<AccessTokenClaims> {
+        let issuer = IssuerUrl::parse(ISSUER).expect("valid issuer");
         let jwt = verified_hs256(claims);
-        validate_jwt_access_token_claims(&jwt, issuer.as_ref(), audience, NOW, 0)
+        validate_jwt_access_token_claims(&jwt, &issuer, &ClientId::new(CLIENT), NOW, 0)
     }
 
-    fn assert_access_token_rejected(result: Result<Map<String, Value>>, claim: &str) {
-        let error = result.expect_err("claims must be rejected");
-        assert_eq!(error.code(), &ErrorCode::InvalidTokenResponse);
-        assert!(
-            error.description().contains(claim),
-            "{}",
-            error.description()
+    #[test]
+    fn jwt_access_tokens_must_be_this_issuers_for_this_client_live_and_someones() {
+        let valid = validate_access_token(&access_token_claims()).expect("valid access token");
+        assert_eq!(
+            valid,
+            AccessTokenClaims {
+                sub: "u".into(),
+                exp: NOW + 60
+            }
         );
-    }
-
-    #[test]
-    fn jwt_access_token_claims_are_checked_when_asked() {
-        let claims = access_token_claims();
-        let valid = validate_access_token(&claims, Some(ISSUER), Some("https://api.example"));
-        assert_eq!(valid.expect("valid access token")["sub"], "u");
-        let wrong_issuer = validate_access_token(&claims, Some("https://other.example"), None);
-        assert_access_token_rejected(wrong_issuer, "iss");
-        let wrong_audience = validate_access_token(&claims, None, Some("https://other.example"));
-        assert_access_token_rejected(wrong_audience, "aud");
-        let mut expired = claims.clone();
-        expired["exp"] = json!(NOW - 1);
-        assert_access_token_rejected(validate_access_token(&expired, None, None), "exp");
-        let mut no_exp = claims.clone();
-        no_exp.as_object_mut().expect("object").remove("exp");
-        assert_access_token_rejected(validate_access_token(&no_exp, None, None), "exp");
-        let mut early = claims;
-        early["nbf"] = json!(NOW + 1);
-        assert_access_token_rejected(validate_access_token(&early, None, None), "nbf");
-    }
-
-    #[test]
-    fn jwt_access_token_iss_and_aud_are_optional_checks() {
-        let claims = json!({"exp": NOW, "iss": "anyone", "aud": 5});
-        assert!(validate_access_token(&claims, None, None).is_ok());
+        let mut string_aud = access_token_claims();
+        string_aud["aud"] = json!(CLIENT);
+        assert!(validate_access_token(&string_aud).is_ok());
+        type Break = fn(&mut Value);
+        let broken: [(&str, Break); 10] = [
+            ("iss", |c| c["iss"] = json!("https://other.example")),
+            ("iss", |c| {
+                c.as_object_mut().expect("object").remove("iss");
+            }),
+            ("aud", |c| c["aud"] = json!(["other-api"])),
+            ("aud", |c| c["aud"] = json!(5)),
+            ("exp", |c| c["exp"] = json!(NOW - 1)),
+            ("exp", |c| {
+                c.as_object_mut().expect("object").remove("exp");
+            }),
+            ("iat", |c| c["iat"] = json!(NOW + 1)),
+            ("iat", |c| {
+                c.as_object_mut().expect("object").remove("iat");
+            }),
+            ("nbf", |c| c["nbf"] = json!(NOW + 1)),
+            ("sub", |c| {
+                c.as_object_mut().expect("object").remove("sub");
+            }),
+        ];
+        for (claim, breaks) in broken {
+            let mut claims = access_token_claims();
+            breaks(&mut claims);
+            let error = validate_access_token(&claims).expect_err(claim);
+            assert_eq!(error.code(), &ErrorCode::TokenExchangeFailed, "{claim}");
+            assert!(
+                error.description().contains(claim),
+                "{claim}: {}",
+                error.description()
+            );
+        }
     }
 }

@@ -65,7 +65,8 @@
 //! Module map: [`pkce`], [`state`] (state, nonce, storage key); [`authorization_request`]
 //! (query URL, PAR, request object); [`authorization_response`]; [`client_auth`];
 //! [`token_request`], [`token_response`], [`token_set`] (what is sealed at rest); [`jws`] (signing inputs), [`jwt`], [`jwk`],
-//! [`id_token`]; [`dpop`]; [`discovery`]; [`provider`] (configuration and profiles);
+//! [`id_token`]; [`dpop`]; [`discovery`]; [`provider`] (configuration and profiles) and
+//! the providers' own calls, [`moneyhub`] and [`truelayer`];
 //! [`outcome`] (the message the browser receives) and [`outcome_page`] (the popup's last
 //! page); [`start`] (the start form) and [`user_assertion`]; [`revocation`]; [`cookie`];
 //! [`error`]; [`secret`].
@@ -87,6 +88,7 @@ pub mod id_token;
 pub mod jwk;
 pub mod jws;
 pub mod jwt;
+pub mod moneyhub;
 pub mod outcome;
 pub mod outcome_page;
 pub mod pkce;
@@ -99,6 +101,7 @@ pub mod state;
 pub mod token_request;
 pub mod token_response;
 pub mod token_set;
+pub mod truelayer;
 pub mod url;
 pub mod user_assertion;
 

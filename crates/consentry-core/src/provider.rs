@@ -137,6 +137,12 @@ struct ProviderEntry {
     consent_days: Option<u64>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    users_endpoint: Option<String>,
+    #[serde(default)]
+    data_scopes: Vec<String>,
+    #[serde(default)]
+    access_token_signing_algs: Option<Vec<String>>,
 }
 
 /// Whether `id` is a provider id: 1-32 characters of `a-z 0-9 -` (it also names the
@@ -150,6 +156,9 @@ pub fn is_provider_id(id: &str) -> bool {
 
 /// The id_token claim in which Moneyhub names the consent it recorded.
 const MONEYHUB_CONSENT_ID_CLAIM: &str = "mh:con_id";
+
+/// The id_token claim in which Moneyhub describes that consent (its `expirationDateTime`).
+const MONEYHUB_CONSENT_CLAIM: &str = "mh:consent";
 
 /// A provider, validated: everything the Worker needs to run a flow with it.
 #[derive(Debug, Clone)]
@@ -175,6 +184,9 @@ pub struct ProviderConfig {
     api_paths: Vec<Vec<String>>,
     api_methods: Vec<&'static str>,
     consent_days: Option<u64>,
+    users_endpoint: Option<EndpointUrl>,
+    data_scopes: Scopes,
+    access_token_signing_algs: Vec<JwsAlgorithm>,
 }
 
 impl ProviderConfig {
@@ -342,6 +354,7 @@ impl ProviderConfig {
                 .map(|method| crate::api::allow_listed_method(method))
                 .collect::<Result<Vec<_>>>()?,
         };
+        let extras = ProfileExtras::from_entry(&entry, profile, &issuer, &scopes)?;
         let provider = ProviderConfig {
             name: entry.name.clone().unwrap_or_else(|| entry.id.clone()),
             id: entry.id,
@@ -371,6 +384,9 @@ impl ProviderConfig {
                 Profile::TrueLayer => Some(90),
                 _ => None,
             }),
+            users_endpoint: extras.users_endpoint,
+            data_scopes: extras.data_scopes,
+            access_token_signing_algs: extras.access_token_signing_algs,
         };
         Ok(provider)
     }
@@ -569,9 +585,123 @@ impl ProviderConfig {
         }
     }
 
+    /// When the consent an id_token confirms ends, if the provider says so there (Moneyhub:
+    /// `mh:consent.expirationDateTime`, RFC 3339); a time already past is ignored.
+    pub fn consent_expiry(&self, claims: &crate::id_token::IdTokenClaims, now: u64) -> Option<u64> {
+        match self.profile {
+            Profile::Moneyhub => claims
+                .claim(MONEYHUB_CONSENT_CLAIM)
+                .and_then(|consent| consent.get("expirationDateTime"))
+                .and_then(Value::as_str)
+                .and_then(crate::outcome::parse_rfc3339)
+                .filter(|expires_at| *expires_at > now),
+            _ => None,
+        }
+    }
+
     /// How long a consent lasts, in days, when the provider's terms fix it (TrueLayer: 90).
     pub fn consent_days(&self) -> Option<u64> {
         self.consent_days
+    }
+
+    /// Whether the front channel carries a `nonce` for `scopes`: always with `openid`
+    /// (OpenID Connect Core §3.1.2.1), and on every TrueLayer auth link, which takes one
+    /// though no id_token comes back to hold it (PROVIDERS.md).
+    pub fn sends_nonce(&self, scopes: &Scopes) -> bool {
+        scopes.contains("openid") || self.profile == Profile::TrueLayer
+    }
+
+    /// Moneyhub's users API (`POST {it}` makes a profile, `DELETE
+    /// {it}/{userId}/connections/{connectionId}` ends a connection): `users_endpoint`, or
+    /// `/users` at the issuer's origin.
+    pub fn users_endpoint(&self) -> Option<&EndpointUrl> {
+        self.users_endpoint.as_ref()
+    }
+
+    /// The scopes of the tokens the data API takes, when the provider mints those apart
+    /// from the consent (Moneyhub: a `client_credentials` grant with these scopes and the
+    /// profile as `sub`); `None` when the consent's own access token reads the data.
+    pub fn data_token_scopes(&self) -> Option<&Scopes> {
+        match self.profile {
+            Profile::Moneyhub => Some(&self.data_scopes),
+            _ => None,
+        }
+    }
+
+    /// The extra parameters of the code exchange: Moneyhub's `sub` (the profile the flow
+    /// asked for), none elsewhere.
+    pub fn exchange_params<'a>(
+        &self,
+        provider_subject: Option<&'a str>,
+    ) -> Vec<(&'static str, &'a str)> {
+        match (self.profile, provider_subject) {
+            (Profile::Moneyhub, Some(subject)) => vec![("sub", subject)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Where the connection a grant reaches is read after the exchange, when the token
+    /// response does not say (TrueLayer: `{api_base_url}/me`, whose `credentials_id` becomes
+    /// the consent's `account`).
+    pub fn account_lookup_url(&self) -> Option<String> {
+        match (self.profile, &self.api_base_url) {
+            (Profile::TrueLayer, Some(base)) => {
+                Some(format!("{}/me", base.as_str().trim_end_matches('/')))
+            }
+            _ => None,
+        }
+    }
+
+    /// The algorithms the provider's JWT access tokens may be signed with, when the client
+    /// must verify them before trusting the grant (Connect: HS256 with the client secret by
+    /// default, or RS256 / ES256 against its JWKS); empty when access tokens are opaque to
+    /// the client.
+    pub fn access_token_signing_algs(&self) -> &[JwsAlgorithm] {
+        &self.access_token_signing_algs
+    }
+
+    /// Whether a data API's answer says the consent itself is gone, not just its token
+    /// (TrueLayer: 403 `access_denied`, "reconnect"): the consent then lapses.
+    pub fn answer_withdraws_consent(&self, status: u16, body: &[u8]) -> bool {
+        self.profile == Profile::TrueLayer
+            && status == 403
+            && serde_json::from_slice::<Value>(body)
+                .is_ok_and(|answer| answer["error"] == "access_denied")
+    }
+
+    /// The scopes of one flow: [`scopes_for`](Self::scopes_for) and, for Moneyhub, the bank
+    /// to connect, `id:<bankId>` from the start form's `provider_hint` (in place of any
+    /// configured `id:` scope). A Moneyhub flow that names no bank is refused.
+    pub fn flow_scopes(
+        &self,
+        requested: Option<&Scopes>,
+        provider_hint: Option<&str>,
+    ) -> Result<Scopes> {
+        let scopes = self.scopes_for(requested)?;
+        if self.profile != Profile::Moneyhub {
+            return Ok(scopes);
+        }
+        let hint = provider_hint.filter(|hint| !hint.is_empty());
+        let Some(bank) = hint else {
+            return match scopes
+                .iter()
+                .filter(|scope| scope.starts_with("id:"))
+                .count()
+            {
+                1 => Ok(scopes),
+                _ => Err(Error::new(
+                    ErrorCode::InvalidParameter,
+                    "a moneyhub flow connects one bank: provider_hint names its bank id",
+                )),
+            };
+        };
+        let bank_scope = crate::moneyhub::bank_scope(bank)?;
+        Scopes::from_tokens(
+            scopes
+                .iter()
+                .filter(|scope| !scope.starts_with("id:"))
+                .chain([bank_scope.as_str()]),
+        )
     }
 
     /// The name of the Worker secret holding this provider's client secret:
@@ -607,8 +737,10 @@ impl ProviderConfig {
 
     /// Builds the authorization request for one flow, with the profile's parameters and
     /// the configured `authorization_params`. `nonce` must be given when `scopes` has
-    /// `openid`. `provider_hint`, the browser's, becomes `provider_id` (TrueLayer) or
-    /// `login_hint` (generic, Connect, FAPI 2.0); Moneyhub takes none. `provider_user` is
+    /// `openid`. `provider_hint`, the browser's, fills the configured
+    /// `authorization_details`' placeholder, or becomes `provider_id` (TrueLayer) or
+    /// `login_hint` (generic, Connect, FAPI 2.0); for Moneyhub it is the bank, which
+    /// [`flow_scopes`](Self::flow_scopes) has put in `scopes` as `id:<bankId>`. `provider_user` is
     /// the Worker's own record of the app user's profile at the provider: Moneyhub's
     /// `claims` request it as the id_token's `sub`, and a Moneyhub flow without it is
     /// [`ErrorCode::ProviderUserMissing`] (see [`needs_provider_user`](Self::needs_provider_user)).
@@ -625,12 +757,12 @@ impl ProviderConfig {
     ) -> Result<AuthorizationRequest> {
         let mut request =
             AuthorizationRequest::new(&self.client_id, redirect_uri, scopes, state, code_challenge);
-        match (scopes.contains("openid"), nonce) {
+        match (self.sends_nonce(scopes), nonce) {
             (true, Some(nonce)) => request = request.with_nonce(nonce),
             (true, None) => {
                 return Err(Error::new(
                     ErrorCode::InvalidParameter,
-                    "an openid request needs a nonce",
+                    "this request needs a nonce (openid, or a TrueLayer auth link)",
                 ))
             }
             (false, _) => {}
@@ -664,19 +796,28 @@ impl ProviderConfig {
                 }
             }
             Profile::Moneyhub => {
-                // The profile a consent is recorded against must not be the browser's pick:
-                // anyone could aim their bank connection at another user's profile.
-                if hint.is_some() {
-                    return Err(Error::new(
-                        ErrorCode::InvalidParameter,
-                        "a moneyhub flow takes no provider_hint: the Worker names the profile",
-                    ));
+                // The hint is the bank, already in the scopes as `id:<bankId>`
+                // (flow_scopes); the profile a consent is recorded against is never the
+                // browser's pick: anyone could aim their connection at another's profile.
+                let scope = request.param("scope").unwrap_or_default();
+                let banks = scope.split(' ').filter(|s| s.starts_with("id:")).count();
+                match hint {
+                    Some(hint) if !scope.split(' ').any(|s| s.strip_prefix("id:") == Some(hint)) => {
+                        return Err(Error::new(
+                            ErrorCode::InvalidParameter,
+                            "a moneyhub flow's provider_hint is the bank, and must be its id: scope",
+                        ))
+                    }
+                    _ if banks != 1 => {
+                        return Err(Error::new(
+                            ErrorCode::InvalidParameter,
+                            "a moneyhub flow connects exactly one bank (one id: scope)",
+                        ))
+                    }
+                    _ => {}
                 }
                 // The profile is bound through the id_token: no openid, no binding.
-                if request
-                    .param("scope")
-                    .is_none_or(|scope| !scope.split(' ').any(|s| s == "openid"))
-                {
+                if !scope.split(' ').any(|s| s == "openid") {
                     return Err(Error::new(
                         ErrorCode::InvalidParameter,
                         "a moneyhub flow needs the openid scope: its profile is checked in the id_token",
@@ -706,6 +847,95 @@ impl ProviderConfig {
             }
         }
         Ok(request)
+    }
+}
+
+/// The options only one profile takes, checked against the profile: each is refused on any
+/// other, so that a configuration never says something the Worker would silently ignore.
+struct ProfileExtras {
+    users_endpoint: Option<EndpointUrl>,
+    data_scopes: Scopes,
+    access_token_signing_algs: Vec<JwsAlgorithm>,
+}
+
+impl ProfileExtras {
+    fn from_entry(
+        entry: &ProviderEntry,
+        profile: Profile,
+        issuer: &IssuerUrl,
+        scopes: &Scopes,
+    ) -> Result<Self> {
+        let only_for = |given: bool, wanted: Profile, field: &str| match given && profile != wanted
+        {
+            true => Err(config_error(&format!(
+                "{field} is an option of the {} profile only",
+                wanted.as_str()
+            ))),
+            false => Ok(()),
+        };
+        only_for(
+            entry.users_endpoint.is_some(),
+            Profile::Moneyhub,
+            "users_endpoint",
+        )?;
+        only_for(
+            !entry.data_scopes.is_empty(),
+            Profile::Moneyhub,
+            "data_scopes",
+        )?;
+        only_for(
+            entry.access_token_signing_algs.is_some(),
+            Profile::Connect,
+            "access_token_signing_algs",
+        )?;
+        if profile == Profile::TrueLayer {
+            // TrueLayer publishes no discovery document and issues no id_token.
+            if entry.authorization_endpoint.is_none() {
+                return Err(config_error(
+                    "the truelayer profile has no discovery: give authorization_endpoint and token_endpoint",
+                ));
+            }
+            if scopes.contains("openid") {
+                return Err(config_error(
+                    "the truelayer profile issues no id_token: openid is not one of its scopes",
+                ));
+            }
+        }
+        let data_scopes = Scopes::from_tokens(entry.data_scopes.iter().map(String::as_str))
+            .map_err(|_| config_error("data_scopes has an invalid scope token"))?;
+        if profile == Profile::Moneyhub && entry.api_base_url.is_some() && data_scopes.is_empty() {
+            return Err(config_error(
+                "the moneyhub profile reads data with client_credentials tokens: give data_scopes",
+            ));
+        }
+        let users_endpoint = match (profile, &entry.users_endpoint) {
+            (Profile::Moneyhub, Some(url)) => Some(EndpointUrl::parse(url)?),
+            // The identity service's root: /users beside /oidc.
+            (Profile::Moneyhub, None) => {
+                Some(EndpointUrl::parse(&format!("{}/users", issuer.origin()))?)
+            }
+            _ => None,
+        };
+        let access_token_signing_algs = match (profile, &entry.access_token_signing_algs) {
+            (Profile::Connect, None) => vec![JwsAlgorithm::HS256],
+            (Profile::Connect, Some(algs)) if !algs.is_empty() => algs
+                .iter()
+                .map(|alg| {
+                    JwsAlgorithm::parse(alg).map_err(|_| {
+                        config_error("access_token_signing_algs has an unsupported alg")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            (Profile::Connect, Some(_)) => {
+                return Err(config_error("access_token_signing_algs must not be empty"))
+            }
+            _ => Vec::new(),
+        };
+        Ok(ProfileExtras {
+            users_endpoint,
+            data_scopes,
+            access_token_signing_algs,
+        })
     }
 }
 
@@ -797,12 +1027,59 @@ mod tests {
         assert_eq!(request.param("provider_id"), Some("ob-monzo"));
         assert_eq!(request.param("response_mode"), Some("form_post"));
 
-        let moneyhub = one(r#"{"id":"moneyhub","profile":"moneyhub","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh","scopes":["openid","id:test","accounts:read"]}"#).expect("valid");
+        assert!(
+            truelayer.sends_nonce(&Scopes::parse("info").expect("valid")),
+            "every auth link has a nonce"
+        );
+        assert_eq!(request.param("nonce"), Some("n"));
+        assert_eq!(
+            truelayer.account_lookup_url(),
+            None,
+            "no api_base_url, no lookup"
+        );
+        let with_api = one(r#"{"id":"truelayer","profile":"truelayer","issuer":"https://auth.truelayer-sandbox.com","client_id":"sandbox-app","scopes":["info"],
+            "authorization_endpoint":"https://auth.truelayer-sandbox.com/","token_endpoint":"https://auth.truelayer-sandbox.com/connect/token",
+            "api_base_url":"https://api.truelayer-sandbox.com/data/v1/"}"#).expect("valid");
+        assert_eq!(
+            with_api.account_lookup_url().as_deref(),
+            Some("https://api.truelayer-sandbox.com/data/v1/me")
+        );
+        assert!(with_api.answer_withdraws_consent(
+            403,
+            br#"{"error":"access_denied","error_description":"gone"}"#
+        ));
+        assert!(!with_api.answer_withdraws_consent(403, br#"{"error":"insufficient_scope"}"#));
+        assert!(!with_api.answer_withdraws_consent(401, br#"{"error":"access_denied"}"#));
+
+        let moneyhub = one(r#"{"id":"moneyhub","profile":"moneyhub","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh","scopes":["openid"],
+            "api_base_url":"https://api.moneyhub.co.uk/v3","data_scopes":["accounts:read","transactions:read:all"]}"#).expect("valid");
         assert!(moneyhub.uses_par() && moneyhub.uses_request_object());
         assert!(moneyhub.needs_provider_user());
-        let request = request_for_user(&moneyhub, "openid accounts:read", None, Some("mh-user-1"))
-            .expect("valid");
+        assert_eq!(
+            moneyhub.users_endpoint().map(EndpointUrl::as_str),
+            Some("https://identity.moneyhub.co.uk/users"),
+            "beside /oidc on the identity host"
+        );
+        assert_eq!(
+            moneyhub.data_token_scopes().map(Scopes::to_wire).as_deref(),
+            Some("accounts:read transactions:read:all")
+        );
+        assert_eq!(
+            moneyhub.exchange_params(Some("mh-user-1")),
+            [("sub", "mh-user-1")]
+        );
+        let scopes = moneyhub.flow_scopes(None, Some("harbour")).expect("a bank");
+        assert_eq!(scopes.to_wire(), "openid id:harbour");
+        let request = request_for_user(
+            &moneyhub,
+            &scopes.to_wire(),
+            Some("harbour"),
+            Some("mh-user-1"),
+        )
+        .expect("valid");
+        assert_eq!(request.param("scope"), Some("openid id:harbour"));
         assert_eq!(request.param("prompt"), Some("consent"));
+        assert_eq!(request.param("login_hint"), None);
         let claims: Value =
             serde_json::from_str(request.param("claims").expect("claims")).expect("json");
         assert_eq!(claims["id_token"]["sub"]["value"], "mh-user-1");
@@ -830,28 +1107,59 @@ mod tests {
     }
 
     #[test]
-    fn the_browser_never_picks_the_moneyhub_profile() {
-        let moneyhub = one(r#"{"id":"moneyhub","profile":"moneyhub","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh","scopes":["openid","id:test"]}"#).expect("valid");
-        let code = |hint, user| {
-            request_for_user(&moneyhub, "openid", hint, user)
+    fn the_browser_picks_the_moneyhub_bank_never_the_profile() {
+        let moneyhub = one(r#"{"id":"moneyhub","profile":"moneyhub","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh","scopes":["openid","id:default-bank"]}"#).expect("valid");
+        let scopes = |hint| {
+            moneyhub
+                .flow_scopes(None, hint)
+                .map(|scopes| scopes.to_wire())
+                .map_err(|error| error.code().clone())
+        };
+        assert_eq!(
+            scopes(None),
+            Ok("openid id:default-bank".into()),
+            "the configured bank"
+        );
+        assert_eq!(
+            scopes(Some("harbour")),
+            Ok("openid id:harbour".into()),
+            "the hint's in its place"
+        );
+        assert_eq!(scopes(Some("a b")), Err(ErrorCode::InvalidParameter));
+        assert_eq!(scopes(Some("x\"id:y")), Err(ErrorCode::InvalidParameter));
+        let no_bank = one(r#"{"id":"moneyhub","profile":"moneyhub","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh","scopes":["openid"]}"#).expect("valid");
+        assert_eq!(
+            no_bank
+                .flow_scopes(None, None)
+                .map_err(|error| error.code().clone()),
+            Err(ErrorCode::InvalidParameter),
+            "a flow names its bank"
+        );
+        let code = |scope: &str, hint, user| {
+            request_for_user(&moneyhub, scope, hint, user)
                 .map(|_| ())
                 .map_err(|error| error.code().clone())
         };
-        assert_eq!(code(None, None), Err(ErrorCode::ProviderUserMissing));
         assert_eq!(
-            code(Some("mh-user-of-someone-else"), Some("mh-user-1")),
+            code("openid id:default-bank", None, None),
+            Err(ErrorCode::ProviderUserMissing)
+        );
+        assert_eq!(
+            code(
+                "openid id:default-bank",
+                Some("mh-user-of-someone-else"),
+                Some("mh-user-1")
+            ),
             Err(ErrorCode::InvalidParameter),
-            "a hint is refused, not merged"
+            "a hint is the bank's id, never the profile"
         );
         assert_eq!(
-            code(Some("mh-user-of-someone-else"), None),
-            Err(ErrorCode::InvalidParameter)
+            code("openid id:a id:b", None, Some("mh-user-1")),
+            Err(ErrorCode::InvalidParameter),
+            "one bank per flow"
         );
-        let without_openid = request_for_user(&moneyhub, "id:test", None, Some("mh-user-1"))
-            .map(|_| ())
-            .map_err(|error| error.code().clone());
         assert_eq!(
-            without_openid,
+            code("id:default-bank", None, Some("mh-user-1")),
             Err(ErrorCode::InvalidParameter),
             "no openid, no sub binding"
         );
@@ -869,6 +1177,65 @@ mod tests {
             one(r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c"}"#)
                 .expect("valid");
         assert!(!generic.needs_provider_user());
+        assert_eq!(generic.data_token_scopes(), None);
+        assert!(generic.exchange_params(Some("x")).is_empty());
+        assert_eq!(
+            generic
+                .flow_scopes(None, Some("harbour"))
+                .expect("hint ignored")
+                .to_wire(),
+            "",
+            "a hint adds no scope elsewhere"
+        );
+    }
+
+    #[test]
+    fn a_moneyhub_id_token_tells_when_its_consent_ends() {
+        use crate::id_token::{validate_id_token_claims, IdTokenValidation};
+        let moneyhub = one(r#"{"id":"moneyhub","profile":"moneyhub","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh","scopes":["openid","id:b"]}"#).expect("valid");
+        let now = 1_790_000_000;
+        let claims = |consent: Value| {
+            let jwt = crate::jwt::test_support::verified_hs256(&serde_json::json!({
+                "iss": "https://identity.moneyhub.co.uk/oidc", "aud": "mh", "sub": "u",
+                "exp": now + 60, "iat": now, "mh:consent": consent,
+            }));
+            let issuer = moneyhub.issuer().clone();
+            validate_id_token_claims(
+                &jwt,
+                &IdTokenValidation::new(&issuer, moneyhub.client_id(), now),
+            )
+            .expect("valid")
+        };
+        let ends = claims(serde_json::json!({"expirationDateTime": "2026-10-01T00:00:00Z"}));
+        assert_eq!(moneyhub.consent_expiry(&ends, now), Some(1_790_812_800));
+        for silent in [
+            serde_json::json!({}),
+            serde_json::json!({"expirationDateTime": "soon"}),
+            serde_json::json!({"expirationDateTime": "2020-01-01T00:00:00Z"}),
+        ] {
+            assert_eq!(moneyhub.consent_expiry(&claims(silent), now), None);
+        }
+        let generic = one(r#"{"id":"b","profile":"generic","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh"}"#).expect("valid");
+        assert_eq!(generic.consent_expiry(&ends, now), None);
+    }
+
+    #[test]
+    fn connect_access_tokens_are_verified_hs256_unless_configured() {
+        let connect = one(r#"{"id":"connect","profile":"connect","issuer":"https://connect.example","client_id":"c"}"#).expect("valid");
+        assert_eq!(connect.access_token_signing_algs(), [JwsAlgorithm::HS256]);
+        assert_eq!(connect.auth_method(), ClientAuthMethod::ClientSecretPost);
+        let jwks = one(r#"{"id":"connect","profile":"connect","issuer":"https://connect.example","client_id":"c","access_token_signing_algs":["RS256","ES256"]}"#).expect("valid");
+        assert_eq!(
+            jwks.access_token_signing_algs(),
+            [JwsAlgorithm::RS256, JwsAlgorithm::ES256]
+        );
+        let generic =
+            one(r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c"}"#)
+                .expect("valid");
+        assert!(
+            generic.access_token_signing_algs().is_empty(),
+            "opaque elsewhere"
+        );
     }
 
     #[test]
@@ -1018,6 +1385,13 @@ mod tests {
             r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","signing_alg":"HS256"}"#,
             r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","authorization_params":{"max_age":"soon"}}"#,
             r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","api_paths":["/../admin"]}"#,
+            r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","data_scopes":["accounts:read"]}"#,
+            r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","users_endpoint":"https://b.example/users"}"#,
+            r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","access_token_signing_algs":["HS256"]}"#,
+            r#"{"id":"c","profile":"connect","issuer":"https://c.example","client_id":"c","access_token_signing_algs":[]}"#,
+            r#"{"id":"m","profile":"moneyhub","issuer":"https://m.example/oidc","client_id":"c","api_base_url":"https://api.m.example/v3"}"#,
+            r#"{"id":"t","profile":"truelayer","issuer":"https://auth.t.example","client_id":"c"}"#,
+            r#"{"id":"t","profile":"truelayer","issuer":"https://auth.t.example","client_id":"c","scopes":["openid","info"],"authorization_endpoint":"https://auth.t.example/","token_endpoint":"https://auth.t.example/connect/token"}"#,
         ] {
             let code = one(bad).map(|_| ()).map_err(|e| e.code().clone());
             assert!(

@@ -84,14 +84,24 @@ impl IssuerUrl {
         )
     }
 
-    /// The RFC 8414 metadata URL: the well-known segment goes between host and path
-    /// ([RFC 8414 §3.1](https://www.rfc-editor.org/rfc/rfc8414#section-3.1)).
-    pub fn oauth_authorization_server_url(&self) -> String {
+    /// The issuer's origin: scheme, host and port, without its path (Moneyhub's identity
+    /// service serves `/users` there, beside the issuer's `/oidc`).
+    pub fn origin(&self) -> &str {
+        self.split_origin().0
+    }
+
+    fn split_origin(&self) -> (&str, &str) {
         let scheme_end = self.0.find("://").map_or(0, |i| i + 3);
         let path_start = self.0[scheme_end..]
             .find('/')
             .map_or(self.0.len(), |i| scheme_end + i);
-        let (origin, path) = self.0.split_at(path_start);
+        self.0.split_at(path_start)
+    }
+
+    /// The RFC 8414 metadata URL: the well-known segment goes between host and path
+    /// ([RFC 8414 §3.1](https://www.rfc-editor.org/rfc/rfc8414#section-3.1)).
+    pub fn oauth_authorization_server_url(&self) -> String {
+        let (origin, path) = self.split_origin();
         format!(
             "{origin}/.well-known/oauth-authorization-server{}",
             path.trim_end_matches('/')

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use consentry_core::{ClientAuthMethod, ProviderConfig};
+use consentry_core::{ClientAuthMethod, Profile, ProviderConfig};
 
 fn repo_file(relative: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -56,4 +56,73 @@ fn demo_providers_parse_and_match_the_local_bank() {
         bank_source.contains(&format!("'{public_url}/auth/callback/local-bank'")),
         "the bank's default redirect URI is the Worker's callback for the local bank"
     );
+}
+
+#[test]
+fn demo_providers_match_their_emulations() {
+    let providers = ProviderConfig::parse_list(&wrangler_var("CONSENTRY_PROVIDERS"))
+        .expect("CONSENTRY_PROVIDERS in wrangler.toml is a valid provider list");
+    let public_url = wrangler_var("CONSENTRY_PUBLIC_URL");
+    // id, profile, the emulation, its port default, and how it names its client.
+    for (id, profile, source, port, client_default) in [
+        (
+            "truelayer",
+            Profile::TrueLayer,
+            "bank/truelayer.mjs",
+            "TRUELAYER_PORT || 9002",
+            "clientId = 'consentry-truelayer'",
+        ),
+        (
+            "moneyhub",
+            Profile::Moneyhub,
+            "bank/moneyhub.mjs",
+            "MONEYHUB_PORT || 9003",
+            "clientId = 'consentry-moneyhub'",
+        ),
+        (
+            "connect",
+            Profile::Connect,
+            "bank/connect.mjs",
+            "CONNECT_PORT || 9004",
+            "clientId = 'consentry-connect'",
+        ),
+    ] {
+        let provider = providers
+            .iter()
+            .find(|provider| provider.id() == id)
+            .unwrap_or_else(|| panic!("the demo has {id}"));
+        assert_eq!(provider.profile(), profile, "{id}");
+        let emulation = repo_file(source);
+        assert!(
+            emulation.contains(port),
+            "{id}: {source} listens where the demo points"
+        );
+        assert!(
+            emulation.contains(client_default),
+            "{id}: {source}'s client"
+        );
+        let port_number = port.rsplit(' ').next().expect("a port");
+        assert!(
+            provider
+                .issuer()
+                .as_str()
+                .starts_with(&format!("http://localhost:{port_number}")),
+            "{id}"
+        );
+        assert!(
+            emulation.contains(&format!("{public_url}/auth/callback/{id}")),
+            "{id}: {source}'s default redirect URI is the Worker's callback for it"
+        );
+    }
+    let demo = repo_file("scripts/demo");
+    for source in [
+        "bank/truelayer.mjs",
+        "bank/moneyhub.mjs",
+        "bank/connect.mjs",
+    ] {
+        assert!(
+            demo.contains(&format!("node {source}")),
+            "scripts/demo starts {source}"
+        );
+    }
 }

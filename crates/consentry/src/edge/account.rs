@@ -19,7 +19,7 @@ use worker::{Env, Method, Request, Response};
 use super::callback::{ending_deadline_secs, exchange_interrupted};
 use super::caller::Caller;
 use super::config::{self, Config};
-use super::provider_client::ProviderClient;
+use super::provider_client::{GrantAtProvider, ProviderClient};
 use super::start::transaction_expired;
 use super::store::{ConsentRow, Store, UserRow};
 use super::{now, open_store, respond};
@@ -224,10 +224,7 @@ impl Call<'_> {
             .consent(&user.id, consent_id)
             .await?
             .ok_or_else(not_found)?;
-        let provider_revoked = match sealed {
-            Some(sealed) => self.revoke_at_provider(&consent, &sealed).await,
-            None => false,
-        };
+        let provider_revoked = self.revoke_at_provider(&consent, sealed.as_deref()).await;
         self.store.revoke_consent(&consent.id, self.now).await?;
         let revoked_at = consent.revoked_at.unwrap_or(self.now);
         Ok(json!({
@@ -239,7 +236,7 @@ impl Call<'_> {
     }
 
     /// Whether the provider confirmed the revocation. Failures are logged by code only.
-    async fn revoke_at_provider(&self, consent: &ConsentRow, sealed: &str) -> bool {
+    async fn revoke_at_provider(&self, consent: &ConsentRow, sealed: Option<&str>) -> bool {
         match self.try_revoke_at_provider(consent, sealed).await {
             Ok(revoked) => revoked,
             Err(error) => {
@@ -253,18 +250,37 @@ impl Call<'_> {
         }
     }
 
-    async fn try_revoke_at_provider(&self, consent: &ConsentRow, sealed: &str) -> Result<bool> {
+    /// Ends the grant at the provider ([`ProviderClient::end_grant`]): its tokens revoked
+    /// (RFC 7009), or Moneyhub's connection deleted, which needs no token (a lapsed consent's
+    /// connection is deleted too).
+    async fn try_revoke_at_provider(
+        &self,
+        consent: &ConsentRow,
+        sealed: Option<&str>,
+    ) -> Result<bool> {
         let provider = self.config.provider(&consent.provider)?;
-        let client =
-            ProviderClient::connect(provider, self.config.http_timeout_ms, self.now).await?;
-        if client.metadata.revocation_endpoint.is_none() {
+        let connection_known =
+            provider.users_endpoint().is_some() && consent.provider_consent_id.is_some();
+        if sealed.is_none() && !connection_known {
             return Ok(false);
         }
-        let tokens = config::sealing_key(self.env)?
-            .open(&consent.id, sealed)
-            .await?;
-        let tokens = TokenSet::parse(&tokens)?;
-        client.revoke(self.env, tokens.revocable(), self.now).await
+        let client =
+            ProviderClient::connect(provider, self.config.http_timeout_ms, self.now).await?;
+        let tokens = match sealed {
+            Some(sealed) if !connection_known && client.metadata.revocation_endpoint.is_some() => {
+                let plaintext = config::sealing_key(self.env)?
+                    .open(&consent.id, sealed)
+                    .await?;
+                Some(TokenSet::parse(&plaintext)?)
+            }
+            _ => None,
+        };
+        let grant = GrantAtProvider {
+            tokens: tokens.as_ref(),
+            profile: consent.provider_subject.as_deref(),
+            connection: consent.provider_consent_id.as_deref(),
+        };
+        client.end_grant(self.env, &grant, self.now).await
     }
 
     /// `POST /auth/logout`: ends the session, here and in the browser.

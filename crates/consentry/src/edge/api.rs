@@ -9,7 +9,7 @@
 //! `Cache-Control: no-store` and nothing else of the upstream's headers.
 
 use consentry_core::api::{
-    choose_consent, ApiCall, ConsentCandidate, CONSENT_HEADER, MAX_API_BODY_BYTES,
+    choose_consent, consent_expired, ApiCall, ConsentCandidate, CONSENT_HEADER, MAX_API_BODY_BYTES,
 };
 use consentry_core::encoding::log_field;
 use consentry_core::{Error, ErrorCode, HttpRequest, ProviderConfig, Result};
@@ -19,7 +19,7 @@ use super::caller::Caller;
 use super::config::Config;
 use super::dpop::DpopKey;
 use super::outbound::{self, ProviderResponse, Unanswered};
-use super::store::ConsentRow;
+use super::store::{ConsentRow, Store};
 use super::tokens::{LiveToken, NoToken, TokenSource};
 use super::{now, open_store, read_body, respond, FORM};
 
@@ -160,7 +160,7 @@ async fn call(
     let generation = live.generation;
     let answer = send(live).await?;
     if answer.status != 401 {
-        return Ok(answer);
+        return withdrawn_or(answer, &store, &consent, provider).await;
     }
     // A token thought live, refused: one forced refresh, one retry, and whatever the data
     // API says then is the answer.
@@ -169,9 +169,33 @@ async fn call(
         provider.id()
     );
     match tokens.live_token(&consent, Some(generation)).await {
-        Ok(live) => Ok(send(live).await?),
+        Ok(live) => withdrawn_or(send(live).await?, &store, &consent, provider).await,
         Err(why) => refused_for(why, Some(answer)),
     }
+}
+
+/// The answer, unless it says the consent itself is gone at the provider (TrueLayer's 403
+/// `access_denied`): then the consent lapses here too, its tokens are forgotten, and the
+/// call answers 401 `consent_expired`, as a refresh the provider refused does: the user must
+/// connect again.
+async fn withdrawn_or(
+    answer: ProviderResponse,
+    store: &Store,
+    consent: &ConsentRow,
+    provider: &ProviderConfig,
+) -> Result<ProviderResponse, Refused> {
+    if !provider.answer_withdraws_consent(answer.status, &answer.body) {
+        return Ok(answer);
+    }
+    worker::console_warn!(
+        "consentry: api provider={} consent withdrawn at the provider",
+        provider.id()
+    );
+    store.withdraw_consent(&consent.id, now()).await?;
+    Err(Refused {
+        error: consent_expired(),
+        status: Some(401),
+    })
 }
 
 /// An answer that holds the very access token it was called with (some APIs echo the bearer

@@ -8,12 +8,12 @@
 //! the recording run under `waitUntil`, and the response is answered from that same work, so
 //! a popup closed mid-exchange still leaves an outcome for `/auth/outcome` to report.
 
-use consentry_core::authorization_details;
 use consentry_core::cookie::{
     binding_cookie_name, cookie_value, set_cookie, stored_hash, SameSite, SESSION_COOKIE,
 };
 use consentry_core::encoding::{base64url_encode, log_field};
 use consentry_core::outcome::format_rfc3339;
+use consentry_core::{authorization_details, truelayer};
 use consentry_core::{
     process_token_response, validate_authorization_response, AuthorizationCodeGrant,
     AuthorizationResponse, Consent, Error, ErrorCode, Nonce, Outcome, OutcomePage,
@@ -25,7 +25,7 @@ use worker::{Context, Env, Method, Request, Response};
 
 use super::config::{self, Config};
 use super::dpop::DpopKey;
-use super::provider_client::{ExpectedIdToken, ProviderClient};
+use super::provider_client::{ExpectedIdToken, GrantAtProvider, ProviderClient};
 use super::start::{dpop_key_aad, transaction_expired};
 use super::store::{Consumed, NewConsent, NewSession, Store, Transaction};
 use super::{log_ending, now, open_store, random_token, read_form, respond};
@@ -237,7 +237,11 @@ async fn end_flow(env: Env, config: Config, claimed: Claimed) -> Ending {
                         .await
                         .ok()
                         .filter(|stored| !stored)
-                        .map(|_| grant.tokens),
+                        .map(|_| Unrecorded {
+                            tokens: grant.tokens,
+                            profile: grant.provider_subject,
+                            connection: grant.provider_consent_id,
+                        }),
                     error,
                 }),
             }
@@ -248,8 +252,8 @@ async fn end_flow(env: Env, config: Config, claimed: Claimed) -> Ending {
         Ok((outcome, session_cookie)) => (outcome, vec![session_cookie]),
         Err(Failure { error, unrecorded }) => {
             let outcome = record_failure(&store, &key, Outcome::from_error(state, &error)).await;
-            if let Some(tokens) = unrecorded {
-                revoke_unrecorded_grant(&env, &config, &transaction, &tokens, now).await;
+            if let Some(unrecorded) = unrecorded {
+                revoke_unrecorded_grant(&env, &config, &transaction, &unrecorded, now).await;
             }
             (outcome, Vec::new())
         }
@@ -262,10 +266,18 @@ async fn end_flow(env: Env, config: Config, claimed: Claimed) -> Ending {
 }
 
 /// Why a consumed flow did not end in a stored grant, and, when the provider had already
-/// issued tokens that nothing keeps, those tokens (to revoke).
+/// issued tokens that nothing keeps, the grant to end.
 struct Failure {
     error: Error,
-    unrecorded: Option<TokenSet>,
+    unrecorded: Option<Unrecorded>,
+}
+
+/// A grant the provider made that no consent holds: its tokens, and where the provider
+/// keeps it when it says (Moneyhub: the connection, under the profile).
+struct Unrecorded {
+    tokens: TokenSet,
+    profile: Option<String>,
+    connection: Option<String>,
 }
 
 impl From<Error> for Failure {
@@ -302,21 +314,27 @@ async fn record_failure(store: &Store, key: &StateKey, outcome: Outcome) -> Outc
     outcome
 }
 
-/// Tokens the provider issued for a flow that did not end in a stored grant are revoked at
-/// the provider (RFC 7009: the refresh token, which ends the grant, when there is one), so
-/// that no live grant is left that nobody can use or see. Best effort: a provider without a
-/// revocation endpoint, or a revocation that fails, is logged by code only.
+/// A grant the provider made for a flow that did not end in a stored grant is ended at the
+/// provider ([`ProviderClient::end_grant`]: RFC 7009 on the refresh token, which ends the
+/// grant, when there is one; Moneyhub's connection deleted), so that no live grant is left
+/// that nobody can use or see. Best effort: a provider with no way to end it, or an end that
+/// fails, is logged by code only.
 async fn revoke_unrecorded_grant(
     env: &Env,
     config: &Config,
     transaction: &Transaction,
-    tokens: &TokenSet,
+    unrecorded: &Unrecorded,
     now: u64,
 ) {
+    let grant = GrantAtProvider {
+        tokens: Some(&unrecorded.tokens),
+        profile: unrecorded.profile.as_deref(),
+        connection: unrecorded.connection.as_deref(),
+    };
     let revoked = match config.provider(&transaction.provider) {
         Ok(provider) => {
             match ProviderClient::connect(provider, config.http_timeout_ms, now).await {
-                Ok(client) => client.revoke(env, tokens.revocable(), now).await,
+                Ok(client) => client.end_grant(env, &grant, now).await,
                 Err(error) => Err(error),
             }
         }
@@ -328,7 +346,7 @@ async fn revoke_unrecorded_grant(
             transaction.provider
         ),
         Ok(false) => worker::console_warn!(
-            "consentry: grant not stored; provider={} has no revocation endpoint",
+            "consentry: grant not stored; provider={} offers no way to end it",
             transaction.provider
         ),
         Err(error) => worker::console_error!(
@@ -391,7 +409,7 @@ async fn exchange(
         validated,
         &provider.redirect_url(&config.public_origin)?,
         verifier,
-        &[],
+        &provider.exchange_params(transaction.provider_subject.as_deref()),
     )?;
     // Each attempt authenticates afresh (a client assertion is single use).
     let send = |proof: Option<String>| {
@@ -458,7 +476,11 @@ async fn exchange(
         Ok(verified) => Ok(verified.into_grant(token_set, &tokens, provider, now)),
         Err(error) => Err(Failure {
             error,
-            unrecorded: Some(token_set),
+            unrecorded: Some(Unrecorded {
+                tokens: token_set,
+                profile: transaction.provider_subject.clone(),
+                connection: None,
+            }),
         }),
     }
 }
@@ -489,11 +511,16 @@ async fn open_dpop_key(
     DpopKey::from_private(provider.dpop_alg(), PrivateKeyJwk::new(private)).map(Some)
 }
 
-/// What the checks of a token response yield: the verified id_token's claims we keep.
+/// What the checks of a token response yield: what the verified id_token (or JWT access
+/// token) and the provider say about the grant, and the sealed tokens.
 struct Verified {
     provider_subject: Option<String>,
     provider_consent_id: Option<String>,
     details: authorization_details::GrantedDetails,
+    /// When a verified JWT access token says it expires.
+    token_exp: Option<u64>,
+    /// When the verified id_token says the consent ends (Moneyhub's `mh:consent`).
+    consent_expires_at: Option<u64>,
     consent_id: String,
     sealed_tokens: String,
 }
@@ -507,16 +534,25 @@ impl Verified {
         now: u64,
     ) -> Grant {
         // What the granted authorization_details say (RFC 9396: an OFP's consent id and
-        // expiry) comes first; else the id_token's claim, and the profile's fixed term.
+        // expiry) comes first; else the id_token's claims, and the profile's fixed term.
         let details = self.details;
+        let expires_in = response
+            .expires_in()
+            .map(|seconds| now.saturating_add(seconds));
+        let access_expires_at = match provider.data_token_scopes() {
+            // The code's token reads no data (Moneyhub): the first call mints a data token.
+            Some(_) => Some(now),
+            None => match (expires_in, self.token_exp) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        };
         Grant {
             tokens,
             scopes: response.scopes().clone(),
             sealed_tokens: self.sealed_tokens,
-            access_expires_at: response
-                .expires_in()
-                .map(|seconds| now.saturating_add(seconds)),
-            consent_expires_at: details.expires_at.or_else(|| {
+            access_expires_at,
+            consent_expires_at: details.expires_at.or(self.consent_expires_at).or_else(|| {
                 provider
                     .consent_days()
                     .map(|days| now.saturating_add(days.saturating_mul(86_400)))
@@ -564,6 +600,19 @@ async fn verify_grant(
         }
         None => None,
     };
+    // A provider whose access token is a JWT for us (Connect) has it checked before anything
+    // is kept; it must name the id_token's user, when there is one.
+    let access = client
+        .verify_access_token(env, tokens.access_token(), now)
+        .await?;
+    if let (Some(access), Some(claims)) = (&access, &claims) {
+        if access.sub != claims.sub() {
+            return Err(Error::new(
+                ErrorCode::TokenExchangeFailed,
+                "the access token and the id_token name different users",
+            ));
+        }
+    }
 
     // The platform's word on the consent it recorded (RFC 9396 §7): only details of a type
     // the flow asked for count, and one not Authorized is no grant.
@@ -580,18 +629,58 @@ async fn verify_grant(
     let sealed_tokens = sealing_key
         .seal(&consent_id, token_set.to_plaintext().as_bytes())
         .await?;
-    Ok(Verified {
-        provider_subject: claims.as_ref().map(|claims| claims.sub().to_owned()),
-        provider_consent_id: claims
+    let provider_consent_id = match provider.account_lookup_url() {
+        Some(url) => look_up_account(client, &url, tokens).await,
+        None => claims
             .as_ref()
             .zip(provider.consent_id_claim())
             .and_then(|(claims, name)| claims.claim(name))
             .and_then(|value| value.as_str())
             .map(str::to_owned),
+    };
+    Ok(Verified {
+        provider_subject: claims
+            .as_ref()
+            .map(|claims| claims.sub().to_owned())
+            .or_else(|| access.as_ref().map(|access| access.sub.clone())),
+        provider_consent_id,
         details,
+        token_exp: access.map(|access| access.exp),
+        consent_expires_at: claims
+            .as_ref()
+            .and_then(|claims| provider.consent_expiry(claims, now)),
         consent_id,
         sealed_tokens,
     })
+}
+
+/// The connection a grant reaches, read from the provider after the exchange (TrueLayer's
+/// `/data/v1/me`: its `credentials_id`). The consent is the user's either way: a lookup that
+/// fails leaves its `account` unknown and is logged by code.
+async fn look_up_account(
+    client: &ProviderClient<'_>,
+    url: &str,
+    tokens: &consentry_core::TokenResponse,
+) -> Option<String> {
+    let request = truelayer::build_me_request(url, tokens.access_token());
+    let looked_up = match client
+        .send(&request, "data API", ErrorCode::UpstreamUnreachable)
+        .await
+    {
+        Ok(answer) => truelayer::process_me_response(answer.status, &answer.body),
+        Err(error) => Err(error),
+    };
+    match looked_up {
+        Ok(account) => Some(account),
+        Err(error) => {
+            worker::console_warn!(
+                "consentry: account lookup provider={} code={}",
+                client.config.id(),
+                log_field(error.code().as_str())
+            );
+            None
+        }
+    }
 }
 
 /// Stores the grant, its outcome and a fresh session in one batch; gives the outcome and

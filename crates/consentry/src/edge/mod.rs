@@ -19,6 +19,7 @@ mod callback;
 mod caller;
 mod config;
 mod dpop;
+mod moneyhub;
 mod outbound;
 mod provider_client;
 mod respond;
@@ -76,7 +77,12 @@ pub async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<R
 
 /// The time, in Unix seconds: the one clock the core is handed.
 fn now() -> u64 {
-    worker::Date::now().as_millis() / 1000
+    now_ms() / 1000
+}
+
+/// The time in Unix milliseconds: leases and claims need finer time than the core's seconds.
+fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
 }
 
 /// 32 random bytes in base64url: binding cookies and session ids.

@@ -7,15 +7,19 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use consentry_core::discovery::{process_discovery_response, ProviderMetadata};
-use consentry_core::id_token::{validate_id_token_claims, IdTokenClaims, IdTokenValidation};
+use consentry_core::id_token::{
+    validate_id_token_claims, validate_jwt_access_token_claims, AccessTokenClaims, IdTokenClaims,
+    IdTokenValidation, DEFAULT_CLOCK_TOLERANCE,
+};
 use consentry_core::jwk::JwkSet;
 use consentry_core::jwt::{UnverifiedJwt, VerifiedJwt};
 use consentry_core::secret::ClientAssertion;
 use consentry_core::{
-    build_client_assertion, build_revocation_request, process_par_response,
-    process_revocation_response, AuthorizationRequest, ClientAuthMethod, ClientAuthentication,
-    Error, ErrorCode, HttpRequest, IdToken, JwsAlgorithm, JwsSigningInput, Nonce, ProviderConfig,
-    Result, RevocableToken,
+    build_client_assertion, build_client_credentials_request, build_revocation_request,
+    process_par_response, process_refresh_response, process_revocation_response, AccessToken,
+    AuthorizationRequest, ClientAuthMethod, ClientAuthentication, Error, ErrorCode, HttpRequest,
+    IdToken, JwsAlgorithm, JwsSigningInput, Nonce, ProviderConfig, Result, RevocableToken, Scopes,
+    TokenResponse, TokenSet,
 };
 use worker::Env;
 
@@ -44,6 +48,16 @@ pub(crate) struct ExpectedIdToken<'a> {
     pub fresh_login: bool,
 }
 
+/// A grant as the provider keeps it, to end it there ([`ProviderClient::end_grant`]).
+pub(crate) struct GrantAtProvider<'a> {
+    /// Its tokens, if still held.
+    pub tokens: Option<&'a TokenSet>,
+    /// The app user's profile at the provider (Moneyhub's `userId`).
+    pub profile: Option<&'a str>,
+    /// The provider's own id of the grant (Moneyhub's connection, `mh:con_id`).
+    pub connection: Option<&'a str>,
+}
+
 /// One provider, for the length of one request.
 pub(crate) struct ProviderClient<'a> {
     pub config: &'a ProviderConfig,
@@ -68,6 +82,11 @@ impl<'a> ProviderClient<'a> {
             metadata,
             timeout_ms,
         })
+    }
+
+    /// How long the provider has to answer one request.
+    pub(crate) fn timeout_ms(&self) -> u32 {
+        self.timeout_ms
     }
 
     /// Sends one request to the provider; no answer in time is `code`, said plainly.
@@ -167,6 +186,32 @@ impl<'a> ProviderClient<'a> {
         ))
     }
 
+    /// Ends a grant at the provider. Moneyhub: its connection is deleted under the profile
+    /// (no token needed); otherwise, or when the connection is not known, the grant's
+    /// refresh token, else its access token, is revoked (RFC 7009). `Ok(false)` when there is
+    /// no way (no revocation endpoint, or nothing known to end); an error when the provider
+    /// did not confirm.
+    pub(crate) async fn end_grant(
+        &self,
+        env: &Env,
+        grant: &GrantAtProvider<'_>,
+        now: u64,
+    ) -> Result<bool> {
+        if let (Some(_), Some(profile), Some(connection)) = (
+            self.config.users_endpoint(),
+            grant.profile,
+            grant.connection,
+        ) {
+            return super::moneyhub::delete_connection(self, env, profile, connection, now)
+                .await
+                .map(|()| true);
+        }
+        match grant.tokens {
+            Some(tokens) => self.revoke(env, tokens.revocable(), now).await,
+            None => Ok(false),
+        }
+    }
+
     /// Revokes `token` at the provider (RFC 7009). `Ok(false)` when the provider has no
     /// revocation endpoint; an error when it did not confirm.
     pub(crate) async fn revoke(
@@ -187,9 +232,9 @@ impl<'a> ProviderClient<'a> {
         Ok(true)
     }
 
-    /// Verifies an id_token: the signature, with WebCrypto against the provider's JWKS (one
-    /// refetch when no key fits, as after a rotation) or, for HS256, with the client secret
-    /// (OpenID Connect Core §10.1); then its claims with the core, as `expected` says.
+    /// Verifies an id_token: the signature ([`verify_jwt`](Self::verify_jwt): WebCrypto
+    /// against the provider's JWKS, one refetch when no key fits, as after a rotation, or the
+    /// client secret for HS256); then its claims with the core, as `expected` says.
     pub(crate) async fn verify_id_token(
         &self,
         env: &Env,
@@ -197,14 +242,14 @@ impl<'a> ProviderClient<'a> {
         expected: &ExpectedIdToken<'_>,
         now: u64,
     ) -> Result<IdTokenClaims> {
-        let jwt = UnverifiedJwt::parse(id_token.secret(), self.config.id_token_signing_algs())?;
-        let verified = match jwt.header().alg() {
-            JwsAlgorithm::HS256 => {
-                let secret = config::client_secret(env, self.config)?;
-                jwt.verify_hs256(secret.secret().as_bytes())?
-            }
-            _ => self.verify_with_jwks(jwt, now).await?,
-        };
+        let verified = self
+            .verify_jwt(
+                env,
+                id_token.secret(),
+                self.config.id_token_signing_algs(),
+                now,
+            )
+            .await?;
         let mut validation =
             IdTokenValidation::new(&self.metadata.issuer, self.config.client_id(), now);
         if let Some(nonce) = expected.nonce {
@@ -217,6 +262,86 @@ impl<'a> ProviderClient<'a> {
             validation = validation.with_subject(subject);
         }
         validate_id_token_claims(&verified, &validation)
+    }
+
+    /// Verifies a JWT access token, for a provider whose tokens the client must check before
+    /// it trusts a grant (Connect: `access_token_signing_algs`): the signature (HS256 with the
+    /// client secret, else against the JWKS), then `iss`, `aud` = this client, `exp`, `iat` and
+    /// `sub` with the core. `None` for a provider whose access tokens are opaque to us. Every
+    /// failure is `token_exchange_failed`, its description naming what failed.
+    pub(crate) async fn verify_access_token(
+        &self,
+        env: &Env,
+        access_token: &AccessToken,
+        now: u64,
+    ) -> Result<Option<AccessTokenClaims>> {
+        let algs = self.config.access_token_signing_algs();
+        if algs.is_empty() {
+            return Ok(None);
+        }
+        let verified = self
+            .verify_jwt(env, access_token.secret(), algs, now)
+            .await
+            .map_err(|error| {
+                Error::new(
+                    ErrorCode::TokenExchangeFailed,
+                    format!(
+                        "the access token is not this provider's JWT: {}",
+                        error.description()
+                    ),
+                )
+            })?;
+        validate_jwt_access_token_claims(
+            &verified,
+            &self.metadata.issuer,
+            self.config.client_id(),
+            now,
+            DEFAULT_CLOCK_TOLERANCE,
+        )
+        .map(Some)
+    }
+
+    /// A `client_credentials` token with `scopes` (and Moneyhub's `sub`, the profile it acts
+    /// for, when given), its refusal coded `code`.
+    pub(crate) async fn client_credentials(
+        &self,
+        env: &Env,
+        scopes: &Scopes,
+        sub: Option<&str>,
+        code: ErrorCode,
+        now: u64,
+    ) -> Result<TokenResponse> {
+        let auth = self.authentication(env, now).await?;
+        let request =
+            build_client_credentials_request(&self.metadata.token_endpoint, &auth, scopes, sub);
+        let answer = self.send(&request, "token endpoint", code).await?;
+        let response = process_refresh_response(
+            answer.status,
+            answer.content_type.as_deref(),
+            &answer.body,
+            scopes,
+        )?;
+        response.require_token_type(false)?;
+        Ok(response)
+    }
+
+    /// A JWT's signature, checked against `algs`: HS256 with the client secret (OpenID
+    /// Connect Core §10.1), anything else against the provider's JWKS.
+    async fn verify_jwt(
+        &self,
+        env: &Env,
+        compact: &str,
+        algs: &[JwsAlgorithm],
+        now: u64,
+    ) -> Result<VerifiedJwt> {
+        let jwt = UnverifiedJwt::parse(compact, algs)?;
+        match jwt.header().alg() {
+            JwsAlgorithm::HS256 => {
+                let secret = config::client_secret(env, self.config)?;
+                jwt.verify_hs256(secret.secret().as_bytes())
+            }
+            _ => self.verify_with_jwks(jwt, now).await,
+        }
     }
 
     /// Fetches the provider's JWKS now unless a fresh copy is cached, so that verifying an

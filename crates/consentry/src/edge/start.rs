@@ -16,6 +16,7 @@ use worker::{Env, Request, Response};
 
 use super::config::{self, Config};
 use super::dpop::DpopKey;
+use super::moneyhub;
 use super::provider_client::ProviderClient;
 use super::store::{NewTransaction, Store, UserRow, OUTCOME_RETENTION_SECS};
 use super::{log_ending, now, open_store, random_token, read_form, respond};
@@ -88,12 +89,19 @@ async fn start(
     let now = now();
     let store = open_store(env)?;
     let user_id = trusted_user(env, config, &store, &form.user, now).await?.id;
-    let scopes = provider.scopes_for(form.scope.as_ref())?;
+    let scopes = provider.flow_scopes(form.scope.as_ref(), form.provider_hint.as_deref())?;
+    // Discovery (and, below, PAR) run before the flow is stored: a provider that refuses
+    // leaves no flow behind. A provider whose metadata cannot keep the profile's promises is
+    // refused here, at the first start.
+    let client = ProviderClient::connect(provider, config.http_timeout_ms, now).await?;
+    provider.check_metadata(&client.metadata)?;
+    // The app user's profile at the provider, from the Worker's records; Moneyhub's is made
+    // on the user's first flow.
     let provider_user = match provider.needs_provider_user() {
-        true => store.provider_user(&user_id, provider.id()).await?,
+        true => Some(moneyhub::profile(&client, env, &store, &user_id, now).await?),
         false => None,
     };
-    let nonce = match scopes.contains("openid") {
+    let nonce = match provider.sends_nonce(&scopes) {
         true => Some(Nonce::from_random_bytes(&random_bytes()?)),
         false => None,
     };
@@ -114,11 +122,6 @@ async fn start(
     if let Some(dpop_key) = &dpop_key {
         authorization_request = authorization_request.with_dpop_jkt(&dpop_key.thumbprint()?);
     }
-    // Discovery and PAR (if any) run before anything is stored: a refused push leaves
-    // nothing behind. A provider whose metadata cannot keep the profile's promises is
-    // refused here, at the first start.
-    let client = ProviderClient::connect(provider, config.http_timeout_ms, now).await?;
-    provider.check_metadata(&client.metadata)?;
     let location = client
         .authorization_url(env, &authorization_request, now)
         .await?;

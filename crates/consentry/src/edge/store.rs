@@ -429,6 +429,73 @@ impl Store {
         Ok(row.map(|row| row.subject))
     }
 
+    /// Claims the making of the app user's profile at a provider until `until_ms`, if no one
+    /// holds a live claim: one conditional upsert, so of any number of starts one gets it.
+    pub(crate) async fn claim_provider_user(
+        &self,
+        user_id: &str,
+        provider: &str,
+        claim: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<bool> {
+        self.changed(
+            "INSERT INTO provider_user_claims (user_id, provider, claim, until_ms) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (user_id, provider) DO UPDATE SET claim = excluded.claim, until_ms = excluded.until_ms \
+             WHERE provider_user_claims.until_ms <= ?5",
+            &[user_id.into(), provider.into(), claim.into(), number(until_ms), number(now_ms)],
+        )
+        .await
+    }
+
+    /// Records the profile made under `claim` and gives the claim up, in one batch. A
+    /// profile already recorded stands (the first one made is the user's).
+    pub(crate) async fn record_provider_user(
+        &self,
+        user_id: &str,
+        provider: &str,
+        subject: &str,
+        claim: &str,
+        now: u64,
+    ) -> Result<()> {
+        let batch = vec![
+            self.statement(
+                "INSERT INTO provider_users (user_id, provider, subject, created_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (user_id, provider) DO NOTHING",
+                &[user_id.into(), provider.into(), subject.into(), number(now)],
+            )?,
+            self.claim_release(user_id, provider, claim)?,
+        ];
+        self.0.batch(batch).await.map_err(storage)?;
+        Ok(())
+    }
+
+    /// Gives up a claim that made no profile.
+    pub(crate) async fn release_provider_user_claim(
+        &self,
+        user_id: &str,
+        provider: &str,
+        claim: &str,
+    ) -> Result<()> {
+        self.claim_release(user_id, provider, claim)?
+            .run()
+            .await
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn claim_release(
+        &self,
+        user_id: &str,
+        provider: &str,
+        claim: &str,
+    ) -> Result<D1PreparedStatement> {
+        self.statement(
+            "DELETE FROM provider_user_claims WHERE user_id = ?1 AND provider = ?2 AND claim = ?3",
+            &[user_id.into(), provider.into(), claim.into()],
+        )
+    }
+
     /// An app user by id.
     pub(crate) async fn user(&self, id: &str) -> Result<Option<UserRow>> {
         self.statement("SELECT id, name FROM users WHERE id = ?1", &[id.into()])?
@@ -624,6 +691,24 @@ impl Store {
     async fn changed(&self, sql: &str, values: &[JsValue]) -> Result<bool> {
         let result = self.statement(sql, values)?.run().await.map_err(storage)?;
         Ok(changes(&result) > 0)
+    }
+
+    /// Marks a consent lapsed because its provider said the consent itself is gone (a data
+    /// API's answer, not a refresh), and forgets its tokens, in one batch. Whether it lapsed
+    /// now (not before, and not revoked meanwhile).
+    pub(crate) async fn withdraw_consent(&self, consent_id: &str, now: u64) -> Result<bool> {
+        let batch = vec![
+            self.statement(
+                "UPDATE consents SET lapsed_at = ?1 WHERE id = ?2 AND lapsed_at IS NULL AND revoked_at IS NULL",
+                &[number(now), consent_id.into()],
+            )?,
+            self.statement(
+                "DELETE FROM token_sets WHERE consent_id = ?1",
+                &[consent_id.into()],
+            )?,
+        ];
+        let results = self.0.batch(batch).await.map_err(storage)?;
+        Ok(results.first().map_or(0, changes) > 0)
     }
 
     /// Marks a consent revoked and forgets its tokens, in one batch.

@@ -23,12 +23,13 @@ use consentry_core::authorization_details;
 use consentry_core::encoding::{base64url_encode, log_field};
 use consentry_core::{
     build_refresh_token_request, process_refresh_response, Error, ErrorCode, OAuthErrorCode,
-    ProviderConfig, Result, TokenSet,
+    ProviderConfig, Result, Scopes, TokenResponse, TokenSet,
 };
 use worker::{Delay, Env};
 
 use super::config::{self, Config};
 use super::dpop::DpopKey;
+use super::now_ms;
 use super::provider_client::{ExpectedIdToken, ProviderClient};
 use super::store::{ConsentRow, Store, TokenRow};
 use crate::random::random_bytes;
@@ -227,7 +228,8 @@ impl TokenSource<'_> {
         stale: Option<i64>,
     ) -> Result<LiveToken, Refusal> {
         let tokens = self.open(consent, &row.sealed).await?;
-        let Some(refresh_token) = tokens.refresh_token() else {
+        let minted = self.provider.data_token_scopes().is_some();
+        if !minted && tokens.refresh_token().is_none() {
             // After an upstream 401 the data API's answer stands; a token that ran out with
             // nothing to renew it ends the consent.
             return Err(match stale {
@@ -237,7 +239,7 @@ impl TokenSource<'_> {
                     "the access token expired and the grant has no refresh token",
                 )),
             });
-        };
+        }
         let now = now_ms() / 1000;
         let timeout_ms = u64::from(self.config.http_timeout_ms);
         if now_ms() + 2 * timeout_ms + STORE_BUDGET_MS > lease.until_ms {
@@ -245,6 +247,42 @@ impl TokenSource<'_> {
                 "too little of the refresh lease is left to refresh safely; try again",
             )));
         }
+        let response = match self.provider.data_token_scopes() {
+            Some(scopes) => self.mint(client, consent, scopes, now).await,
+            None => self.refresh_grant(client, &tokens, now).await,
+        }
+        .map_err(|error| match error.code() {
+            ErrorCode::OAuth(OAuthErrorCode::InvalidGrant) => Refusal::Lapse(error),
+            _ => Refusal::Failed(error),
+        })?;
+        self.check_refreshed(client, consent, &response, now)
+            .await?;
+        let refreshed = tokens.refreshed(&response);
+        let sealed = config::sealing_key(self.env)?
+            .seal(&consent.id, refreshed.to_plaintext().as_bytes())
+            .await?;
+        let access_expires_at = response
+            .expires_in()
+            .map(|seconds| now.saturating_add(seconds));
+        self.store_refreshed(consent, row, &sealed, access_expires_at, now, &refreshed)
+            .await?;
+        Ok(LiveToken {
+            tokens: refreshed,
+            generation: row.generation + 1,
+        })
+    }
+
+    /// The refresh token grant (RFC 6749 §6), with a proof of the grant's key when it is
+    /// DPoP-bound (RFC 9449 §5).
+    async fn refresh_grant(
+        &self,
+        client: &ProviderClient<'_>,
+        tokens: &TokenSet,
+        now: u64,
+    ) -> Result<TokenResponse> {
+        let Some(refresh_token) = tokens.refresh_token() else {
+            return Err(refresh_failed("the grant has no refresh token"));
+        };
         // Each attempt authenticates afresh: a client assertion is single use.
         let send = |proof: Option<String>| async move {
             let auth = client.authentication(self.env, now).await?;
@@ -263,13 +301,12 @@ impl TokenSource<'_> {
         };
         let answer = match tokens.dpop_key() {
             None if self.provider.uses_dpop() => {
-                return Err(Refusal::Failed(Error::new(
+                return Err(Error::new(
                     ErrorCode::StorageFailed,
                     "this DPoP-bound consent has lost its key",
-                )))
+                ))
             }
             None => send(None).await?,
-            // A DPoP-bound grant refreshes with a proof of its key (RFC 9449 §5).
             Some(private) => {
                 let key = DpopKey::from_private(self.provider.dpop_alg(), private.clone())?;
                 key.send_with_proof(
@@ -287,23 +324,65 @@ impl TokenSource<'_> {
             answer.content_type.as_deref(),
             &answer.body,
             tokens.scopes(),
-        )
-        .map_err(|error| match error.code() {
-            ErrorCode::OAuth(OAuthErrorCode::InvalidGrant) => Refusal::Lapse(error),
-            _ => Refusal::Failed(error),
-        })?;
+        )?;
         response.require_token_type(self.provider.uses_dpop())?;
-        // A platform that no longer authorizes the consent ends it (RFC 9396 §7).
+        Ok(response)
+    }
+
+    /// A fresh data token where the provider mints those apart from the consent (Moneyhub:
+    /// `client_credentials` with the data scopes and the consent's profile as `sub`).
+    async fn mint(
+        &self,
+        client: &ProviderClient<'_>,
+        consent: &ConsentRow,
+        scopes: &Scopes,
+        now: u64,
+    ) -> Result<TokenResponse> {
+        let profile = consent.provider_subject.as_deref().ok_or_else(|| {
+            Error::new(
+                ErrorCode::StorageFailed,
+                "this consent has lost the profile its data tokens are for",
+            )
+        })?;
+        client
+            .client_credentials(
+                self.env,
+                scopes,
+                Some(profile),
+                ErrorCode::RefreshFailed,
+                now,
+            )
+            .await
+    }
+
+    /// What a refreshed grant must still say: the platform still authorizes it (RFC 9396 §7),
+    /// a refreshed id_token is the same end-user's (OpenID Connect Core §12.2), and a JWT
+    /// access token checks out (Connect). One that does not ends the consent, since its
+    /// refresh token may already have been rotated away; one that could not be checked (a
+    /// JWKS unreachable after a key rotation) fails the refresh.
+    async fn check_refreshed(
+        &self,
+        client: &ProviderClient<'_>,
+        consent: &ConsentRow,
+        response: &TokenResponse,
+        now: u64,
+    ) -> Result<(), Refusal> {
         if let (Some(granted), Some(requested)) = (
             response.authorization_details(),
             self.provider.authorization_details(),
         ) {
             authorization_details::granted(granted, requested, now).map_err(Refusal::Lapse)?;
         }
-        // A refreshed id_token must be the same end-user's, from the same issuer, for us
-        // (OpenID Connect Core §12.2): one that is not ends the consent, since its refresh
-        // token may already have been rotated away. One that could not be checked (the
-        // JWKS unreachable after a key rotation) fails the refresh.
+        let verdict = |error: Error| match error.code() {
+            ErrorCode::IdTokenInvalid
+            | ErrorCode::TokenExchangeFailed
+            | ErrorCode::JwtMalformed
+            | ErrorCode::JwtAlgNotAllowed
+            | ErrorCode::JwtCritUnsupported
+            | ErrorCode::JwtSignatureInvalid
+            | ErrorCode::JwkNotFound => Refusal::Lapse(error),
+            _ => Refusal::Failed(error),
+        };
         if let Some(id_token) = response.id_token() {
             let expected = ExpectedIdToken {
                 nonce: None,
@@ -313,29 +392,21 @@ impl TokenSource<'_> {
             client
                 .verify_id_token(self.env, id_token, &expected, now)
                 .await
-                .map_err(|error| match error.code() {
-                    ErrorCode::IdTokenInvalid
-                    | ErrorCode::JwtMalformed
-                    | ErrorCode::JwtAlgNotAllowed
-                    | ErrorCode::JwtCritUnsupported
-                    | ErrorCode::JwtSignatureInvalid
-                    | ErrorCode::JwkNotFound => Refusal::Lapse(error),
-                    _ => Refusal::Failed(error),
-                })?;
+                .map_err(verdict)?;
         }
-        let refreshed = tokens.refreshed(&response);
-        let sealed = config::sealing_key(self.env)?
-            .seal(&consent.id, refreshed.to_plaintext().as_bytes())
-            .await?;
-        let access_expires_at = response
-            .expires_in()
-            .map(|seconds| now.saturating_add(seconds));
-        self.store_refreshed(consent, row, &sealed, access_expires_at, now, &refreshed)
-            .await?;
-        Ok(LiveToken {
-            tokens: refreshed,
-            generation: row.generation + 1,
-        })
+        let access = client
+            .verify_access_token(self.env, response.access_token(), now)
+            .await
+            .map_err(verdict)?;
+        if let (Some(access), Some(subject)) = (access, consent.provider_subject.as_deref()) {
+            if access.sub != subject {
+                return Err(Refusal::Lapse(Error::new(
+                    ErrorCode::TokenExchangeFailed,
+                    "the refreshed access token is another user's",
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Stores the refreshed set. The provider may have rotated the refresh token, so this
@@ -442,9 +513,4 @@ fn log_refresh(consent: &ConsentRow, how: &str, error: &Error) {
 
 fn refresh_failed(description: &str) -> Error {
     Error::new(ErrorCode::RefreshFailed, description)
-}
-
-/// The time in Unix milliseconds: leases need finer time than the core's seconds.
-fn now_ms() -> u64 {
-    worker::Date::now().as_millis()
 }

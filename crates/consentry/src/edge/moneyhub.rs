@@ -1,0 +1,141 @@
+//! Moneyhub's calls beside the flow (PROVIDERS.md, "Moneyhub"): the app user's profile, made
+//! once with a `user:create` token and kept by the Worker (never named by the browser), and
+//! the end of one bank connection with a `connection:delete` token.
+//!
+//! Two starts for a user without a profile must not make two: the first to claim the making
+//! in D1 ([`Store::claim_provider_user`]) makes it, others wait for it to be recorded.
+
+use std::time::Duration;
+
+use consentry_core::encoding::base64url_encode;
+use consentry_core::moneyhub::{
+    build_create_user_request, build_delete_connection_request, process_create_user_response,
+    process_delete_connection_response, CONNECTION_DELETE_SCOPE, USER_CREATE_SCOPE,
+};
+use consentry_core::{Error, ErrorCode, Result, Scopes};
+use worker::{Delay, Env};
+
+use super::now_ms;
+use super::provider_client::ProviderClient;
+use super::store::Store;
+use crate::random::random_bytes;
+
+/// The app user's profile at the provider: the one on record, or one made now.
+pub(crate) async fn profile(
+    client: &ProviderClient<'_>,
+    env: &Env,
+    store: &Store,
+    user_id: &str,
+    now: u64,
+) -> Result<String> {
+    let provider = client.config.id();
+    if let Some(profile) = store.provider_user(user_id, provider).await? {
+        return Ok(profile);
+    }
+    // Long enough for the holder's two calls, each within the HTTP timeout, and the store.
+    let claim_ms = 2 * u64::from(client.timeout_ms()) + 5_000;
+    let claimed_at = now_ms();
+    let claim = base64url_encode(&random_bytes::<12>()?);
+    if store
+        .claim_provider_user(user_id, provider, &claim, claimed_at, claimed_at + claim_ms)
+        .await?
+    {
+        let made = make_profile(client, env, user_id, now).await;
+        return match made {
+            Ok(profile) => {
+                store
+                    .record_provider_user(user_id, provider, &profile, &claim, now)
+                    .await?;
+                // The first profile recorded is the user's, should two have been made.
+                Ok(store
+                    .provider_user(user_id, provider)
+                    .await?
+                    .unwrap_or(profile))
+            }
+            Err(error) => {
+                store
+                    .release_provider_user_claim(user_id, provider, &claim)
+                    .await?;
+                Err(error)
+            }
+        };
+    }
+    // Another start is making it: wait for its record, as long as its claim can last.
+    let give_up_ms = claimed_at + claim_ms;
+    let mut pause_ms = 100;
+    while now_ms() < give_up_ms {
+        Delay::from(Duration::from_millis(pause_ms)).await;
+        if let Some(profile) = store.provider_user(user_id, provider).await? {
+            return Ok(profile);
+        }
+        pause_ms = (pause_ms * 2).min(1_000);
+    }
+    Err(Error::new(
+        ErrorCode::ProviderUserMissing,
+        "another start is making this user's Moneyhub profile and has not finished; try again",
+    ))
+}
+
+/// `POST /users` with a `user:create` token: the new profile's `userId`.
+async fn make_profile(
+    client: &ProviderClient<'_>,
+    env: &Env,
+    user_id: &str,
+    now: u64,
+) -> Result<String> {
+    let endpoint = users_endpoint(client)?;
+    let token = client
+        .client_credentials(
+            env,
+            &scope(USER_CREATE_SCOPE)?,
+            None,
+            ErrorCode::ProviderUserMissing,
+            now,
+        )
+        .await?;
+    let request = build_create_user_request(endpoint, token.access_token(), user_id);
+    let answer = client
+        .send(&request, "users API", ErrorCode::ProviderUserMissing)
+        .await?;
+    process_create_user_response(answer.status, &answer.body)
+}
+
+/// Deletes the connection `connection_id` of profile `user_id` at Moneyhub, leaving the
+/// profile's other connections.
+pub(crate) async fn delete_connection(
+    client: &ProviderClient<'_>,
+    env: &Env,
+    user_id: &str,
+    connection_id: &str,
+    now: u64,
+) -> Result<()> {
+    let endpoint = users_endpoint(client)?;
+    let token = client
+        .client_credentials(
+            env,
+            &scope(CONNECTION_DELETE_SCOPE)?,
+            None,
+            ErrorCode::RevocationFailed,
+            now,
+        )
+        .await?;
+    let request =
+        build_delete_connection_request(endpoint, token.access_token(), user_id, connection_id);
+    let answer = client
+        .send(&request, "users API", ErrorCode::RevocationFailed)
+        .await?;
+    process_delete_connection_response(answer.status)
+}
+
+fn users_endpoint<'a>(client: &'a ProviderClient<'_>) -> Result<&'a consentry_core::EndpointUrl> {
+    client.config.users_endpoint().ok_or_else(|| {
+        Error::new(
+            ErrorCode::InvalidConfiguration,
+            "this provider has no Moneyhub users API",
+        )
+    })
+}
+
+fn scope(scope: &str) -> Result<Scopes> {
+    Scopes::parse(scope)
+}

@@ -1,0 +1,416 @@
+// The providers themselves, end to end against real workerd (wrangler dev) and a local
+// emulation of each, written to shared/PROVIDERS.md: TrueLayer (bank/truelayer.mjs: no
+// discovery, no id_token, a form_post callback, JWT access tokens, the `results` envelope),
+// Moneyhub (bank/moneyhub.mjs: profiles made with a user:create token, PAR with a signed
+// request object and `claims`, the connection in the id_token, data tokens minted with
+// client_credentials + sub, connections deleted one by one) and Connect (bank/connect.mjs:
+// JWT access tokens signed HS256 with the client secret, or RS256 against its JWKS, rotating
+// refresh tokens, a 255-character state limit).
+//
+//   node --test tests/edge/providers.test.mjs
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { BANKS } from '../../bank/moneyhub.mjs';
+import { answerAtProvider } from '../lib/bank-user.mjs';
+import { BANK_ACCOUNT, grantConsent, outcomeOf, returnToWorker } from '../lib/flow.mjs';
+import { CookieJar, randomToken, sqlString, startStack } from '../lib/worker-harness.mjs';
+
+const TEST_TIMEOUT = 120_000;
+const DAY = 86_400;
+
+let stack;
+
+before(async () => { stack = await startStack(); }, { timeout: 30 * 60_000 });
+after(async () => { await stack?.stop(); });
+
+function describe(res) {
+  return `HTTP ${res.status}: ${res.body.slice(0, 300)}`;
+}
+
+const headers = (user, extra = {}) => ({ 'X-Consentry': '1', Origin: stack.publicOrigin, Authorization: `Bearer ${user}`, ...extra });
+
+/** `GET /api/{provider}{path}` as `user`, for `consent` when given. */
+function api(provider, path, { user = 'usr_alice', consent } = {}) {
+  return stack.workerFetch(`/api/${provider}${path}`, { headers: headers(user, consent ? { 'X-Consentry-Consent': consent } : {}) });
+}
+
+async function apiError(res, status, code) {
+  assert.equal(res.status, status, describe(res));
+  assert.equal(res.json().code, code, describe(res));
+}
+
+async function consentsOf(user) {
+  const res = await stack.workerFetch('/auth/consents', { headers: headers(user) });
+  assert.equal(res.status, 200, describe(res));
+  return res.json().consents;
+}
+
+const consentOf = async (user, id) => (await consentsOf(user)).find((consent) => consent.id === id);
+
+async function expireAccessToken(consentId) {
+  await stack.d1(`UPDATE token_sets SET access_expires_at = ${Math.floor(Date.now() / 1000) - 1} WHERE consent_id = ${sqlString(consentId)}`);
+}
+
+async function storedConsents() {
+  const [row] = await stack.d1('SELECT COUNT(*) AS n FROM consents');
+  return row.n;
+}
+
+async function control(base, path, body) {
+  const res = await fetch(`${base}/__test/${path}`, { method: 'POST', body });
+  assert.equal(res.status, 200, `${path}: ${await res.text()}`);
+}
+
+/** POSTs /auth/start for `user` at `provider`; resolves to `{ res, location, jar, state }`. */
+async function start({ user = 'usr_alice', provider, hint, state = randomToken(), jar = new CookieJar() }) {
+  const fields = { provider, state, code_verifier: randomToken(), user };
+  if (hint) fields.provider_hint = hint;
+  const res = await stack.workerFetch('/auth/start', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded', Origin: stack.publicOrigin },
+    body: new URLSearchParams(fields).toString(),
+    jar,
+  });
+  return { res, location: res.headers.get('location'), jar, state };
+}
+
+/** A whole flow that may fail: resolves to the outcome it posts (and the page). */
+async function flowOutcome({ user = 'usr_alice', provider, hint }) {
+  const flow = await start({ user, provider, hint });
+  assert.equal(flow.res.status, 303, describe(flow.res));
+  const back = await answerAtProvider(flow.location, { user: BANK_ACCOUNT[user], redirectPrefix: `${stack.publicOrigin}/auth/callback/` });
+  const page = await returnToWorker(stack, back, { jar: flow.jar });
+  return { page, outcome: outcomeOf(page), flow };
+}
+
+/** The claims of a JWT, unverified (what the test reads off the wire). */
+const claimsOf = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
+
+// --- TrueLayer -----------------------------------------------------------------------------
+
+const truelayerTokenRequests = (grant) => stack.truelayer.requests.filter((req) => req.method === 'POST' && req.path === '/connect/token' && req.form?.grant_type === grant);
+
+test('truelayer: a form_post flow for each demo user, the auth link TrueLayer takes, its credentials_id as the account, 90 days', { timeout: TEST_TIMEOUT }, async () => {
+  for (const user of ['usr_alice', 'usr_bob', 'usr_carol']) {
+    const exchangesBefore = truelayerTokenRequests('authorization_code').length;
+    const { outcome, location, url } = await grantConsent(stack, { user, provider: 'truelayer', hint: 'mock' });
+    const link = new URL(location);
+    assert.equal(`${link.origin}${link.pathname}`, `${stack.truelayer.url}/`, 'the auth dialog is at the host root');
+    const params = Object.fromEntries(link.searchParams);
+    assert.equal(params.response_type, 'code');
+    assert.equal(params.client_id, 'consentry-truelayer');
+    assert.equal(params.redirect_uri, `${stack.publicOrigin}/auth/callback/truelayer`);
+    assert.equal(params.scope, 'info accounts balance transactions offline_access');
+    assert.equal(params.providers, 'uk-cs-mock uk-ob-all uk-oauth-all');
+    assert.equal(params.provider_id, 'mock', 'the start form\'s provider_hint');
+    assert.equal(params.response_mode, 'form_post');
+    assert.equal(params.code_challenge_method, 'S256');
+    assert.ok(params.nonce && params.code_challenge && params.state, 'nonce, challenge and state on the link');
+    assert.equal(url, `${stack.publicOrigin}/auth/callback/truelayer`, 'the way back was a POST to the callback');
+
+    const [exchange] = truelayerTokenRequests('authorization_code').slice(exchangesBefore);
+    assert.equal(exchange.authorization, null, 'no Basic header: client_secret_post');
+    assert.equal(exchange.form.client_id, 'consentry-truelayer');
+    assert.equal(exchange.form.client_secret, stack.secrets.truelayerClientSecret);
+    assert.ok(exchange.form.code_verifier, 'PKCE verifier');
+
+    const connection = stack.truelayer.issued.connections.at(-1);
+    assert.equal(connection.holder, BANK_ACCOUNT[user]);
+    const consent = await consentOf(user, outcome.consent.id);
+    assert.equal(consent.account, connection.credentialsId, 'the connection read from /data/v1/me');
+    assert.deepEqual(consent.scopes, ['info', 'accounts', 'balance', 'transactions', 'offline_access']);
+    const lasts = (Date.parse(consent.expires_at) - Date.parse(consent.granted_at)) / 1000;
+    assert.equal(lasts, 90 * DAY, 'a TrueLayer connection lasts 90 days');
+  }
+  const me = stack.truelayer.requests.filter((req) => req.path === '/data/v1/me');
+  assert.equal(me.length, 3, 'one /me per grant');
+  assert.ok(me.every((req) => /^Bearer /.test(req.authorization)));
+});
+
+test('truelayer: a form_post callback without the binding cookie is refused and consumes nothing', { timeout: TEST_TIMEOUT }, async () => {
+  const flow = await start({ provider: 'truelayer', hint: 'ob-monzo' });
+  assert.equal(flow.res.status, 303, describe(flow.res));
+  const back = await answerAtProvider(flow.location, { user: 'alice', redirectPrefix: `${stack.publicOrigin}/auth/callback/` });
+  assert.equal(back.method, 'POST', 'form_post: a cross-site POST');
+  const exchanges = truelayerTokenRequests('authorization_code').length;
+  const foreign = await returnToWorker(stack, back, { jar: new CookieJar() });
+  assert.equal(foreign.status, 400, describe(foreign));
+  assert.match(foreign.body, /data-error="transaction_not_bound"/);
+  assert.equal(truelayerTokenRequests('authorization_code').length, exchanges, 'no code exchange');
+  // The cross-site POST carries the SameSite=None binding cookie, and the flow was not used up.
+  const own = await returnToWorker(stack, back, { jar: flow.jar });
+  assert.equal(own.status, 200, describe(own));
+  assert.equal(outcomeOf(own).status, 'granted');
+});
+
+test('truelayer: data in its results envelope, refresh as TrueLayer does it, 401 refreshes, 403 access_denied and an ended connection expire the consent', { timeout: TEST_TIMEOUT }, async () => {
+  const { outcome } = await grantConsent(stack, { user: 'usr_bob', provider: 'truelayer', hint: 'oauth-starling' });
+  const consent = outcome.consent.id;
+  const accounts = await api('truelayer', '/accounts', { user: 'usr_bob', consent });
+  assert.equal(accounts.status, 200, describe(accounts));
+  const { results, status } = accounts.json();
+  assert.equal(status, 'Succeeded');
+  assert.deepEqual(results.map((account) => account.account_id), ['acc-bob-current']);
+  const balance = await api('truelayer', '/accounts/acc-bob-current/balance', { user: 'usr_bob', consent });
+  assert.equal(typeof balance.json().results[0].current, 'number');
+  const transactions = await api('truelayer', '/accounts/acc-bob-current/transactions', { user: 'usr_bob', consent });
+  assert.ok(transactions.json().results.length > 0);
+
+  // A token about to run out is refreshed: grant_type=refresh_token with the secret in the
+  // body; only the newest access token works at TrueLayer afterwards.
+  const refreshesBefore = truelayerTokenRequests('refresh_token').length;
+  const before = stack.truelayer.issued.accessTokens.at(-1);
+  await expireAccessToken(consent);
+  const after = await api('truelayer', '/accounts', { user: 'usr_bob', consent });
+  assert.equal(after.status, 200, describe(after));
+  const [refresh] = truelayerTokenRequests('refresh_token').slice(refreshesBefore);
+  assert.ok(refresh, 'a refresh');
+  assert.equal(refresh.authorization, null);
+  assert.equal(refresh.form.client_secret, stack.secrets.truelayerClientSecret);
+  assert.equal(refresh.form.client_id, 'consentry-truelayer');
+  const superseded = await fetch(`${stack.truelayer.url}/data/v1/accounts`, { headers: { Authorization: `Bearer ${before}` } });
+  assert.equal(superseded.status, 401, 'the Worker uses the newest token, the old one is dead at TrueLayer');
+
+  // The consent withdrawn at TrueLayer: 403 access_denied ends it here too.
+  const connection = stack.truelayer.issued.connections.at(-1).credentialsId;
+  await control(stack.truelayer.url, 'revoke-connection', connection);
+  await apiError(await api('truelayer', '/accounts', { user: 'usr_bob', consent }), 401, 'consent_expired');
+  assert.equal((await consentOf('usr_bob', consent)).status, 'expired', 'listed as expired: reconnect');
+  assert.deepEqual(await stack.d1(`SELECT consent_id FROM token_sets WHERE consent_id = ${sqlString(consent)}`), [], 'its tokens are forgotten');
+  await apiError(await api('truelayer', '/accounts', { user: 'usr_bob', consent }), 403, 'consent_expired');
+
+  // A connection past its 90 days: data calls answer 401, the refresh that follows is
+  // invalid_grant, and the consent lapses.
+  const second = (await grantConsent(stack, { user: 'usr_bob', provider: 'truelayer', hint: 'mock' })).outcome.consent.id;
+  await control(stack.truelayer.url, 'expire-connection', stack.truelayer.issued.connections.at(-1).credentialsId);
+  const refreshes = truelayerTokenRequests('refresh_token').length;
+  await apiError(await api('truelayer', '/accounts', { user: 'usr_bob', consent: second }), 401, 'consent_expired');
+  assert.equal(truelayerTokenRequests('refresh_token').length, refreshes + 1, 'the 401 got one refresh, which TrueLayer refused');
+  assert.equal((await consentOf('usr_bob', second)).status, 'expired');
+});
+
+test('truelayer: revoking forgets the tokens; TrueLayer offers no RFC 7009 endpoint to tell', { timeout: TEST_TIMEOUT }, async () => {
+  const { outcome } = await grantConsent(stack, { user: 'usr_carol', provider: 'truelayer', hint: 'ob-lloyds' });
+  const res = await stack.workerFetch(`/auth/consents/${outcome.consent.id}`, { method: 'DELETE', headers: headers('usr_carol') });
+  assert.equal(res.status, 200, describe(res));
+  assert.equal(res.json().status, 'revoked');
+  assert.equal(res.json().provider_revoked, false);
+  await apiError(await api('truelayer', '/accounts', { user: 'usr_carol', consent: outcome.consent.id }), 403, 'consent_expired');
+});
+
+// --- Moneyhub ------------------------------------------------------------------------------
+
+const [MODELO, HARBOUR] = BANKS;
+const moneyhubRequests = (method, path) => stack.moneyhub.requests.filter((req) => req.method === method && (typeof path === 'string' ? req.path === path : path.test(req.path)));
+const moneyhubGrants = (grant) => moneyhubRequests('POST', '/oidc/token').filter((req) => req.form?.grant_type === grant);
+const mints = () => moneyhubGrants('client_credentials').filter((req) => req.form.sub);
+const moneyhubConsents = new Map(); // bank id -> consent id (alice's)
+
+async function aliceProfile() {
+  const [row] = await stack.d1("SELECT subject FROM provider_users WHERE user_id = 'usr_alice' AND provider = 'moneyhub'");
+  return row?.subject;
+}
+
+test('moneyhub: the first flow makes the user\'s profile, the second reuses it: two banks are two consents under one profile', { timeout: TEST_TIMEOUT }, async () => {
+  assert.equal(await aliceProfile(), undefined);
+  const pushesBefore = moneyhubRequests('POST', '/oidc/request').length;
+  const first = await grantConsent(stack, { user: 'usr_alice', provider: 'moneyhub', hint: MODELO.id });
+  const created = moneyhubRequests('POST', '/users');
+  assert.equal(created.length, 1, 'one profile made');
+  assert.deepEqual(created[0].json, { clientUserId: 'usr_alice' });
+  assert.match(created[0].authorization, /^Bearer /);
+  const userCreate = moneyhubGrants('client_credentials').find((req) => req.form.scope === 'user:create');
+  assert.ok(userCreate, 'with a user:create client_credentials token');
+  assert.equal(userCreate.form.client_assertion_type, 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', 'private_key_jwt');
+  const profile = await aliceProfile();
+  assert.ok(stack.moneyhub.profiles.get(profile), 'the Worker keeps the profile Moneyhub made');
+  assert.equal(stack.moneyhub.profiles.get(profile).clientUserId, 'usr_alice');
+
+  // The request: pushed, signed, with the bank as id: scope and the profile as the claims' sub.
+  const front = new URL(first.location);
+  assert.deepEqual([...front.searchParams.keys()].sort(), ['client_id', 'request_uri']);
+  const [push] = moneyhubRequests('POST', '/oidc/request').slice(pushesBefore);
+  const requestObject = claimsOf(push.form.request);
+  assert.equal(requestObject.scope, `openid id:${MODELO.id}`);
+  assert.equal(requestObject.prompt, 'consent');
+  const claims = typeof requestObject.claims === 'string' ? JSON.parse(requestObject.claims) : requestObject.claims;
+  assert.deepEqual(claims.id_token.sub, { essential: true, value: profile });
+  assert.deepEqual(claims.id_token['mh:con_id'], { essential: true });
+  const exchange = moneyhubGrants('authorization_code').at(-1);
+  assert.equal(exchange.form.sub, profile, 'Moneyhub\'s sub on the exchange');
+
+  const second = await grantConsent(stack, { user: 'usr_alice', provider: 'moneyhub', hint: HARBOUR.id });
+  assert.equal(moneyhubRequests('POST', '/users').length, 1, 'the second connection reuses the profile');
+  const connections = [...stack.moneyhub.profiles.get(profile).connections.values()];
+  assert.deepEqual(connections.map((connection) => connection.bankId).sort(), [MODELO.id, HARBOUR.id].sort());
+  const listed = (await consentsOf('usr_alice')).filter((consent) => consent.provider === 'moneyhub');
+  assert.equal(listed.length, 2, 'two consents');
+  assert.deepEqual(listed.map((consent) => consent.account).sort(), connections.map((connection) => connection.id).sort(), 'each consent is one connection (mh:con_id)');
+  assert.ok(listed.every((consent) => consent.status === 'active'));
+  for (const consent of listed) {
+    const connection = connections.find((known) => known.id === consent.account);
+    assert.equal(Date.parse(consent.expires_at), Math.floor(Date.parse(connection.expiresAt) / 1000) * 1000, 'the consent ends when mh:consent says');
+  }
+  moneyhubConsents.set(MODELO.id, first.outcome.consent.id);
+  moneyhubConsents.set(HARBOUR.id, second.outcome.consent.id);
+});
+
+test('moneyhub: data through /api with client_credentials tokens minted with the profile as sub, reused until they lapse, one mint at a time', { timeout: TEST_TIMEOUT }, async () => {
+  const consent = moneyhubConsents.get(MODELO.id);
+  assert.ok(consent, 'needs the flows above');
+  const profile = await aliceProfile();
+  const mintsBefore = mints().length;
+  const accounts = await api('moneyhub', '/accounts', { consent });
+  assert.equal(accounts.status, 200, describe(accounts));
+  const [mint] = mints().slice(mintsBefore);
+  assert.equal(mint.form.sub, profile);
+  assert.equal(mint.form.scope, 'accounts:read transactions:read:all');
+  const { data } = accounts.json();
+  assert.ok(data.length > 0 && data.every((account) => typeof account.balance.amount.value === 'number'));
+  const connection = (await consentOf('usr_alice', consent)).account;
+  const account = data.find((entry) => entry.connectionId === connection);
+  assert.ok(account, 'the connection\'s accounts are there');
+  const transactions = await api('moneyhub', `/transactions?accountId=${encodeURIComponent(account.id)}&limit=5`, { consent });
+  assert.equal(transactions.status, 200, describe(transactions));
+  assert.ok(transactions.json().data.length > 0);
+  assert.equal(mints().length, mintsBefore + 1, 'the data token is reused');
+
+  // Lapsed: ten calls at once, one mint.
+  await expireAccessToken(consent);
+  const burst = await Promise.all(Array.from({ length: 10 }, () => api('moneyhub', '/accounts', { consent })));
+  assert.ok(burst.every((res) => res.status === 200), burst.map(describe).join('\n'));
+  assert.equal(mints().length, mintsBefore + 2, 'one mint for ten callers');
+
+  // Moneyhub stops taking the data tokens: a 401, one fresh mint, and the call goes through.
+  await control(stack.moneyhub.url, 'expire-data-tokens', '');
+  const again = await api('moneyhub', '/accounts', { consent });
+  assert.equal(again.status, 200, describe(again));
+  assert.equal(mints().length, mintsBefore + 3);
+});
+
+test('moneyhub: an id_token whose sub is not the profile is refused, and nothing is stored', { timeout: TEST_TIMEOUT }, async () => {
+  assert.ok(await aliceProfile(), 'needs the flows above');
+  const stored = await storedConsents();
+  await control(stack.moneyhub.url, 'next-id-token-sub', 'somebody-elses-profile');
+  const { outcome } = await flowOutcome({ provider: 'moneyhub', hint: HARBOUR.id });
+  assert.equal(outcome.status, 'failed');
+  assert.equal(outcome.error, 'id_token_invalid');
+  assert.equal(await storedConsents(), stored, 'no consent stored');
+});
+
+test('moneyhub: the browser names the bank, never the profile', { timeout: TEST_TIMEOUT }, async () => {
+  const pushes = () => moneyhubRequests('POST', '/oidc/request').length;
+  const before = pushes();
+  for (const hint of [undefined, 'a b', 'id:other', 'x'.repeat(65)]) {
+    const flow = await start({ provider: 'moneyhub', hint });
+    assert.equal(flow.res.status, 400, `${hint}: ${describe(flow.res)}`);
+    assert.match(flow.res.body, /data-error="invalid_parameter"/, `${hint}`);
+  }
+  assert.equal(pushes(), before, 'nothing pushed to Moneyhub');
+});
+
+test('moneyhub: revoking one consent deletes that connection at Moneyhub and leaves the other', { timeout: TEST_TIMEOUT }, async () => {
+  const gone = moneyhubConsents.get(MODELO.id);
+  const kept = moneyhubConsents.get(HARBOUR.id);
+  assert.ok(gone && kept, 'needs the flows above');
+  const profile = await aliceProfile();
+  const goneAccount = (await consentOf('usr_alice', gone)).account;
+  const res = await stack.workerFetch(`/auth/consents/${gone}`, { method: 'DELETE', headers: headers('usr_alice') });
+  assert.equal(res.status, 200, describe(res));
+  assert.equal(res.json().provider_revoked, true, 'Moneyhub confirmed');
+  const deletes = moneyhubRequests('DELETE', /^\/users\//);
+  assert.equal(deletes.length, 1);
+  assert.equal(decodeURIComponent(deletes[0].path), `/users/${profile}/connections/${goneAccount}`);
+  const connectionDelete = moneyhubGrants('client_credentials').find((req) => req.form.scope === 'connection:delete');
+  assert.ok(connectionDelete, 'with a connection:delete token');
+  const left = [...stack.moneyhub.profiles.get(profile).connections.keys()];
+  assert.ok(!left.includes(goneAccount), 'that connection is gone at Moneyhub');
+  assert.ok(left.includes((await consentOf('usr_alice', kept)).account), 'the other connection stays');
+  await apiError(await api('moneyhub', '/accounts', { consent: gone }), 403, 'consent_expired');
+  const still = await api('moneyhub', '/accounts', { consent: kept });
+  assert.equal(still.status, 200, describe(still));
+  assert.ok(still.json().data.length > 0);
+  assert.ok(still.json().data.every((account) => account.connectionId !== goneAccount), 'no account of the deleted connection');
+});
+
+// --- Connect -------------------------------------------------------------------------------
+
+const connectTokenRequests = (emulation, grant) => emulation.requests.filter((req) => req.path === '/oauth/token' && req.form?.grant_type === grant);
+
+test('connect: a flow for each demo user with client_secret_post; the JWT access token verified; its sub is the account', { timeout: TEST_TIMEOUT }, async () => {
+  for (const user of ['usr_alice', 'usr_bob', 'usr_carol']) {
+    const before = connectTokenRequests(stack.connect, 'authorization_code').length;
+    const { outcome, location } = await grantConsent(stack, { user, provider: 'connect' });
+    const link = new URL(location);
+    assert.equal(`${link.origin}${link.pathname}`, `${stack.connect.issuer}/oauth/authorize`);
+    const [exchange] = connectTokenRequests(stack.connect, 'authorization_code').slice(before);
+    assert.equal(exchange.authorization, null, 'client_secret_post: no Basic header');
+    assert.equal(exchange.form.client_secret, stack.secrets.connectClientSecret);
+    const accessToken = stack.connect.issued.accessTokens.at(-1).value;
+    assert.ok(accessToken.length > 255, 'Connect\'s tokens are long');
+    const consent = await consentOf(user, outcome.consent.id);
+    assert.equal(consent.account, claimsOf(accessToken).sub);
+  }
+  const info = await api('connect', '/userinfo', { user: 'usr_bob' });
+  assert.equal(info.status, 200, describe(info));
+  assert.equal(info.json().email, 'bob@bank.example');
+});
+
+test('connect: our state stays within its 255 characters; a longer one is refused before Connect sees it', { timeout: TEST_TIMEOUT }, async () => {
+  const authorizations = () => stack.connect.requests.filter((req) => req.path === '/oauth/authorize').length;
+  const before = authorizations();
+  const long = await start({ provider: 'connect', state: 's'.repeat(256) });
+  assert.equal(long.res.status, 400, describe(long.res));
+  assert.match(long.res.body, /data-error="invalid_state"/);
+  assert.equal(authorizations(), before, 'nothing reached Connect');
+  // The longest state we accept is one Connect takes.
+  const jar = new CookieJar();
+  const flow = await start({ provider: 'connect', state: `${randomToken()}${'s'.repeat(255 - 43)}`, jar });
+  assert.equal(flow.res.status, 303, describe(flow.res));
+  assert.equal(new URL(flow.location).searchParams.get('state').length, 255);
+  const back = await answerAtProvider(flow.location, { user: 'alice', redirectPrefix: `${stack.publicOrigin}/auth/callback/` });
+  const page = await returnToWorker(stack, back, { jar });
+  assert.equal(outcomeOf(page).status, 'granted', describe(page));
+});
+
+test('connect: an access token with a bad signature, wrong aud, past exp (or wrong iss, future iat, no sub, alg none) is refused with nothing stored', { timeout: TEST_TIMEOUT }, async () => {
+  for (const [emulation, provider] of [[stack.connect, 'connect'], [stack.connectRs256, 'connect-rs256']]) {
+    for (const fault of ['bad-signature', 'wrong-aud', 'expired', 'wrong-iss', 'future-iat', 'no-sub', 'alg-none']) {
+      const stored = await storedConsents();
+      await control(emulation.issuer, 'next-access-token', fault);
+      const { outcome } = await flowOutcome({ provider });
+      assert.equal(emulation.issued.accessTokens.at(-1).fault, fault, `${provider} ${fault}: the emulation issued the fault`);
+      assert.equal(outcome.status, 'failed', `${provider} ${fault}`);
+      assert.equal(outcome.error, 'token_exchange_failed', `${provider} ${fault}: ${outcome.error_description}`);
+      assert.equal(await storedConsents(), stored, `${provider} ${fault}: nothing stored`);
+    }
+  }
+});
+
+test('connect: userinfo through /api; refresh rotates the refresh token, and a refreshed access token is verified too', { timeout: TEST_TIMEOUT }, async () => {
+  for (const [emulation, provider] of [[stack.connect, 'connect'], [stack.connectRs256, 'connect-rs256']]) {
+    const { outcome } = await grantConsent(stack, { user: 'usr_carol', provider });
+    const consent = outcome.consent.id;
+    const info = await api(provider, '/userinfo', { user: 'usr_carol', consent });
+    assert.equal(info.status, 200, describe(info));
+    assert.equal(info.json().email, 'carol@bank.example');
+    // Two refreshes in a row: the second presents the refresh token the first got (Connect
+    // revokes the whole grant when a rotated-away one comes back).
+    for (let round = 1; round <= 2; round += 1) {
+      const before = connectTokenRequests(emulation, 'refresh_token').length;
+      const presented = emulation.issued.refreshTokens.at(-1).value;
+      await expireAccessToken(consent);
+      const after = await api(provider, '/userinfo', { user: 'usr_carol', consent });
+      assert.equal(after.status, 200, `${provider} round ${round}: ${describe(after)}`);
+      const [refresh] = connectTokenRequests(emulation, 'refresh_token').slice(before);
+      assert.equal(refresh.form.refresh_token, presented, `${provider} round ${round}: the newest refresh token`);
+    }
+    // A refresh that brings back an access token that does not verify ends the consent.
+    await control(emulation.issuer, 'next-access-token', 'bad-signature');
+    await expireAccessToken(consent);
+    await apiError(await api(provider, '/userinfo', { user: 'usr_carol', consent }), 401, 'consent_expired');
+    assert.equal((await consentOf('usr_carol', consent)).status, 'expired', provider);
+  }
+});
