@@ -44,13 +44,18 @@
 //
 // With `testControls` (404 otherwise):
 //   POST /__test/next-access-token   text body: bad-signature | wrong-aud | wrong-iss |
-//                                    expired | future-iat | no-sub | alg-none | normal
+//                                    expired | future-iat | no-sub | alg-none | hs256-secret |
+//                                    normal
 // makes the NEXT token response (code or refresh) carry an access token with that one fault
 // (signed with another secret or key; `aud` another client's; `iss` another issuer's; `exp`
 // 5 minutes past, beyond any clock tolerance; `iat` 10 minutes ahead; no `sub`; `alg: none`
-// and no signature), the rest of the response as usual;
+// and no signature; in RS256 mode, HS256 with the client secret, the algorithm-confusion
+// token), the rest of the response as usual;
 //   POST /__test/expire-refresh
-// makes every refresh token issued so far answer `invalid_grant` (later ones work).
+// makes every refresh token issued so far answer `invalid_grant` (later ones work);
+//   POST /__test/rotate-key          (RS256 mode) signs from now on with a new key under a
+//                                    new kid, published beside the old one;
+//   POST /__test/jwks                text body: down (the JWKS answers 503) | up.
 //
 // Run directly (`node bank/connect.mjs`), configured by the environment:
 //   CONNECT_PORT              port (default 9004); the issuer is http://localhost:PORT
@@ -65,12 +70,12 @@
 import { createServer } from 'node:http';
 import { pathToFileURL } from 'node:url';
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
-import { exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
+import { createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 
 import { ACCOUNTS } from './bank.mjs';
 
 export const SCOPES = ['openid', 'email', 'profile', 'offline_access'];
-export const TOKEN_FAULTS = ['bad-signature', 'wrong-aud', 'wrong-iss', 'expired', 'future-iat', 'no-sub', 'alg-none', 'normal'];
+export const TOKEN_FAULTS = ['bad-signature', 'wrong-aud', 'wrong-iss', 'expired', 'future-iat', 'no-sub', 'alg-none', 'hs256-secret', 'normal'];
 export const STATE_MAX_LENGTH = 255;
 
 const CODE_TTL = 600;
@@ -252,6 +257,16 @@ export async function startConnect({
   const requests = [];
   const issued = { codes: [], accessTokens: [], refreshTokens: [], idTokens: [] };
   let nextFault = 'normal';
+  let jwksDown = false;
+
+  /** A new signing key under a new kid; the JWKS keeps the old one beside it. */
+  async function rotateKey() {
+    const { privateKey, publicKey } = await generateKeyPair('RS256');
+    signer.kid = `connect-${randomToken(6)}`;
+    signer.key = privateKey;
+    signer.verifyKey = publicKey;
+    signer.jwks = { keys: [...signer.jwks.keys, { ...(await exportJWK(publicKey)), kid: signer.kid, alg: 'RS256', use: 'sig' }] };
+  }
 
   // --- Authorization: the request, the login and consent pages, the redirect back ---
 
@@ -550,6 +565,9 @@ ${error ? `<p class="error">${escapeHtml(error)}</p>` : ''}<form method="post" a
 
   function encodeAccessToken(claims, fault) {
     if (fault === 'alg-none') return `${base64urlJson({ alg: 'none', typ: 'JWT' })}.${base64urlJson(claims)}.`;
+    if (fault === 'hs256-secret') {
+      return new SignJWT(claims).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).sign(new TextEncoder().encode(clientSecret));
+    }
     return sign(claims, fault === 'bad-signature' ? signer.otherKey : signer.key);
   }
 
@@ -557,7 +575,7 @@ ${error ? `<p class="error">${escapeHtml(error)}</p>` : ''}<form method="post" a
 
   /** The claims of a live access token of this provider's, or throws. */
   async function verifyAccessToken(token) {
-    const { payload } = await jwtVerify(token, signer.verifyKey, {
+    const { payload } = await jwtVerify(token, signer.jwks ? createLocalJWKSet(signer.jwks) : signer.verifyKey, {
       issuer, audience: clientId, algorithms: [signer.alg], typ: 'JWT', requiredClaims: ['sub', 'iat', 'exp', 'jti'],
     });
     if (payload.iat > epoch() + CLOCK_SKEW) throw new Error('issued in the future');
@@ -657,9 +675,16 @@ ${error ? `<p class="error">${escapeHtml(error)}</p>` : ''}<form method="post" a
     } else if (pathname === '/.well-known/openid-configuration' && req.method === 'GET') {
       sendJson(res, 200, discovery());
     } else if (pathname === '/.well-known/jwks.json' && req.method === 'GET' && signer.jwks) {
-      sendJson(res, 200, signer.jwks);
+      if (jwksDown) sendText(res, 503, 'unavailable');
+      else sendJson(res, 200, signer.jwks);
     } else if (testControls && req.method === 'POST' && ['/__test/next-access-token', '/__test/expire-refresh'].includes(pathname)) {
       testControlRoute(res, pathname, text);
+    } else if (testControls && req.method === 'POST' && pathname === '/__test/rotate-key' && signer.jwks) {
+      await rotateKey();
+      sendText(res, 200, signer.kid);
+    } else if (testControls && req.method === 'POST' && pathname === '/__test/jwks' && ['down', 'up'].includes(text.trim())) {
+      jwksDown = text.trim() === 'down';
+      sendText(res, 200, text.trim());
     } else {
       sendText(res, 404, 'not found');
     }

@@ -67,6 +67,8 @@
 //   POST /__test/expire-data-tokens        every data token issued so far stops working
 //   POST /__test/next-id-token-sub         body: the `sub` the NEXT id_token carries instead
 //                                          of the profile's userId
+//   POST /__test/next-id-token-without-con-id  the NEXT id_token carries no `mh:con_id`
+//   POST /__test/connection-deletes        body: fail (connection deletes answer 503) | normal
 //   POST /__test/next-authorization-error  body: an error code (e.g. access_denied) that ends
 //                                          the NEXT authorization right after the sign-in
 //
@@ -222,6 +224,8 @@ export async function startMoneyhub({
   const issued = { codes: [], accessTokens: [], refreshTokens: [], idTokens: [], dataTokens: [] };
   const entries = new WeakMap(); // req -> its record in `requests`
   let nextIdTokenSub = null;
+  let dropNextConId = false;
+  let failConnectionDeletes = false;
   let nextAuthorizationError = null;
 
   const profileOfClient = (userId, ofClient) => {
@@ -284,16 +288,22 @@ export async function startMoneyhub({
     findAccount: (_ctx, userId, token) => {
       if (!profiles.has(userId)) return undefined;
       let accountId = userId;
+      let withConId = true;
       if (token?.kind === 'AuthorizationCode' && nextIdTokenSub !== null) {
         accountId = nextIdTokenSub;
         nextIdTokenSub = null;
+      }
+      if (token?.kind === 'AuthorizationCode' && dropNextConId) {
+        withConId = false;
+        dropNextConId = false;
       }
       const connection = connectionsByGrant.get(token?.grantId);
       return {
         accountId,
         claims: () => ({
           sub: accountId,
-          ...(connection ? { 'mh:con_id': connection.id, 'mh:consent': { expirationDateTime: connection.expiresAt } } : {}),
+          ...(connection ? { 'mh:consent': { expirationDateTime: connection.expiresAt } } : {}),
+          ...(connection && withConId ? { 'mh:con_id': connection.id } : {}),
         }),
       };
     },
@@ -532,6 +542,8 @@ export async function startMoneyhub({
     } else if (scope === 'user:delete') {
       profiles.delete(userId);
       noContent(res);
+    } else if (failConnectionDeletes) {
+      failure(res, 503, 'connection deletion is unavailable');
     } else if (profile.connections.delete(connectionId)) {
       noContent(res);
     } else {
@@ -624,6 +636,12 @@ export async function startMoneyhub({
     if (path === '/__test/expire-data-tokens') {
       for (const token of issued.dataTokens) await (await provider.ClientCredentials.find(token))?.destroy();
       res.end('expired');
+    } else if (path === '/__test/connection-deletes' && ['fail', 'normal'].includes(value)) {
+      failConnectionDeletes = value === 'fail';
+      res.end(value);
+    } else if (path === '/__test/next-id-token-without-con-id') {
+      dropNextConId = true;
+      res.end('without mh:con_id');
     } else if (path === '/__test/next-id-token-sub' && value) {
       nextIdTokenSub = value;
       res.end(value);

@@ -60,6 +60,7 @@ export type ConsentryErrorCode =
   | 'invalid_provider_response'
   | 'provider_mismatch'
   | 'provider_user_missing'
+  | 'provider_user_pending'
   | 'unknown_provider'
   | 'par_failed'
   | 'invalid_url'

@@ -41,6 +41,7 @@ const MESSAGES = {
   invalid_provider_response: ['bad', 'The bank sent an answer outside the protocol, so it was refused.'],
   provider_mismatch: ['bad', 'The answer came back from a different bank than the one you chose, so it was refused.'],
   provider_user_missing: ['warn', 'Your profile at this provider could not be set up just now. Please try again.'],
+  provider_user_pending: ['warn', 'Your profile at this provider is being set up in another window. Try again in a moment.'],
   unknown_provider: ['bad', 'This bank is not available.'],
   par_failed: ['bad', 'The bank refused to start the connection. Please try again later.'],
   invalid_url: ['bad', 'A bank address is misconfigured. Please contact support.'],

@@ -553,10 +553,11 @@ async function assertFault(mode, token, normal) {
 }
 
 test('next-access-token: each mode gives the next token response exactly that fault, and only the next one', async () => {
-  assert.deepEqual([...TOKEN_FAULTS].sort(), ['alg-none', 'bad-signature', 'expired', 'future-iat', 'no-sub', 'normal', 'wrong-aud', 'wrong-iss']);
+  assert.deepEqual([...TOKEN_FAULTS].sort(), ['alg-none', 'bad-signature', 'expired', 'future-iat', 'hs256-secret', 'no-sub', 'normal', 'wrong-aud', 'wrong-iss']);
   let { tokens } = await tokenSet(hs);
   const normal = decodeJwt(tokens.access_token);
-  for (const mode of TOKEN_FAULTS) {
+  // hs256-secret is a fault of RS256 mode only (tested below): in HS256 mode it is the norm.
+  for (const mode of TOKEN_FAULTS.filter((fault) => fault !== 'hs256-secret')) {
     await setFault(hs, mode);
     const faulty = await refresh(hs, tokens.refresh_token);
     assert.equal(faulty.status, 200, `${mode}: ${faulty.text}`);
@@ -614,6 +615,32 @@ test('RS256: the tokens verify against /.well-known/jwks.json, not with the clie
   await assert.rejects(verifyRs(faulty.access_token), { code: 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' });
   await verifyRs(faulty.id_token);
   assert.equal((await userinfo(rs, faulty.access_token)).status, 401);
+
+  // The algorithm-confusion token: HS256 with the client secret, from an RS256 provider.
+  await setFault(rs, 'hs256-secret');
+  const { tokens: confused } = await tokenSet(rs);
+  assert.deepEqual(decodeProtectedHeader(confused.access_token), { alg: 'HS256', typ: 'JWT' });
+  await jwtVerify(confused.access_token, SECRET_KEY, { algorithms: ['HS256'] });
+  await assert.rejects(verifyRs(confused.access_token));
+  assert.equal((await userinfo(rs, confused.access_token)).status, 401);
+});
+
+test('RS256: a key rotation publishes the new key beside the old; the JWKS can be taken down', async () => {
+  const { tokens: before } = await tokenSet(rs);
+  const rotated = await fetch(`${rs.issuer}/__test/rotate-key`, { method: 'POST' });
+  const kid = await rotated.text();
+  assert.equal(rotated.status, 200);
+  const { tokens: after } = await tokenSet(rs);
+  assert.equal(decodeProtectedHeader(after.access_token).kid, kid, 'signed with the new key');
+  assert.notEqual(decodeProtectedHeader(before.access_token).kid, kid);
+  const { keys } = await (await fetch(`${rs.issuer}/.well-known/jwks.json`)).json();
+  assert.ok(keys.length >= 2 && keys.some((key) => key.kid === kid));
+  assert.equal((await userinfo(rs, before.access_token)).status, 200, 'tokens of the old key still work');
+  assert.equal((await userinfo(rs, after.access_token)).status, 200);
+  assert.equal(await (await fetch(`${rs.issuer}/__test/jwks`, { method: 'POST', body: 'down' })).text(), 'down');
+  assert.equal((await fetch(`${rs.issuer}/.well-known/jwks.json`)).status, 503);
+  assert.equal(await (await fetch(`${rs.issuer}/__test/jwks`, { method: 'POST', body: 'up' })).text(), 'up');
+  assert.equal((await fetch(`${rs.issuer}/.well-known/jwks.json`)).status, 200);
 });
 
 test('test controls answer 404 unless turned on', async () => {

@@ -548,6 +548,33 @@ test('next-id-token-sub: the next id_token (only) carries that sub', async () =>
   assert.equal((await verifyIdToken(next.json.id_token)).sub, userId);
 });
 
+test('next-id-token-without-con-id: the next id_token (only) names no connection', async () => {
+  const set = await fetch(`${URL_ROOT}/__test/next-id-token-without-con-id`, { method: 'POST' });
+  assert.equal(set.status, 200);
+  const { userId } = await createUser('app-user-6');
+  const tokens = await exchange(await authorize({ userId, user: 'bob' }));
+  assert.equal(tokens.status, 200, tokens.text);
+  const claims = await verifyIdToken(tokens.json.id_token);
+  assert.equal(claims.sub, userId);
+  assert.equal(claims['mh:con_id'], undefined);
+  const next = await exchange(await authorize({ userId, user: 'bob' }));
+  assert.ok((await verifyIdToken(next.json.id_token))['mh:con_id']);
+});
+
+test('connection-deletes: fail makes a connection delete answer 503 and keep the connection', async () => {
+  const { userId } = await createUser('app-user-7');
+  const tokens = await exchange(await authorize({ userId, user: 'alice' }));
+  const connection = (await verifyIdToken(tokens.json.id_token))['mh:con_id'];
+  assert.equal(await (await fetch(`${URL_ROOT}/__test/connection-deletes`, { method: 'POST', body: 'fail' })).text(), 'fail');
+  const token = await tokenFor('connection:delete');
+  const del = () => fetch(`${URL_ROOT}/users/${userId}/connections/${encodeURIComponent(connection)}`, { method: 'DELETE', headers: { Authorization: `Bearer ${token}` } });
+  assert.equal((await del()).status, 503);
+  assert.ok(moneyhub.profiles.get(userId).connections.has(connection));
+  assert.equal(await (await fetch(`${URL_ROOT}/__test/connection-deletes`, { method: 'POST', body: 'normal' })).text(), 'normal');
+  assert.equal((await del()).status, 204);
+  assert.ok(!moneyhub.profiles.get(userId).connections.has(connection));
+});
+
 test('next-authorization-error: the next authorization ends after the login with that error', async () => {
   const set = await fetch(`${URL_ROOT}/__test/next-authorization-error`, { method: 'POST', body: 'temporarily_unavailable' });
   assert.equal(set.status, 200);

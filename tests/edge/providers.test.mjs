@@ -290,14 +290,33 @@ test('moneyhub: data through /api with client_credentials tokens minted with the
   assert.equal(mints().length, mintsBefore + 3);
 });
 
-test('moneyhub: an id_token whose sub is not the profile is refused, and nothing is stored', { timeout: TEST_TIMEOUT }, async () => {
+test('moneyhub: an id_token whose sub is not the profile, or that names no connection, is refused: nothing stored, the tokens revoked', { timeout: TEST_TIMEOUT }, async () => {
   assert.ok(await aliceProfile(), 'needs the flows above');
-  const stored = await storedConsents();
-  await control(stack.moneyhub.url, 'next-id-token-sub', 'somebody-elses-profile');
-  const { outcome } = await flowOutcome({ provider: 'moneyhub', hint: HARBOUR.id });
-  assert.equal(outcome.status, 'failed');
-  assert.equal(outcome.error, 'id_token_invalid');
-  assert.equal(await storedConsents(), stored, 'no consent stored');
+  const revocations = () => moneyhubRequests('POST', '/oidc/token/revocation').length;
+  for (const [control_, body] of [['next-id-token-sub', 'somebody-elses-profile'], ['next-id-token-without-con-id', '']]) {
+    const stored = await storedConsents();
+    const revokedBefore = revocations();
+    await control(stack.moneyhub.url, control_, body);
+    const { outcome } = await flowOutcome({ provider: 'moneyhub', hint: HARBOUR.id });
+    assert.equal(outcome.status, 'failed', control_);
+    assert.equal(outcome.error, 'id_token_invalid', `${control_}: ${outcome.error_description}`);
+    assert.equal(await storedConsents(), stored, `${control_}: no consent stored`);
+    assert.equal(revocations(), revokedBefore + 1, `${control_}: the tokens Moneyhub issued were revoked there (RFC 7009)`);
+  }
+});
+
+test('moneyhub: two first starts at once for one user make one profile', { timeout: TEST_TIMEOUT }, async () => {
+  const made = () => moneyhubRequests('POST', '/users').filter((req) => req.json?.clientUserId === 'usr_bob').length;
+  assert.equal(made(), 0);
+  const starts = await Promise.all([MODELO, HARBOUR].map((bank) => start({ user: 'usr_bob', provider: 'moneyhub', hint: bank.id })));
+  for (const flow of starts) assert.equal(flow.res.status, 303, describe(flow.res));
+  assert.equal(made(), 1, 'exactly one POST /users');
+  const [row] = await stack.d1("SELECT subject FROM provider_users WHERE user_id = 'usr_bob' AND provider = 'moneyhub'");
+  const pushed = moneyhubRequests('POST', '/oidc/request').slice(-2).map((push) => claimsOf(push.form.request));
+  for (const requestObject of pushed) {
+    const claims = typeof requestObject.claims === 'string' ? JSON.parse(requestObject.claims) : requestObject.claims;
+    assert.equal(claims.id_token.sub.value, row.subject, 'both flows ask for the one profile');
+  }
 });
 
 test('moneyhub: the browser names the bank, never the profile', { timeout: TEST_TIMEOUT }, async () => {
@@ -317,12 +336,19 @@ test('moneyhub: revoking one consent deletes that connection at Moneyhub and lea
   assert.ok(gone && kept, 'needs the flows above');
   const profile = await aliceProfile();
   const goneAccount = (await consentOf('usr_alice', gone)).account;
+  // Moneyhub failing to delete it: the consent is not called revoked (the connection would
+  // stay readable through the profile), and the user can try again.
+  await control(stack.moneyhub.url, 'connection-deletes', 'fail');
+  await apiError(await stack.workerFetch(`/auth/consents/${gone}`, { method: 'DELETE', headers: headers('usr_alice') }), 502, 'revocation_failed');
+  assert.equal((await consentOf('usr_alice', gone)).status, 'active');
+  assert.ok(stack.moneyhub.profiles.get(profile).connections.has(goneAccount));
+  await control(stack.moneyhub.url, 'connection-deletes', 'normal');
   const res = await stack.workerFetch(`/auth/consents/${gone}`, { method: 'DELETE', headers: headers('usr_alice') });
   assert.equal(res.status, 200, describe(res));
   assert.equal(res.json().provider_revoked, true, 'Moneyhub confirmed');
   const deletes = moneyhubRequests('DELETE', /^\/users\//);
-  assert.equal(deletes.length, 1);
-  assert.equal(decodeURIComponent(deletes[0].path), `/users/${profile}/connections/${goneAccount}`);
+  assert.equal(deletes.length, 2, 'the failed delete, and the one that went through');
+  assert.ok(deletes.every((req) => decodeURIComponent(req.path) === `/users/${profile}/connections/${goneAccount}`));
   const connectionDelete = moneyhubGrants('client_credentials').find((req) => req.form.scope === 'connection:delete');
   assert.ok(connectionDelete, 'with a connection:delete token');
   const left = [...stack.moneyhub.profiles.get(profile).connections.keys()];
@@ -375,9 +401,11 @@ test('connect: our state stays within its 255 characters; a longer one is refuse
   assert.equal(outcomeOf(page).status, 'granted', describe(page));
 });
 
-test('connect: an access token with a bad signature, wrong aud, past exp (or wrong iss, future iat, no sub, alg none) is refused with nothing stored', { timeout: TEST_TIMEOUT }, async () => {
-  for (const [emulation, provider] of [[stack.connect, 'connect'], [stack.connectRs256, 'connect-rs256']]) {
-    for (const fault of ['bad-signature', 'wrong-aud', 'expired', 'wrong-iss', 'future-iat', 'no-sub', 'alg-none']) {
+test('connect: an access token with a bad signature, wrong aud, past exp (or wrong iss, future iat, no sub, alg none, HS256 from an RS256 provider) is refused with nothing stored', { timeout: TEST_TIMEOUT }, async () => {
+  const faults = ['bad-signature', 'wrong-aud', 'expired', 'wrong-iss', 'future-iat', 'no-sub', 'alg-none'];
+  // hs256-secret: an RS256 provider's token signed HS256 with the client secret (alg confusion).
+  for (const [emulation, provider, extra] of [[stack.connect, 'connect', []], [stack.connectRs256, 'connect-rs256', ['hs256-secret']]]) {
+    for (const fault of [...faults, ...extra]) {
       const stored = await storedConsents();
       await control(emulation.issuer, 'next-access-token', fault);
       const { outcome } = await flowOutcome({ provider });
@@ -413,4 +441,37 @@ test('connect: userinfo through /api; refresh rotates the refresh token, and a r
     await apiError(await api(provider, '/userinfo', { user: 'usr_carol', consent }), 401, 'consent_expired');
     assert.equal((await consentOf('usr_carol', consent)).status, 'expired', provider);
   }
+});
+
+test('connect-rs256: a refreshed token that cannot be checked just now (a new key, the JWKS down) fails the refresh but keeps the rotated refresh token', { timeout: TEST_TIMEOUT }, async () => {
+  const emulation = stack.connectRs256;
+  const { outcome } = await grantConsent(stack, { user: 'usr_bob', provider: 'connect-rs256' });
+  const consent = outcome.consent.id;
+  assert.equal((await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent })).status, 200);
+  await control(emulation.issuer, 'rotate-key', '');
+  await control(emulation.issuer, 'jwks', 'down');
+  try {
+    const before = connectTokenRequests(emulation, 'refresh_token').length;
+    await expireAccessToken(consent);
+    await apiError(await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent }), 502, 'refresh_failed');
+    assert.equal(connectTokenRequests(emulation, 'refresh_token').length, before + 1, 'the refresh was made; its token could not be checked');
+    assert.equal((await consentOf('usr_bob', consent)).status, 'active', 'not lapsed: nothing was wrong with the token');
+  } finally {
+    await control(emulation.issuer, 'jwks', 'up');
+  }
+  // The refresh token that refresh got was kept: the next refresh presents it (Connect would
+  // revoke the grant for a rotated-away one) and its token checks out against the new key.
+  const rotated = emulation.issued.refreshTokens.at(-1).value;
+  const again = await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent });
+  assert.equal(again.status, 200, describe(again));
+  assert.equal(connectTokenRequests(emulation, 'refresh_token').at(-1).form.refresh_token, rotated);
+});
+
+test('connect: revoking forgets the tokens (no revocation endpoint is configured), and the consent reads no more', { timeout: TEST_TIMEOUT }, async () => {
+  const { outcome } = await grantConsent(stack, { user: 'usr_alice', provider: 'connect' });
+  const res = await stack.workerFetch(`/auth/consents/${outcome.consent.id}`, { method: 'DELETE', headers: headers('usr_alice') });
+  assert.equal(res.status, 200, describe(res));
+  assert.equal(res.json().status, 'revoked');
+  assert.equal(res.json().provider_revoked, false);
+  await apiError(await api('connect', '/userinfo', { consent: outcome.consent.id }), 403, 'consent_expired');
 });

@@ -559,7 +559,7 @@ test('a flow consumed but never ended reads as pending, then as interrupted, nev
   const now = Math.floor(Date.now() / 1000);
   await stack.d1(`UPDATE transactions SET consumed_at = ${now - 5} WHERE state_key = ${sqlString(key)}`);
   await apiError(await outcomeOf(jar, flow.state), 404, 'outcome_pending'); // its ending may still be running
-  // Past the longest an ending can take (4 x the 2 s HTTP timeout + 30 s), and past the deadline.
+  // Past the longest an ending can take (5 x the 2 s HTTP timeout + 30 s), and past the deadline.
   await stack.d1(`UPDATE transactions SET consumed_at = ${now - 120}, expires_at = ${now - 60} WHERE state_key = ${sqlString(key)}`);
   const res = await outcomeOf(jar, flow.state);
   assert.equal(res.status, 200, describe(res));

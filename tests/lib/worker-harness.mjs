@@ -68,8 +68,10 @@ export function sqlString(value) {
  * A browser's cookies for one site, good enough for the Worker: stores every Set-Cookie,
  * forgets cookies that are cleared (Max-Age <= 0 or Expires in the past), and sends the
  * rest back. `Secure` and `__Host-` are not enforced (the tests speak plain HTTP to
- * 127.0.0.1); `SameSite=Strict` cookies are held back on cross-site requests
- * (`header({ crossSite: true })`), as a browser does on the bank's redirect to the callback.
+ * 127.0.0.1). On cross-site requests (`header({ crossSite: true, method })`) a browser's
+ * SameSite rules apply: `Strict` cookies are held back, and `Lax` ones (the default) too
+ * unless the request is a GET (a top-level navigation, as the bank's redirect to the callback
+ * is; a form_post callback is a cross-site POST, which only `SameSite=None` cookies reach).
  */
 export class CookieJar {
   #cookies = new Map();
@@ -88,9 +90,10 @@ export class CookieJar {
     return this;
   }
 
-  header({ crossSite = false } = {}) {
+  header({ crossSite = false, method = 'GET' } = {}) {
+    const held = (cookie) => crossSite && (cookie.sameSite === 'strict' || (cookie.sameSite === 'lax' && method !== 'GET'));
     return [...this.#cookies.values()]
-      .filter((cookie) => !(crossSite && cookie.sameSite === 'strict'))
+      .filter((cookie) => !held(cookie))
       .map((cookie) => `${cookie.name}=${cookie.value}`)
       .join('; ');
   }
@@ -385,7 +388,7 @@ export async function startStack({
     async function workerFetch(target, { method = 'GET', headers = {}, body, jar, crossSite = false, signal, duplex } = {}) {
       const url = new URL(String(target).startsWith(publicOrigin) ? String(target).slice(publicOrigin.length) || '/' : target, workerUrl);
       const sent = new Headers(headers);
-      const cookie = jar?.header({ crossSite });
+      const cookie = jar?.header({ crossSite, method });
       if (cookie && !sent.has('cookie')) sent.set('cookie', cookie);
       const started = performance.now();
       const response = await fetch(url, { method, headers: sent, body, redirect: 'manual', signal, ...(duplex ? { duplex } : {}) });

@@ -35,6 +35,17 @@ pub fn needs_refresh(access_expires_at: Option<u64>, now: u64) -> bool {
     access_expires_at.is_some_and(|expires_at| expires_at < now.saturating_add(REFRESH_MARGIN_SECS))
 }
 
+/// When an access token stops being usable: the earlier of what the token response's
+/// `expires_in` says (from `now`) and, for a JWT access token, its verified `exp`; `None` when
+/// neither says.
+pub fn access_expiry(expires_in: Option<u64>, jwt_exp: Option<u64>, now: u64) -> Option<u64> {
+    let from_response = expires_in.map(|seconds| now.saturating_add(seconds));
+    match (from_response, jwt_exp) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// One of the user's consents with the provider, as [`choose_consent`] weighs it.
 #[derive(Debug, Clone, Copy)]
 pub struct ConsentCandidate<'a> {
@@ -342,6 +353,21 @@ fn is_header_text(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_expires_at_the_earlier_of_expires_in_and_its_exp() {
+        assert_eq!(
+            access_expiry(Some(3600), Some(1_000_500), 1_000_000),
+            Some(1_000_500)
+        );
+        assert_eq!(
+            access_expiry(Some(60), Some(1_000_500), 1_000_000),
+            Some(1_000_060)
+        );
+        assert_eq!(access_expiry(None, Some(7), 1_000_000), Some(7));
+        assert_eq!(access_expiry(Some(60), None, 1_000_000), Some(1_000_060));
+        assert_eq!(access_expiry(None, None, 1_000_000), None);
+    }
     use crate::provider::ProviderConfig;
     use crate::scope::Scopes;
     use crate::secret::AccessToken;

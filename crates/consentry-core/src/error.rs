@@ -254,8 +254,10 @@ sdk_error_codes! {
     /// (RFC 9700 §4.4). The flow is not consumed and no token request is made.
     ProviderMismatch => "provider_mismatch",
     /// The provider needs a profile of the app user (Moneyhub's user) that the Worker has
-    /// not recorded yet.
+    /// not recorded and could not make.
     ProviderUserMissing => "provider_user_missing",
+    /// Another start is making the app user's profile at the provider just now; try again.
+    ProviderUserPending => "provider_user_pending",
     /// No provider is configured under this id.
     UnknownProvider => "unknown_provider",
     /// A pushed authorization request failed (RFC 9126).

@@ -585,6 +585,27 @@ impl ProviderConfig {
         }
     }
 
+    /// The provider's own id of the consent a verified id_token confirms
+    /// ([`consent_id_claim`](Self::consent_id_claim)). Where the profile has one it is
+    /// required, 1-255 printable ASCII characters: the Worker ends the grant by it (Moneyhub
+    /// deletes the connection), so a grant it cannot name is refused (`id_token_invalid`).
+    pub fn consent_id_in(&self, claims: &crate::id_token::IdTokenClaims) -> Result<Option<String>> {
+        let Some(name) = self.consent_id_claim() else {
+            return Ok(None);
+        };
+        claims
+            .claim(name)
+            .and_then(Value::as_str)
+            .filter(|id| (1..=255).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+            .map(|id| Some(id.to_owned()))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::IdTokenInvalid,
+                    format!("id_token {name} is missing or not a usable id"),
+                )
+            })
+    }
+
     /// When the consent an id_token confirms ends, if the provider says so there (Moneyhub:
     /// `mh:consent.expirationDateTime`, RFC 3339); a time already past is ignored.
     pub fn consent_expiry(&self, claims: &crate::id_token::IdTokenClaims, now: u64) -> Option<u64> {
@@ -680,6 +701,14 @@ impl ProviderConfig {
         let scopes = self.scopes_for(requested)?;
         if self.profile != Profile::Moneyhub {
             return Ok(scopes);
+        }
+        // The profile is bound through the id_token: no openid, no binding (checked here,
+        // before any profile is made for a flow that could not use it).
+        if !scopes.contains("openid") {
+            return Err(Error::new(
+                ErrorCode::InvalidParameter,
+                "a moneyhub flow needs the openid scope: its profile is checked in the id_token",
+            ));
         }
         let hint = provider_hint.filter(|hint| !hint.is_empty());
         let Some(bank) = hint else {
@@ -931,6 +960,14 @@ impl ProfileExtras {
             }
             _ => Vec::new(),
         };
+        // The client secret or the JWKS, never either: a token could otherwise pick the key
+        // it is checked with by its header.
+        let symmetric = access_token_signing_algs.contains(&JwsAlgorithm::HS256);
+        if symmetric && access_token_signing_algs.len() > 1 {
+            return Err(config_error(
+                "access_token_signing_algs is HS256 alone (the client secret) or asymmetric algorithms (the JWKS), not both",
+            ));
+        }
         Ok(ProfileExtras {
             users_endpoint,
             data_scopes,
@@ -1127,6 +1164,14 @@ mod tests {
         );
         assert_eq!(scopes(Some("a b")), Err(ErrorCode::InvalidParameter));
         assert_eq!(scopes(Some("x\"id:y")), Err(ErrorCode::InvalidParameter));
+        let without_openid = Scopes::parse("id:default-bank").expect("valid");
+        assert_eq!(
+            moneyhub
+                .flow_scopes(Some(&without_openid), None)
+                .map_err(|error| error.code().clone()),
+            Err(ErrorCode::InvalidParameter),
+            "refused before any profile is made"
+        );
         let no_bank = one(r#"{"id":"moneyhub","profile":"moneyhub","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh","scopes":["openid"]}"#).expect("valid");
         assert_eq!(
             no_bank
@@ -1190,7 +1235,7 @@ mod tests {
     }
 
     #[test]
-    fn a_moneyhub_id_token_tells_when_its_consent_ends() {
+    fn a_moneyhub_id_token_names_its_connection_and_when_it_ends() {
         use crate::id_token::{validate_id_token_claims, IdTokenValidation};
         let moneyhub = one(r#"{"id":"moneyhub","profile":"moneyhub","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh","scopes":["openid","id:b"]}"#).expect("valid");
         let now = 1_790_000_000;
@@ -1217,6 +1262,42 @@ mod tests {
         }
         let generic = one(r#"{"id":"b","profile":"generic","issuer":"https://identity.moneyhub.co.uk/oidc","client_id":"mh"}"#).expect("valid");
         assert_eq!(generic.consent_expiry(&ends, now), None);
+        assert_eq!(generic.consent_id_in(&ends).expect("none asked"), None);
+        // mh:con_id is required: the connection is ended by it.
+        let code = |claims: &crate::id_token::IdTokenClaims| {
+            moneyhub
+                .consent_id_in(claims)
+                .map_err(|error| error.code().clone())
+        };
+        assert_eq!(code(&ends), Err(ErrorCode::IdTokenInvalid), "absent");
+        let with_id = |id: Value| {
+            let jwt = crate::jwt::test_support::verified_hs256(&serde_json::json!({
+                "iss": "https://identity.moneyhub.co.uk/oidc", "aud": "mh", "sub": "u",
+                "exp": now + 60, "iat": now, "mh:con_id": id,
+            }));
+            let issuer = moneyhub.issuer().clone();
+            validate_id_token_claims(
+                &jwt,
+                &IdTokenValidation::new(&issuer, moneyhub.client_id(), now),
+            )
+            .expect("valid")
+        };
+        assert_eq!(
+            code(&with_id(serde_json::json!("bank:5f3c"))),
+            Ok(Some("bank:5f3c".into()))
+        );
+        for bad in [
+            serde_json::json!(""),
+            serde_json::json!(7),
+            serde_json::json!("a b"),
+            serde_json::json!("x".repeat(256)),
+        ] {
+            assert_eq!(
+                code(&with_id(bad.clone())),
+                Err(ErrorCode::IdTokenInvalid),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -1389,6 +1470,7 @@ mod tests {
             r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","users_endpoint":"https://b.example/users"}"#,
             r#"{"id":"b","profile":"generic","issuer":"https://b.example","client_id":"c","access_token_signing_algs":["HS256"]}"#,
             r#"{"id":"c","profile":"connect","issuer":"https://c.example","client_id":"c","access_token_signing_algs":[]}"#,
+            r#"{"id":"c","profile":"connect","issuer":"https://c.example","client_id":"c","access_token_signing_algs":["RS256","HS256"]}"#,
             r#"{"id":"m","profile":"moneyhub","issuer":"https://m.example/oidc","client_id":"c","api_base_url":"https://api.m.example/v3"}"#,
             r#"{"id":"t","profile":"truelayer","issuer":"https://auth.t.example","client_id":"c"}"#,
             r#"{"id":"t","profile":"truelayer","issuer":"https://auth.t.example","client_id":"c","scopes":["openid","info"],"authorization_endpoint":"https://auth.t.example/","token_endpoint":"https://auth.t.example/connect/token"}"#,

@@ -224,7 +224,29 @@ impl Call<'_> {
             .consent(&user.id, consent_id)
             .await?
             .ok_or_else(not_found)?;
-        let provider_revoked = self.revoke_at_provider(&consent, sealed.as_deref()).await;
+        let provider_revoked = match self
+            .try_revoke_at_provider(&consent, sealed.as_deref())
+            .await
+        {
+            Ok(revoked) => revoked,
+            Err(error) => {
+                worker::console_warn!(
+                    "consentry: revoke provider={} code={}",
+                    consent.provider,
+                    log_field(error.code().as_str())
+                );
+                // A Moneyhub connection stays readable through the profile's data tokens
+                // (the user's other Moneyhub consents mint them) until Moneyhub deletes it:
+                // the consent is not called revoked before it does.
+                if self.keeps_connection(&consent) {
+                    return Err(Error::new(
+                        ErrorCode::RevocationFailed,
+                        "the provider did not delete the connection; it stays active: try again",
+                    ));
+                }
+                false
+            }
+        };
         self.store.revoke_consent(&consent.id, self.now).await?;
         let revoked_at = consent.revoked_at.unwrap_or(self.now);
         Ok(json!({
@@ -235,32 +257,25 @@ impl Call<'_> {
         }))
     }
 
-    /// Whether the provider confirmed the revocation. Failures are logged by code only.
-    async fn revoke_at_provider(&self, consent: &ConsentRow, sealed: Option<&str>) -> bool {
-        match self.try_revoke_at_provider(consent, sealed).await {
-            Ok(revoked) => revoked,
-            Err(error) => {
-                worker::console_warn!(
-                    "consentry: revoke provider={} code={}",
-                    consent.provider,
-                    log_field(error.code().as_str())
-                );
-                false
-            }
-        }
+    /// Whether the consent is a connection the provider keeps and the Worker ends by its id
+    /// (Moneyhub's `mh:con_id`, deleted under the profile).
+    fn keeps_connection(&self, consent: &ConsentRow) -> bool {
+        self.config
+            .provider(&consent.provider)
+            .is_ok_and(|provider| provider.users_endpoint().is_some())
+            && consent.provider_consent_id.is_some()
     }
 
     /// Ends the grant at the provider ([`ProviderClient::end_grant`]): its tokens revoked
-    /// (RFC 7009), or Moneyhub's connection deleted, which needs no token (a lapsed consent's
-    /// connection is deleted too).
+    /// (RFC 7009), or Moneyhub's connection deleted, which needs none of the grant's tokens (a
+    /// lapsed consent's connection is deleted too). Whether the provider confirmed it.
     async fn try_revoke_at_provider(
         &self,
         consent: &ConsentRow,
         sealed: Option<&str>,
     ) -> Result<bool> {
         let provider = self.config.provider(&consent.provider)?;
-        let connection_known =
-            provider.users_endpoint().is_some() && consent.provider_consent_id.is_some();
+        let connection_known = self.keeps_connection(consent);
         if sealed.is_none() && !connection_known {
             return Ok(false);
         }

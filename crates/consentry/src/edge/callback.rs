@@ -8,6 +8,7 @@
 //! the recording run under `waitUntil`, and the response is answered from that same work, so
 //! a popup closed mid-exchange still leaves an outcome for `/auth/outcome` to report.
 
+use consentry_core::api::access_expiry;
 use consentry_core::cookie::{
     binding_cookie_name, cookie_value, set_cookie, stored_hash, SameSite, SESSION_COOKIE,
 };
@@ -35,11 +36,12 @@ use crate::random::random_bytes;
 pub(crate) const SESSION_SECS: u64 = 12 * 3600;
 
 /// How long after its consumption a flow's ending can take at most: discovery, the token
-/// request and two JWKS fetches, each bounded by the HTTP timeout, and 30 s for the rest
-/// (WebCrypto, D1; also what `waitUntil` is granted once the client has gone). A consumed
-/// flow with no outcome after that was cut off: `/auth/outcome` says so.
+/// request, two JWKS fetches and a read of the provider's account (TrueLayer's `/me`), each
+/// bounded by the HTTP timeout, and 30 s for the rest (WebCrypto, D1; also what `waitUntil`
+/// is granted once the client has gone). A consumed flow with no outcome after that was cut
+/// off: `/auth/outcome` says so.
 pub(crate) fn ending_deadline_secs(http_timeout_ms: u32) -> u64 {
-    4 * u64::from(http_timeout_ms).div_ceil(1000) + 30
+    5 * u64::from(http_timeout_ms).div_ceil(1000) + 30
 }
 
 /// The outcome error of a flow whose ending was never recorded.
@@ -536,16 +538,10 @@ impl Verified {
         // What the granted authorization_details say (RFC 9396: an OFP's consent id and
         // expiry) comes first; else the id_token's claims, and the profile's fixed term.
         let details = self.details;
-        let expires_in = response
-            .expires_in()
-            .map(|seconds| now.saturating_add(seconds));
         let access_expires_at = match provider.data_token_scopes() {
             // The code's token reads no data (Moneyhub): the first call mints a data token.
             Some(_) => Some(now),
-            None => match (expires_in, self.token_exp) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            None => access_expiry(response.expires_in(), self.token_exp, now),
         };
         Grant {
             tokens,
@@ -629,14 +625,10 @@ async fn verify_grant(
     let sealed_tokens = sealing_key
         .seal(&consent_id, token_set.to_plaintext().as_bytes())
         .await?;
-    let provider_consent_id = match provider.account_lookup_url() {
-        Some(url) => look_up_account(client, &url, tokens).await,
-        None => claims
-            .as_ref()
-            .zip(provider.consent_id_claim())
-            .and_then(|(claims, name)| claims.claim(name))
-            .and_then(|value| value.as_str())
-            .map(str::to_owned),
+    let provider_consent_id = match (provider.account_lookup_url(), &claims) {
+        (Some(url), _) => look_up_account(client, &url, tokens).await,
+        (None, Some(claims)) => provider.consent_id_in(claims)?,
+        (None, None) => None,
     };
     Ok(Verified {
         provider_subject: claims

@@ -29,51 +29,66 @@ pub(crate) async fn profile(
     now: u64,
 ) -> Result<String> {
     let provider = client.config.id();
-    if let Some(profile) = store.provider_user(user_id, provider).await? {
-        return Ok(profile);
-    }
     // Long enough for the holder's two calls, each within the HTTP timeout, and the store.
     let claim_ms = 2 * u64::from(client.timeout_ms()) + 5_000;
-    let claimed_at = now_ms();
     let claim = base64url_encode(&random_bytes::<12>()?);
-    if store
-        .claim_provider_user(user_id, provider, &claim, claimed_at, claimed_at + claim_ms)
-        .await?
-    {
-        let made = make_profile(client, env, user_id, now).await;
-        return match made {
-            Ok(profile) => {
-                store
-                    .record_provider_user(user_id, provider, &profile, &claim, now)
-                    .await?;
-                // The first profile recorded is the user's, should two have been made.
-                Ok(store
-                    .provider_user(user_id, provider)
-                    .await?
-                    .unwrap_or(profile))
-            }
-            Err(error) => {
-                store
-                    .release_provider_user_claim(user_id, provider, &claim)
-                    .await?;
-                Err(error)
-            }
-        };
-    }
-    // Another start is making it: wait for its record, as long as its claim can last.
-    let give_up_ms = claimed_at + claim_ms;
-    let mut pause_ms = 100;
-    while now_ms() < give_up_ms {
-        Delay::from(Duration::from_millis(pause_ms)).await;
+    // Two rounds at most: a claim whose holder died lapses, and the second round takes it.
+    for _ in 0..2 {
         if let Some(profile) = store.provider_user(user_id, provider).await? {
             return Ok(profile);
         }
-        pause_ms = (pause_ms * 2).min(1_000);
+        let claimed_at = now_ms();
+        if store
+            .claim_provider_user(user_id, provider, &claim, claimed_at, claimed_at + claim_ms)
+            .await?
+        {
+            return make_and_record(client, env, store, user_id, &claim, now).await;
+        }
+        // Another start is making it: wait for its record, as long as its claim can last.
+        let give_up_ms = claimed_at + claim_ms;
+        let mut pause_ms = 100;
+        while now_ms() < give_up_ms {
+            Delay::from(Duration::from_millis(pause_ms)).await;
+            if let Some(profile) = store.provider_user(user_id, provider).await? {
+                return Ok(profile);
+            }
+            pause_ms = (pause_ms * 2).min(1_000);
+        }
     }
     Err(Error::new(
-        ErrorCode::ProviderUserMissing,
+        ErrorCode::ProviderUserPending,
         "another start is making this user's Moneyhub profile and has not finished; try again",
     ))
+}
+
+/// Makes the profile under `claim` and records it (the first one recorded stands, should
+/// two have been made), or gives the claim up.
+async fn make_and_record(
+    client: &ProviderClient<'_>,
+    env: &Env,
+    store: &Store,
+    user_id: &str,
+    claim: &str,
+    now: u64,
+) -> Result<String> {
+    let provider = client.config.id();
+    match make_profile(client, env, user_id, now).await {
+        Ok(profile) => {
+            store
+                .record_provider_user(user_id, provider, &profile, claim, now)
+                .await?;
+            Ok(store
+                .provider_user(user_id, provider)
+                .await?
+                .unwrap_or(profile))
+        }
+        Err(error) => {
+            store
+                .release_provider_user_claim(user_id, provider, claim)
+                .await?;
+            Err(error)
+        }
+    }
 }
 
 /// `POST /users` with a `user:create` token: the new profile's `userId`.
@@ -84,6 +99,8 @@ async fn make_profile(
     now: u64,
 ) -> Result<String> {
     let endpoint = users_endpoint(client)?;
+    // Moneyhub refusing the token is a profile it will not make; its OAuth code is kept in
+    // the description.
     let token = client
         .client_credentials(
             env,
@@ -92,7 +109,17 @@ async fn make_profile(
             ErrorCode::ProviderUserMissing,
             now,
         )
-        .await?;
+        .await
+        .map_err(|error| match error.code() {
+            ErrorCode::OAuth(code) => Error::new(
+                ErrorCode::ProviderUserMissing,
+                format!(
+                    "Moneyhub refused the user:create token ({}): no profile was made",
+                    code.as_str()
+                ),
+            ),
+            _ => error,
+        })?;
     let request = build_create_user_request(endpoint, token.access_token(), user_id);
     let answer = client
         .send(&request, "users API", ErrorCode::ProviderUserMissing)

@@ -187,7 +187,8 @@ impl<'a> ProviderClient<'a> {
     }
 
     /// Ends a grant at the provider. Moneyhub: its connection is deleted under the profile
-    /// (no token needed); otherwise, or when the connection is not known, the grant's
+    /// (with a `connection:delete` token of the client's, none of the grant's); otherwise, or
+    /// when the connection is not known, the grant's
     /// refresh token, else its access token, is revoked (RFC 7009). `Ok(false)` when there is
     /// no way (no revocation endpoint, or nothing known to end); an error when the provider
     /// did not confirm.
@@ -267,8 +268,9 @@ impl<'a> ProviderClient<'a> {
     /// Verifies a JWT access token, for a provider whose tokens the client must check before
     /// it trusts a grant (Connect: `access_token_signing_algs`): the signature (HS256 with the
     /// client secret, else against the JWKS), then `iss`, `aud` = this client, `exp`, `iat` and
-    /// `sub` with the core. `None` for a provider whose access tokens are opaque to us. Every
-    /// failure is `token_exchange_failed`, its description naming what failed.
+    /// `sub` with the core. `None` for a provider whose access tokens are opaque to us. A
+    /// token that fails is `token_exchange_failed`, its description naming what failed; one
+    /// that cannot be checked just now (its JWKS unreachable) keeps that error's code.
     pub(crate) async fn verify_access_token(
         &self,
         env: &Env,
@@ -279,17 +281,24 @@ impl<'a> ProviderClient<'a> {
         if algs.is_empty() {
             return Ok(None);
         }
+        // A token that fails its checks is the provider's fault: `token_exchange_failed`.
+        // One that cannot be checked just now (the JWKS unreachable) keeps its own code.
         let verified = self
             .verify_jwt(env, access_token.secret(), algs, now)
             .await
-            .map_err(|error| {
-                Error::new(
+            .map_err(|error| match error.code() {
+                ErrorCode::JwtMalformed
+                | ErrorCode::JwtAlgNotAllowed
+                | ErrorCode::JwtCritUnsupported
+                | ErrorCode::JwtSignatureInvalid
+                | ErrorCode::JwkNotFound => Error::new(
                     ErrorCode::TokenExchangeFailed,
                     format!(
                         "the access token is not this provider's JWT: {}",
                         error.description()
                     ),
-                )
+                ),
+                _ => error,
             })?;
         validate_jwt_access_token_claims(
             &verified,
@@ -345,8 +354,8 @@ impl<'a> ProviderClient<'a> {
     }
 
     /// Fetches the provider's JWKS now unless a fresh copy is cached, so that verifying an
-    /// id_token later is local in the usual case (a refresh fetches it before taking its
-    /// lease). Nothing to do for a provider without one.
+    /// id_token or a JWT access token later is local in the usual case (a refresh fetches it
+    /// before taking its lease). Nothing to do for a provider without one.
     pub(crate) async fn prefetch_jwks(&self, now: u64) -> Result<()> {
         match &self.metadata.jwks_uri {
             Some(uri) => self.jwks(uri.as_str(), false, now).await.map(|_| ()),

@@ -694,9 +694,9 @@ impl Store {
     }
 
     /// Marks a consent lapsed because its provider said the consent itself is gone (a data
-    /// API's answer, not a refresh), and forgets its tokens, in one batch. Whether it lapsed
-    /// now (not before, and not revoked meanwhile).
-    pub(crate) async fn withdraw_consent(&self, consent_id: &str, now: u64) -> Result<bool> {
+    /// API's answer, not a refresh), unless it lapsed or was revoked before, and forgets its
+    /// tokens, in one batch.
+    pub(crate) async fn withdraw_consent(&self, consent_id: &str, now: u64) -> Result<()> {
         let batch = vec![
             self.statement(
                 "UPDATE consents SET lapsed_at = ?1 WHERE id = ?2 AND lapsed_at IS NULL AND revoked_at IS NULL",
@@ -707,8 +707,8 @@ impl Store {
                 &[consent_id.into()],
             )?,
         ];
-        let results = self.0.batch(batch).await.map_err(storage)?;
-        Ok(results.first().map_or(0, changes) > 0)
+        self.0.batch(batch).await.map_err(storage)?;
+        Ok(())
     }
 
     /// Marks a consent revoked and forgets its tokens, in one batch.

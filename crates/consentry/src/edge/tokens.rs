@@ -18,12 +18,12 @@
 
 use std::time::Duration;
 
-use consentry_core::api::{consent_expired, needs_refresh};
+use consentry_core::api::{access_expiry, consent_expired, needs_refresh};
 use consentry_core::authorization_details;
 use consentry_core::encoding::{base64url_encode, log_field};
 use consentry_core::{
-    build_refresh_token_request, process_refresh_response, Error, ErrorCode, OAuthErrorCode,
-    ProviderConfig, Result, Scopes, TokenResponse, TokenSet,
+    build_refresh_token_request, process_refresh_response, Error, ErrorCode, JwsAlgorithm,
+    OAuthErrorCode, ProviderConfig, Result, Scopes, TokenResponse, TokenSet,
 };
 use worker::{Delay, Env};
 
@@ -164,7 +164,12 @@ impl TokenSource<'_> {
     async fn prepare(&self, now: u64) -> Result<ProviderClient<'_>> {
         let client =
             ProviderClient::connect(self.provider, self.config.http_timeout_ms, now).await?;
-        if self.provider.scopes().contains("openid") {
+        let jwt_access_tokens = self
+            .provider
+            .access_token_signing_algs()
+            .iter()
+            .any(|alg| *alg != JwsAlgorithm::HS256);
+        if self.provider.scopes().contains("openid") || jwt_access_tokens {
             client.prefetch_jwks(now).await?;
         }
         Ok(client)
@@ -255,17 +260,27 @@ impl TokenSource<'_> {
             ErrorCode::OAuth(OAuthErrorCode::InvalidGrant) => Refusal::Lapse(error),
             _ => Refusal::Failed(error),
         })?;
-        self.check_refreshed(client, consent, &response, now)
-            .await?;
+        let (access_expires_at, unchecked) =
+            match self.check_refreshed(client, consent, &response, now).await {
+                Ok(token_exp) => (access_expiry(response.expires_in(), token_exp, now), None),
+                // Not checkable just now (a JWKS unreachable): a rotated refresh token must
+                // not be lost with the answer, so the set is stored with its unchecked access
+                // token expired at once (never used: the next call refreshes again), and this
+                // refresh fails.
+                Err(Refusal::Failed(error)) if response.refresh_token().is_some() => {
+                    (Some(now), Some(error))
+                }
+                Err(refusal) => return Err(refusal),
+            };
         let refreshed = tokens.refreshed(&response);
         let sealed = config::sealing_key(self.env)?
             .seal(&consent.id, refreshed.to_plaintext().as_bytes())
             .await?;
-        let access_expires_at = response
-            .expires_in()
-            .map(|seconds| now.saturating_add(seconds));
         self.store_refreshed(consent, row, &sealed, access_expires_at, now, &refreshed)
             .await?;
+        if let Some(error) = unchecked {
+            return Err(Refusal::Failed(error));
+        }
         Ok(LiveToken {
             tokens: refreshed,
             generation: row.generation + 1,
@@ -359,14 +374,15 @@ impl TokenSource<'_> {
     /// a refreshed id_token is the same end-user's (OpenID Connect Core §12.2), and a JWT
     /// access token checks out (Connect). One that does not ends the consent, since its
     /// refresh token may already have been rotated away; one that could not be checked (a
-    /// JWKS unreachable after a key rotation) fails the refresh.
+    /// JWKS unreachable after a key rotation) fails the refresh. Gives the verified JWT
+    /// access token's `exp`, if it is one.
     async fn check_refreshed(
         &self,
         client: &ProviderClient<'_>,
         consent: &ConsentRow,
         response: &TokenResponse,
         now: u64,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<u64>, Refusal> {
         if let (Some(granted), Some(requested)) = (
             response.authorization_details(),
             self.provider.authorization_details(),
@@ -398,15 +414,15 @@ impl TokenSource<'_> {
             .verify_access_token(self.env, response.access_token(), now)
             .await
             .map_err(verdict)?;
-        if let (Some(access), Some(subject)) = (access, consent.provider_subject.as_deref()) {
-            if access.sub != subject {
-                return Err(Refusal::Lapse(Error::new(
+        match (access, consent.provider_subject.as_deref()) {
+            (Some(access), Some(subject)) if access.sub != subject => {
+                Err(Refusal::Lapse(Error::new(
                     ErrorCode::TokenExchangeFailed,
                     "the refreshed access token is another user's",
-                )));
+                )))
             }
+            (access, _) => Ok(access.map(|access| access.exp)),
         }
-        Ok(())
     }
 
     /// Stores the refreshed set. The provider may have rotated the refresh token, so this
