@@ -36,6 +36,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
 import { answerDataRequest, buildLedger } from './data-api.mjs';
+import { escapeHtml, listen, providerPage } from './server.mjs';
 
 export const ACCOUNTS = {
   alice: { password: 'alice', name: 'Alice Martin', email: 'alice@bank.example' },
@@ -43,20 +44,8 @@ export const ACCOUNTS = {
   carol: { password: 'carol', name: 'Carol Okafor', email: 'carol@bank.example' },
 };
 
-function escapeHtml(text) {
-  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
 function page(title, body) {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{font:16px system-ui,sans-serif;background:#0f3d3e;margin:0;display:grid;place-items:center;min-height:100vh}
-main{background:#fff;border-radius:12px;padding:28px 32px;width:320px;box-shadow:0 8px 30px #0004}
-h1{font-size:20px;margin:0 0 4px}p{color:#555;margin:0 0 16px}label{display:block;margin:10px 0 4px;font-size:14px}
-input{width:100%;box-sizing:border-box;padding:9px;border:1px solid #bbb;border-radius:6px}
-button{margin-top:16px;padding:10px 14px;border:0;border-radius:6px;font-weight:600;cursor:pointer}
-.allow{background:#1f7a5c;color:#fff}.deny{background:#eee;margin-left:8px}.error{color:#b00020}
-ul{padding-left:20px;color:#333}</style></head><body><main>${body}</main></body></html>`;
+  return providerPage({ title, body, accent: '#1f7a5c', background: '#0f3d3e' });
 }
 
 async function readForm(req) {
@@ -353,15 +342,12 @@ export async function startBank({
       res.end(page('Error', `<h1>Something went wrong</h1><p class="error">${escapeHtml(error.message)}</p>`));
     }
   });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, () => { server.off('error', reject); resolve(); });
-  });
+  const close = await listen(server, port);
   return {
     issuer,
     server,
     issued,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+    close,
   };
 }
 

@@ -73,6 +73,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import { createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 
 import { ACCOUNTS } from './bank.mjs';
+import { escapeHtml, listen, providerPage } from './server.mjs';
 
 export const SCOPES = ['openid', 'email', 'profile', 'offline_access'];
 export const TOKEN_FAULTS = ['bad-signature', 'wrong-aud', 'wrong-iss', 'expired', 'future-iat', 'no-sub', 'alg-none', 'hs256-secret', 'normal'];
@@ -121,21 +122,8 @@ function subjectOf(login) {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
-function escapeHtml(text) {
-  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
 function page(title, body) {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{font:16px system-ui,sans-serif;background:#3b1f5c;margin:0;display:grid;place-items:center;min-height:100vh}
-main{background:#fff;border-radius:12px;padding:28px 32px;width:320px;box-shadow:0 8px 30px #0004}
-h1{font-size:20px;margin:0 0 4px}p{color:#555;margin:0 0 16px}label{display:block;margin:10px 0 4px;font-size:14px}
-input{width:100%;box-sizing:border-box;padding:9px;border:1px solid #bbb;border-radius:6px}
-button{margin-top:16px;padding:10px 14px;border:0;border-radius:6px;font-weight:600;cursor:pointer}
-.allow{background:#6b3fa0;color:#fff}.deny{background:#eee;margin-left:8px}.error{color:#b00020}
-.brand{font-size:12px;letter-spacing:.08em;text-transform:uppercase;color:#6b3fa0;margin-bottom:8px}
-ul{padding-left:20px;color:#333}</style></head><body><main><div class="brand">Connect</div>${body}</main></body></html>`;
+  return providerPage({ title, body, brand: 'Connect', accent: '#6b3fa0', background: '#3b1f5c' });
 }
 
 function sendHtml(res, status, html, headers = {}) {
@@ -701,16 +689,13 @@ ${error ? `<p class="error">${escapeHtml(error)}</p>` : ''}<form method="post" a
       }
     });
   });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, () => { server.off('error', reject); resolve(); });
-  });
+  const close = await listen(server, port);
   return {
     issuer,
     server,
     issued,
     requests,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+    close,
   };
 }
 

@@ -65,6 +65,7 @@ import {
 
 import { ACCOUNTS } from './bank.mjs';
 import { answerDataRequest, buildLedger } from './data-api.mjs';
+import { escapeHtml, listen, providerPage } from './server.mjs';
 
 export const CLIENT_ID = 'consentry-fapi';
 export const CONSENT_TYPE = 'urn:openfinance-ml:account-access-consent:v1.2';
@@ -92,21 +93,8 @@ const ERROR_DESCRIPTIONS = {
   temporarily_unavailable: 'The platform is temporarily unavailable, try again later',
 };
 
-function escapeHtml(text) {
-  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
 function page(title, body) {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{font:16px system-ui,sans-serif;background:#1d2b53;margin:0;display:grid;place-items:center;min-height:100vh}
-main{background:#fff;border-radius:12px;padding:28px 32px;width:340px;box-shadow:0 8px 30px #0004}
-h1{font-size:20px;margin:0 0 4px}p{color:#555;margin:0 0 16px}label{display:block;margin:10px 0 4px;font-size:14px}
-input,select{width:100%;box-sizing:border-box;padding:9px;border:1px solid #bbb;border-radius:6px}
-button{margin-top:16px;padding:10px 14px;border:0;border-radius:6px;font-weight:600;cursor:pointer}
-.allow{background:#2746a8;color:#fff}.deny{background:#eee;margin-left:8px}.error{color:#b00020}
-.brand{font-size:12px;letter-spacing:.08em;text-transform:uppercase;color:#2746a8;margin-bottom:8px}
-ul{padding-left:20px;color:#333}</style></head><body><main><div class="brand">Open Finance Platform</div>${body}</main></body></html>`;
+  return providerPage({ title, body, brand: 'Open Finance Platform', accent: '#2746a8', background: '#1d2b53', width: 340 });
 }
 
 async function readForm(req) {
@@ -638,15 +626,12 @@ export async function startFapiBank({
       res.end(page('Error', `<h1>Something went wrong</h1><p class="error">${escapeHtml(error.message)}</p>`));
     }
   });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, () => { server.off('error', reject); resolve(); });
-  });
+  const close = await listen(server, port);
   return {
     issuer,
     server,
     issued,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+    close,
   };
 }
 

@@ -94,6 +94,7 @@ import * as grantHelpers from 'oidc-provider/lib/helpers/grants.js';
 
 import { ACCOUNTS } from './bank.mjs';
 import { buildLedger, HOLDINGS } from './data-api.mjs';
+import { escapeHtml, listen, providerPage } from './server.mjs';
 
 /** The banks a profile can connect (`id:<id>` scopes), with Moneyhub-like hex ids. */
 export const BANKS = [
@@ -112,21 +113,8 @@ const BODY_LIMIT = 64 * 1024;
 const SIGNING_ALGS = ['PS256', 'RS256', 'ES256'];
 const BANK_BY_ID = new Map(BANKS.map((bank) => [bank.id, bank]));
 
-function escapeHtml(text) {
-  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
 function page(title, body) {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{font:16px system-ui,sans-serif;background:#0b2a4a;margin:0;display:grid;place-items:center;min-height:100vh}
-main{background:#fff;border-radius:12px;padding:28px 32px;width:340px;box-shadow:0 8px 30px #0004}
-h1{font-size:20px;margin:0 0 4px}p{color:#555;margin:0 0 16px}label{display:block;margin:10px 0 4px;font-size:14px}
-input{width:100%;box-sizing:border-box;padding:9px;border:1px solid #bbb;border-radius:6px}
-button{margin-top:16px;padding:10px 14px;border:0;border-radius:6px;font-weight:600;cursor:pointer}
-.allow{background:#00a3a1;color:#fff}.deny{background:#eee;margin-left:8px}.error{color:#b00020}
-.brand{font-size:12px;letter-spacing:.08em;text-transform:uppercase;color:#00a3a1;margin-bottom:8px}
-ul{padding-left:20px;color:#333}</style></head><body><main><div class="brand">Moneyhub</div>${body}</main></body></html>`;
+  return providerPage({ title, body, brand: 'Moneyhub', accent: '#00a3a1', background: '#0b2a4a', width: 340 });
 }
 
 async function readBody(req) {
@@ -694,10 +682,7 @@ export async function startMoneyhub({
       res.end(page('Error', `<h1>Something went wrong</h1><p class="error">${escapeHtml(error.message)}</p>`));
     }
   });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, () => { server.off('error', reject); resolve(); });
-  });
+  const close = await listen(server, port);
   return {
     issuer,
     url,
@@ -705,7 +690,7 @@ export async function startMoneyhub({
     issued,
     requests,
     profiles,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+    close,
   };
 }
 

@@ -79,6 +79,7 @@ import { generateKeyPair, jwtVerify, SignJWT } from 'jose';
 
 import { ACCOUNTS } from './bank.mjs';
 import { buildLedger, HOLDINGS } from './data-api.mjs';
+import { escapeHtml, listen, providerPage } from './server.mjs';
 
 export const SCOPES = ['info', 'accounts', 'balance', 'cards', 'transactions', 'direct_debits', 'standing_orders', 'offline_access'];
 /** The banks ("providers") the auth dialog offers, with the provider group covering each. */
@@ -121,22 +122,8 @@ function safeEqual(given, expected) {
   return typeof given === 'string' && timingSafeEqual(sha256(given), sha256(expected));
 }
 
-function escapeHtml(text) {
-  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
 function page(title, body, nonce) {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style nonce="${nonce}">body{font:16px system-ui,sans-serif;background:#1b1f3b;margin:0;display:grid;place-items:center;min-height:100vh}
-main{background:#fff;border-radius:12px;padding:28px 32px;width:320px;box-shadow:0 8px 30px #0004}
-h1{font-size:20px;margin:0 0 4px}p{color:#555;margin:0 0 16px}label{display:block;margin:10px 0 4px;font-size:14px}
-input{width:100%;box-sizing:border-box;padding:9px;border:1px solid #bbb;border-radius:6px}
-button{margin-top:16px;padding:10px 14px;border:0;border-radius:6px;font-weight:600;cursor:pointer}
-.allow{background:#0d6e6e;color:#fff}.deny{background:#eee;margin-left:8px}.error{color:#b00020}
-.bank{display:block;width:100%;margin-top:10px;background:#eef2f7;text-align:left}
-.brand{font-size:12px;letter-spacing:.08em;text-transform:uppercase;color:#0d6e6e;margin-bottom:8px}
-ul{padding-left:20px;color:#333}</style></head><body><main><div class="brand">TrueLayer</div>${body}</main></body></html>`;
+  return providerPage({ title, body, brand: 'TrueLayer', accent: '#0d6e6e', background: '#1b1f3b', css: '.bank{display:block;width:100%;margin-top:10px;background:#eef2f7;text-align:left}', nonce });
 }
 
 /**
@@ -749,16 +736,13 @@ export async function startTrueLayer({
       else sendJson(res, 500, { error: 'server_error' });
     });
   });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, () => { server.off('error', reject); resolve(); });
-  });
+  const close = await listen(server, port);
   return {
     url,
     server,
     issued,
     requests,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }),
+    close,
   };
 }
 

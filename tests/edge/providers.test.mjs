@@ -382,6 +382,11 @@ test('connect: a flow for each demo user with client_secret_post; the JWT access
   const info = await api('connect', '/userinfo', { user: 'usr_bob' });
   assert.equal(info.status, 200, describe(info));
   assert.equal(info.json().email, 'bob@bank.example');
+  // Without openid there is no id_token: the verified access token alone names the account.
+  const { outcome } = await grantConsent(stack, { user: 'usr_alice', provider: 'connect-rs256' });
+  assert.equal(stack.connectRs256.issued.idTokens.length, 0, 'no id_token issued');
+  const accessToken = stack.connectRs256.issued.accessTokens.at(-1).value;
+  assert.equal((await consentOf('usr_alice', outcome.consent.id)).account, claimsOf(accessToken).sub);
 });
 
 test('connect: our state stays within its 255 characters; a longer one is refused before Connect sees it', { timeout: TEST_TIMEOUT }, async () => {
@@ -455,6 +460,7 @@ test('connect-rs256: a refreshed token that cannot be checked just now (a new ke
     await expireAccessToken(consent);
     await apiError(await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent }), 502, 'refresh_failed');
     assert.equal(connectTokenRequests(emulation, 'refresh_token').length, before + 1, 'the refresh was made; its token could not be checked');
+    assert.equal(emulation.issued.idTokens.length, 0, 'no id_token: the access token was what could not be checked');
     assert.equal((await consentOf('usr_bob', consent)).status, 'active', 'not lapsed: nothing was wrong with the token');
   } finally {
     await control(emulation.issuer, 'jwks', 'up');

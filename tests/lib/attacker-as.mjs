@@ -12,6 +12,8 @@
 
 import { createServer } from 'node:http';
 
+import { listen } from '../../bank/server.mjs';
+
 export async function startAttackerAs({ port }) {
   const issuer = `http://localhost:${port}`;
   const received = { authorizations: [], tokenRequests: [] };
@@ -72,10 +74,6 @@ export async function startAttackerAs({ port }) {
     }
     json(404, { error: 'not_found' });
   });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, () => { server.off('error', reject); resolve(); });
-  });
-  attacker.close = () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); });
+  attacker.close = await listen(server, port);
   return attacker;
 }

@@ -176,7 +176,8 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
  * request object, private_key_jwt, profiles made with user:create, data tokens minted with
  * client_credentials + sub, its data API under /v3), `connect` (bank/connect.mjs, bankPort + 6:
  * HS256 JWT access tokens and id_tokens signed with the client secret, userinfo through /api)
- * and `connect-rs256` (bankPort + 7: the same signed RS256 and checked against its JWKS).
+ * and `connect-rs256` (bankPort + 7: the same signed RS256 and checked against its JWKS, and
+ * without openid, so that the access token alone names the user).
  * Each bank has exactly its own providers' redirect URIs registered.
  *
  * - `workerFetch(pathOrUrl, { method, headers, body, jar, crossSite })`: a request to the Worker
@@ -288,7 +289,8 @@ export async function startStack({
       { id: 'truelayer', name: 'TrueLayer', profile: 'truelayer', issuer: truelayerUrl, client_id: 'consentry-truelayer', scopes: ['info', 'accounts', 'balance', 'transactions', 'offline_access'], authorization_endpoint: `${truelayerUrl}/`, token_endpoint: `${truelayerUrl}/connect/token`, authorization_params: { providers: 'uk-cs-mock uk-ob-all uk-oauth-all', response_mode: 'form_post' }, api_base_url: `${truelayerUrl}/data/v1`, api_paths: ['/me', '/info', '/accounts'] },
       { id: 'moneyhub', name: 'Moneyhub', profile: 'moneyhub', issuer: moneyhubIssuer, client_id: 'consentry-moneyhub', signing_alg: 'PS256', key_id: moneyhubKid, scopes: ['openid'], data_scopes: ['accounts:read', 'transactions:read:all'], api_base_url: `${moneyhubUrl}/v3`, api_paths: ['/accounts', '/transactions'] },
       connectProvider('connect', 'Connect', connectIssuer),
-      connectProvider('connect-rs256', 'Connect (RS256)', connectRs256Issuer, { jwks_uri: `${connectRs256Issuer}/.well-known/jwks.json`, id_token_signing_algs: ['RS256'], access_token_signing_algs: ['RS256'] }),
+      // Without openid: no id_token, so the access token alone names the user and is checked.
+      connectProvider('connect-rs256', 'Connect (RS256)', connectRs256Issuer, { scopes: ['email', 'profile', 'offline_access'], jwks_uri: `${connectRs256Issuer}/.well-known/jwks.json`, id_token_signing_algs: ['RS256'], access_token_signing_algs: ['RS256'] }),
     ];
     const redirectUrisAt = (at) => providers.filter((p) => p.issuer === at).map((p) => `${publicOrigin}/auth/callback/${p.id}`);
     const bankOptions = {

@@ -697,25 +697,30 @@ impl Store {
     /// API's answer, not a refresh), unless it lapsed or was revoked before, and forgets its
     /// tokens, in one batch.
     pub(crate) async fn withdraw_consent(&self, consent_id: &str, now: u64) -> Result<()> {
-        let batch = vec![
-            self.statement(
-                "UPDATE consents SET lapsed_at = ?1 WHERE id = ?2 AND lapsed_at IS NULL AND revoked_at IS NULL",
-                &[number(now), consent_id.into()],
-            )?,
-            self.statement(
-                "DELETE FROM token_sets WHERE consent_id = ?1",
-                &[consent_id.into()],
-            )?,
-        ];
-        self.0.batch(batch).await.map_err(storage)?;
-        Ok(())
+        self.end_consent(
+            "lapsed_at = ?1 WHERE id = ?2 AND lapsed_at IS NULL AND revoked_at IS NULL",
+            consent_id,
+            now,
+        )
+        .await
     }
 
     /// Marks a consent revoked and forgets its tokens, in one batch.
     pub(crate) async fn revoke_consent(&self, consent_id: &str, now: u64) -> Result<()> {
+        self.end_consent(
+            "revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+            consent_id,
+            now,
+        )
+        .await
+    }
+
+    /// `UPDATE consents SET {set}` (?1 the time, ?2 the consent) and the deletion of its token
+    /// set, in one batch.
+    async fn end_consent(&self, set: &str, consent_id: &str, now: u64) -> Result<()> {
         let batch = vec![
             self.statement(
-                "UPDATE consents SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                &format!("UPDATE consents SET {set}"),
                 &[number(now), consent_id.into()],
             )?,
             self.statement(
