@@ -37,7 +37,7 @@
 //   ... connect.issuer, connect.issued, connect.requests ...
 //   await connect.close();
 //
-// Always, in memory: `requests` ({ method, path, query, form, authorization } of every
+// With `testControls`, in memory: `requests` ({ method, path, query, form, authorization } of every
 // request, client secrets included: for tests, never logged) and `issued` (`codes`:
 // { code, state }; `accessTokens`: { value, grant_type, fault }; `refreshTokens` and
 // `idTokens`: { value, grant_type }).
@@ -73,7 +73,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import { createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 
 import { ACCOUNTS } from './bank.mjs';
-import { escapeHtml, listen, providerPage } from './server.mjs';
+import { escapeHtml, listen, providerPage, recording } from './server.mjs';
 
 export const SCOPES = ['openid', 'email', 'profile', 'offline_access'];
 export const TOKEN_FAULTS = ['bad-signature', 'wrong-aud', 'wrong-iss', 'expired', 'future-iat', 'no-sub', 'alg-none', 'hs256-secret', 'normal'];
@@ -242,8 +242,8 @@ export async function startConnect({
   const codes = new Map(); // code -> { grantId, redirectUri, codeChallenge, expiresAt, used }
   const refreshTokens = new Map(); // token -> { grantId, expiresAt, rotated }
   const accessTokenGrants = new Map(); // jti -> grant id
-  const requests = [];
-  const issued = { codes: [], accessTokens: [], refreshTokens: [], idTokens: [] };
+  const { requests } = recording(testControls, ['requests']);
+  const issued = recording(testControls, ['codes', 'accessTokens', 'refreshTokens', 'idTokens']);
   let nextFault = 'normal';
   let jwksDown = false;
 

@@ -103,7 +103,7 @@ async function readForm(req) {
   return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
-/** The request's `x-fapi-interaction-id` if it is a plain token (a UUID), else a fresh UUID. */
+/** The request's `x-fapi-interaction-id` if it is 1-64 of `A-Za-z0-9_-` (a UUID is), else a fresh UUID. */
 const interactionIdOf = (value) => (typeof value === 'string' && /^[\w-]{1,64}$/.test(value) ? value : randomUUID());
 const sha256 = (text) => createHash('sha256').update(text).digest('base64url');
 const epoch = () => Math.floor(Date.now() / 1000);
@@ -293,10 +293,10 @@ export async function startFapiBank({
   //   dpopProofs:  { endpoint: 'par' | 'token' | 'data', htm, htu, nonce, jkt } for every DPoP
   //                header seen (decoded, whether or not it was valid)
   //   dataRequests: { method, path, token, status, reason } for every data API request
-  //   authorizationErrors: { error, state } for every error injected by next-authorization-error
+  //   revocations: { token, status } for every revocation request (RFC 7009)
   //   (tokens also record `jkt`: the key an access token is bound to)
   const issued = testControls ? {
-    codes: [], tokens: [], exchanges: [], refreshes: [], pushes: [], dpopProofs: [], dataRequests: [], authorizationErrors: [],
+    codes: [], tokens: [], exchanges: [], refreshes: [], pushes: [], dpopProofs: [], dataRequests: [], revocations: [],
   } : null;
 
   let tokenTypeOverride = null;
@@ -349,6 +349,9 @@ export async function startFapiBank({
 
   async function record(ctx, { isPar, isToken }) {
     const params = ctx.oidc?.params || {};
+    if (ctx.path === '/token/revocation' && ctx.method === 'POST') {
+      issued.revocations.push({ token: params.token, status: ctx.status });
+    }
     const clientId = ctx.oidc?.client?.clientId;
     let body = ctx.body;
     if (typeof body === 'string' || Buffer.isBuffer(body)) {
@@ -478,7 +481,6 @@ export async function startFapiBank({
       if (nextAuthorizationError) {
         const error = nextAuthorizationError;
         nextAuthorizationError = null;
-        issued?.authorizationErrors.push({ error, state: details.params.state });
         await provider.interactionFinished(req, res, { error, error_description: ERROR_DESCRIPTIONS[error] }, { mergeWithLastSubmission: false });
         return;
       }

@@ -57,9 +57,9 @@
 //   ... moneyhub.issuer, moneyhub.profiles, moneyhub.issued, moneyhub.requests ...
 //   await moneyhub.close();
 //
-// Recorded in memory, always: `requests` ({ method, path, query, form, json, authorization }
-// of every request, oidc-provider's too), `issued` (every code, access token, refresh token,
-// id_token and data token handed out, as strings), `profiles` (userId -> { userId, clientId,
+// Recorded in memory with `testControls`: `requests` ({ method, path, query, form, json,
+// authorization } of every request, oidc-provider's too), `issued` (every code, access token,
+// refresh token, id_token and data token handed out, as strings). Always: `profiles` (userId -> { userId, clientId,
 // clientUserId, createdAt, connections: Map connectionId -> { id, holder, bankId, bankName,
 // createdAt, expiresAt } }).
 //
@@ -94,7 +94,7 @@ import * as grantHelpers from 'oidc-provider/lib/helpers/grants.js';
 
 import { ACCOUNTS } from './bank.mjs';
 import { buildLedger, HOLDINGS } from './data-api.mjs';
-import { escapeHtml, listen, providerPage } from './server.mjs';
+import { escapeHtml, listen, providerPage, recording } from './server.mjs';
 
 /** The banks a profile can connect (`id:<id>` scopes), with Moneyhub-like hex ids. */
 export const BANKS = [
@@ -208,8 +208,8 @@ export async function startMoneyhub({
   const profiles = new Map();
   const connectionsByGrant = new Map(); // grantId -> connection made at that consent
   const ledger = buildLedger();
-  const requests = [];
-  const issued = { codes: [], accessTokens: [], refreshTokens: [], idTokens: [], dataTokens: [] };
+  const { requests } = recording(testControls, ['requests']);
+  const issued = recording(testControls, ['codes', 'accessTokens', 'refreshTokens', 'idTokens', 'dataTokens']);
   const entries = new WeakMap(); // req -> its record in `requests`
   let nextIdTokenSub = null;
   let dropNextConId = false;

@@ -37,3 +37,15 @@ export async function listen(server, port) {
   });
   return () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); });
 }
+
+/** An array-like that records nothing: `push` is all a provider calls on its records. */
+const DISCARD = Object.freeze({ push: () => 0 });
+
+/**
+ * A provider's records (`names`, each an array: what it issued, the requests it saw), kept
+ * only when `on` (the test controls): a provider run for the demo holds no tokens, codes or
+ * request bodies in memory.
+ */
+export function recording(on, names) {
+  return Object.fromEntries(names.map((name) => [name, on ? [] : DISCARD]));
+}

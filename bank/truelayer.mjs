@@ -21,9 +21,9 @@
 //   `response_mode=form_post` an auto-submitting POST form carrying the same fields.
 // - `POST /connect/token`, client_secret_post only (`client_id` + `client_secret` in the form
 //   body; an Authorization header is refused): `authorization_code` (code 5 min, single use,
-//   burnt by its first presentation even when the exchange then fails; `redirect_uri` must
-//   match; `code_verifier` required when the link had a `code_challenge`, refused when it had
-//   none) and `refresh_token`. The answer: `access_token` (a JWT, RS256 with a key drawn at
+//   burnt by its first authenticated presentation, even when the exchange then fails;
+//   `redirect_uri` must match; `code_verifier` required when the link had a
+//   `code_challenge`, refused when it had none) and `refresh_token`. The answer: `access_token` (a JWT, RS256 with a key drawn at
 //   start: iss, sub = credentials_id, client_id, scope, connector_id, iat, exp, jti),
 //   `expires_in`, `token_type: Bearer`, `refresh_token` only with offline_access, `scope`.
 // - Each code exchange makes a connection (`credentials_id`) of 90 days. A refresh answers a
@@ -50,11 +50,11 @@
 //   ... truelayer.url, truelayer.requests, truelayer.issued ...
 //   await truelayer.close();
 //
-// Always recorded, in memory: `requests`, `{ method, path, query, form, authorization }` for
-// every request (form: the body fields of a form body, else null), and `issued`, `{ codes,
-// accessTokens, refreshTokens, connections }` (values handed out; connections as
-// `{ credentialsId, providerId, holder, scopes, createdAt }`), so that tests can check that
-// none of it reaches a browser.
+// Recorded in memory with `testControls`: `requests`, `{ method, path, query, form,
+// authorization }` for every request (form: the body fields of a form body, else null),
+// and `issued`, `{ codes, accessTokens, refreshTokens, connections }` (values handed out;
+// connections as `{ credentialsId, providerId, holder, scopes, createdAt }`), so that tests
+// can check that none of it reaches a browser.
 //
 // With `testControls`, POSTs with a text body (404 otherwise):
 //   /__test/revoke-connection        body: a credentials_id or `all`: its data calls answer
@@ -79,7 +79,7 @@ import { generateKeyPair, jwtVerify, SignJWT } from 'jose';
 
 import { ACCOUNTS } from './bank.mjs';
 import { buildLedger, HOLDINGS } from './data-api.mjs';
-import { escapeHtml, listen, providerPage } from './server.mjs';
+import { escapeHtml, listen, providerPage, recording } from './server.mjs';
 
 export const SCOPES = ['info', 'accounts', 'balance', 'cards', 'transactions', 'direct_debits', 'standing_orders', 'offline_access'];
 /** The banks ("providers") the auth dialog offers, with the provider group covering each. */
@@ -305,8 +305,8 @@ export async function startTrueLayer({
   const refreshTokens = new Map(); // the current refresh token of each connection -> credentials_id
   let nextAuthorizationError = null;
 
-  const requests = [];
-  const issued = { codes: [], accessTokens: [], refreshTokens: [], connections: [] };
+  const { requests } = recording(testControls, ['requests']);
+  const issued = recording(testControls, ['codes', 'accessTokens', 'refreshTokens', 'connections']);
 
   function sweep(map) {
     for (const [key, entry] of map) if (entry.expiresAt <= now()) map.delete(key);

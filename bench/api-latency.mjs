@@ -6,8 +6,9 @@
 //
 //   ./scripts/api-latency            (or: node bench/api-latency.mjs [live-rounds] [refresh-rounds])
 
+import { expireAccessToken } from '../tests/lib/edge.mjs';
 import { grantConsent } from '../tests/lib/flow.mjs';
-import { sqlString, startStack } from '../tests/lib/worker-harness.mjs';
+import { startStack } from '../tests/lib/worker-harness.mjs';
 
 const liveRounds = Number(process.argv[2] || 40);
 const refreshRounds = Number(process.argv[3] || 15);
@@ -38,7 +39,7 @@ try {
 
   const refreshed = [];
   for (let i = 0; i < refreshRounds; i += 1) {
-    await stack.d1(`UPDATE token_sets SET access_expires_at = ${Math.floor(Date.now() / 1000) - 1} WHERE consent_id = ${sqlString(consent)}`);
+    await expireAccessToken(stack, consent);
     const before = stack.issued.refreshes.length;
     refreshed.push(await call());
     if (stack.issued.refreshes.length !== before + 1) throw new Error('the call did not refresh exactly once');

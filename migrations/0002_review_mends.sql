@@ -10,7 +10,7 @@ ALTER TABLE transactions ADD COLUMN replaces_session TEXT;
 ALTER TABLE transactions ADD COLUMN provider_subject TEXT;
 
 -- The session a grant's new session replaced: a grant ends the session its flow started
--- from and every other session that replaced that one (flows started side by side).
+-- from and every session that directly replaced that one (flows started side by side).
 ALTER TABLE sessions ADD COLUMN replaces TEXT;
 CREATE INDEX sessions_by_replaced ON sessions (replaces);
 

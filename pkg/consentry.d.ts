@@ -184,9 +184,10 @@ export interface ConnectOptions {
   /** Scopes to ask for, narrower than the provider's configured ones. */
   scope?: string | readonly string[];
   /**
-   * A bank id (TrueLayer's `provider_id`) or a login hint, passed on to the provider. Never
-   * a provider-side user: the Worker names that from its own records (Moneyhub flows refuse
-   * a hint with `invalid_parameter`).
+   * Which bank, or a login hint, passed on to the provider: TrueLayer's `provider_id`,
+   * Moneyhub's bank id (required there, unless the provider's configuration names one; a
+   * malformed one is `invalid_parameter`), an Open Finance hub's `dp_id`, or else
+   * `login_hint`. Never a provider-side user: the Worker names that from its own records.
    */
   providerHint?: string;
 }

@@ -7,16 +7,16 @@
 
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, createHash, randomUUID, sign as rsaSign } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { consentAtBank } from '../lib/bank-user.mjs';
-import { grantConsent, unescapeHtml } from '../lib/flow.mjs';
-import { CookieJar, randomToken, sqlString, startStack } from '../lib/worker-harness.mjs';
+import {
+  describe, expireAccessToken as expireAccessTokenOf, findLeaks, outcomePage, storedFiles, testControl, userHeaders,
+} from '../lib/edge.mjs';
+import { BANK_ACCOUNT, grantConsent, startFlow } from '../lib/flow.mjs';
+import { CookieJar, randomToken, startStack } from '../lib/worker-harness.mjs';
 
 const TEST_TIMEOUT = 120_000;
-const USERS = { usr_alice: 'alice', usr_bob: 'bob', usr_carol: 'carol' };
 
 let stack;
 const flows = []; // { user, consent, location }
@@ -24,28 +24,14 @@ const flows = []; // { user, consent, location }
 before(async () => { stack = await startStack(); }, { timeout: 30 * 60_000 });
 after(async () => { await stack?.stop(); });
 
-function describe(res) {
-  return `HTTP ${res.status}: ${res.body.slice(0, 300)}`;
-}
-
-const headers = (user, extra = {}) => ({ 'X-Consentry': '1', Origin: stack.publicOrigin, Authorization: `Bearer ${user}`, ...extra });
+const headers = (user, extra) => userHeaders(stack, user, extra);
 const api = (path, { user = 'usr_alice', consent } = {}) => stack.workerFetch(`/api/open-finance${path}`, { headers: headers(user, consent ? { 'X-Consentry-Consent': consent } : {}) });
 const fapi = () => stack.fapiBank.issued;
 
-async function expireAccessToken(consentId) {
-  await stack.d1(`UPDATE token_sets SET access_expires_at = ${Math.floor(Date.now() / 1000) - 1} WHERE consent_id = ${sqlString(consentId)}`);
-}
-
-/** The outcome page's error code and outcome. */
-function outcomePage(res) {
-  const main = /<main\b[^>]*\bid="consentry-outcome"[^>]*>/.exec(res.body)?.[0] ?? '';
-  const attribute = (name) => unescapeHtml(new RegExp(`${name}="([^"]*)"`).exec(main)?.[1] ?? '');
-  const outcome = attribute('data-outcome');
-  return { error: attribute('data-error'), outcome: outcome ? JSON.parse(outcome) : null };
-}
+const expireAccessToken = (consentId) => expireAccessTokenOf(stack, consentId);
 
 test('each demo user completes a FAPI 2.0 flow: PAR with a PS256 request object, private_key_jwt, DPoP-bound tokens', { timeout: TEST_TIMEOUT }, async () => {
-  for (const user of Object.keys(USERS)) {
+  for (const user of Object.keys(BANK_ACCOUNT)) {
     const pushesBefore = fapi().pushes.length;
     const proofsBefore = fapi().dpopProofs.length;
     const { outcome, location } = await grantConsent(stack, { user, provider: 'open-finance', hint: 'harbour-bank' });
@@ -80,7 +66,8 @@ test('/api reads a FAPI consent\'s data with a DPoP proof, obeying the data API\
   const proofsBefore = fapi().dpopProofs.length;
   const res = await api('/accounts', { consent });
   assert.equal(res.status, 200, describe(res));
-  assert.ok(res.json().accounts.every((account) => account.id.startsWith('acc-alice-')));
+  const { accounts } = res.json();
+  assert.ok(accounts.length > 0 && accounts.every((account) => account.id.startsWith('acc-alice-')));
   const proofs = fapi().dpopProofs.slice(proofsBefore).filter((proof) => proof.endpoint === 'data');
   assert.ok(proofs.length >= 1, 'a proof went with the call');
   assert.ok(proofs.at(-1).nonce, 'with the data API\'s nonce');
@@ -157,18 +144,10 @@ test('a PAR the platform refuses (a client key it does not know) ends the flow c
 
 test('the platform\'s access_denied, invalid_request and server_error redirects reach the SPA with their codes', { timeout: TEST_TIMEOUT }, async () => {
   for (const code of ['access_denied', 'invalid_request', 'server_error']) {
-    const set = await fetch(`${stack.fapiBank.issuer}/__test/next-authorization-error`, { method: 'POST', body: code });
-    assert.equal(set.status, 200);
-    const jar = new CookieJar();
-    const state = randomToken();
-    const started = await stack.workerFetch('/auth/start', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/x-www-form-urlencoded', Origin: stack.publicOrigin },
-      body: new URLSearchParams({ provider: 'open-finance', state, code_verifier: randomToken(), user: 'usr_bob' }).toString(),
-      jar,
-    });
+    await testControl(stack.fapiBank.issuer, 'next-authorization-error', code);
+    const { res: started, location, jar, state } = await startFlow(stack, { provider: 'open-finance', user: 'usr_bob' });
     assert.equal(started.status, 303, describe(started));
-    const url = await consentAtBank(started.headers.get('location'), { user: 'bob', redirectPrefix: `${stack.publicOrigin}/auth/callback/` });
+    const url = await consentAtBank(location, { user: 'bob', redirectPrefix: `${stack.publicOrigin}/auth/callback/` });
     assert.equal(new URL(url).searchParams.get('error'), code);
     const cb = await stack.workerFetch(url, { jar, crossSite: true });
     assert.equal(cb.status, 400, describe(cb));
@@ -182,19 +161,23 @@ test('the platform\'s access_denied, invalid_request and server_error redirects 
 
 test('a Bearer answer to a DPoP-proved token request is refused, and its tokens revoked', { timeout: TEST_TIMEOUT }, async () => {
   const [before] = await stack.d1('SELECT COUNT(*) AS n FROM consents');
-  const set = await fetch(`${stack.fapiBank.issuer}/__test/token-type`, { method: 'POST', body: 'Bearer' });
-  assert.equal(await set.text(), 'Bearer');
+  const revocationsBefore = fapi().revocations.length;
+  await testControl(stack.fapiBank.issuer, 'token-type', 'Bearer');
   let failure;
   try {
     await grantConsent(stack, { user: 'usr_carol', provider: 'open-finance' });
   } catch (error) {
     failure = error;
   } finally {
-    await fetch(`${stack.fapiBank.issuer}/__test/token-type`, { method: 'POST', body: 'normal' });
+    await testControl(stack.fapiBank.issuer, 'token-type', 'normal');
   }
   assert.match(String(failure?.message), /invalid_token_response/);
   const [after] = await stack.d1('SELECT COUNT(*) AS n FROM consents');
   assert.equal(after.n, before.n, 'no consent stored');
+  // The refused answer's refresh token (which ends the grant) was revoked at the platform.
+  const refreshToken = fapi().tokens.filter((token) => token.type === 'refresh_token').at(-1).value;
+  const revoked = fapi().revocations.slice(revocationsBefore);
+  assert.deepEqual(revoked.map(({ token, status }) => ({ token, status })), [{ token: refreshToken, status: 200 }]);
 });
 
 test('leak scan: no token, code or private key (DPoP or client) in any answer, log or row in clear', async () => {
@@ -206,25 +189,13 @@ test('leak scan: no token, code or private key (DPoP or client) in any answer, l
     ['FAPI client key (d)', stack.secrets.fapiPrivateJwk.d],
   ];
   assert.ok(issued.tokens.length > 0 && issued.codes.length > 0);
-  const places = [...stack.responses.map((res, i) => [`response #${i} (${new URL(res.url).pathname})`, res.raw]), ['logs', stack.logs()]];
-  const leaks = [];
-  for (const [kind, value] of secrets) {
-    for (const [where, text] of places) if (text.includes(value)) leaks.push(`${kind} ${value.slice(0, 8)}... in ${where}`);
-  }
+  const leaks = await findLeaks(stack, secrets, { atRest: true });
   // A DPoP private key is made inside the Worker: no private JWK member may show anywhere.
-  for (const [where, text] of places) if (/"d"\s*:\s*"/.test(text)) leaks.push(`a private JWK member in ${where}`);
-  const files = [];
-  const walk = async (dir) => {
-    for (const entry of await readdir(dir, { withFileTypes: true })) {
-      const full = path.join(dir, entry.name);
-      if (entry.isDirectory()) await walk(full); else files.push(full);
-    }
-  };
-  await walk(stack.persistDir);
-  for (const file of files) {
-    const bytes = (await readFile(file)).toString('latin1');
-    if (/"d"\s*:\s*"/.test(bytes)) leaks.push(`a private JWK member at rest in ${path.basename(file)}`);
-    for (const [kind, value] of secrets) if (bytes.includes(value)) leaks.push(`${kind} at rest in ${path.basename(file)}`);
+  const privateMember = /"d"\s*:\s*"/;
+  for (const [i, res] of stack.responses.entries()) if (privateMember.test(res.raw)) leaks.push(`a private JWK member in response #${i}`);
+  if (privateMember.test(stack.logs())) leaks.push('a private JWK member in the logs');
+  for (const [name, bytes] of await storedFiles(stack)) {
+    if (privateMember.test(bytes.toString('latin1'))) leaks.push(`a private JWK member at rest in ${name}`);
   }
   assert.deepEqual(leaks, []);
 });

@@ -14,7 +14,10 @@ import { after, before, test } from 'node:test';
 
 import { BANKS } from '../../bank/moneyhub.mjs';
 import { answerAtProvider } from '../lib/bank-user.mjs';
-import { BANK_ACCOUNT, grantConsent, outcomeOf, returnToWorker } from '../lib/flow.mjs';
+import {
+  apiError, describe, expireAccessToken as expireAccessTokenOf, findLeaks, outcomePage, testControl, userHeaders,
+} from '../lib/edge.mjs';
+import { BANK_ACCOUNT, grantConsent, returnToWorker, startFlow } from '../lib/flow.mjs';
 import { CookieJar, randomToken, sqlString, startStack } from '../lib/worker-harness.mjs';
 
 const TEST_TIMEOUT = 120_000;
@@ -25,20 +28,13 @@ let stack;
 before(async () => { stack = await startStack(); }, { timeout: 30 * 60_000 });
 after(async () => { await stack?.stop(); });
 
-function describe(res) {
-  return `HTTP ${res.status}: ${res.body.slice(0, 300)}`;
-}
-
-const headers = (user, extra = {}) => ({ 'X-Consentry': '1', Origin: stack.publicOrigin, Authorization: `Bearer ${user}`, ...extra });
+const headers = (user, extra) => userHeaders(stack, user, extra);
+const expireAccessToken = (consentId) => expireAccessTokenOf(stack, consentId);
+const start = (options) => startFlow(stack, options);
 
 /** `GET /api/{provider}{path}` as `user`, for `consent` when given. */
 function api(provider, path, { user = 'usr_alice', consent } = {}) {
   return stack.workerFetch(`/api/${provider}${path}`, { headers: headers(user, consent ? { 'X-Consentry-Consent': consent } : {}) });
-}
-
-async function apiError(res, status, code) {
-  assert.equal(res.status, status, describe(res));
-  assert.equal(res.json().code, code, describe(res));
 }
 
 async function consentsOf(user) {
@@ -49,31 +45,9 @@ async function consentsOf(user) {
 
 const consentOf = async (user, id) => (await consentsOf(user)).find((consent) => consent.id === id);
 
-async function expireAccessToken(consentId) {
-  await stack.d1(`UPDATE token_sets SET access_expires_at = ${Math.floor(Date.now() / 1000) - 1} WHERE consent_id = ${sqlString(consentId)}`);
-}
-
 async function storedConsents() {
   const [row] = await stack.d1('SELECT COUNT(*) AS n FROM consents');
   return row.n;
-}
-
-async function control(base, path, body) {
-  const res = await fetch(`${base}/__test/${path}`, { method: 'POST', body });
-  assert.equal(res.status, 200, `${path}: ${await res.text()}`);
-}
-
-/** POSTs /auth/start for `user` at `provider`; resolves to `{ res, location, jar, state }`. */
-async function start({ user = 'usr_alice', provider, hint, state = randomToken(), jar = new CookieJar() }) {
-  const fields = { provider, state, code_verifier: randomToken(), user };
-  if (hint) fields.provider_hint = hint;
-  const res = await stack.workerFetch('/auth/start', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/x-www-form-urlencoded', Origin: stack.publicOrigin },
-    body: new URLSearchParams(fields).toString(),
-    jar,
-  });
-  return { res, location: res.headers.get('location'), jar, state };
 }
 
 /** A whole flow that may fail: resolves to the outcome it posts (and the page). */
@@ -82,7 +56,7 @@ async function flowOutcome({ user = 'usr_alice', provider, hint }) {
   assert.equal(flow.res.status, 303, describe(flow.res));
   const back = await answerAtProvider(flow.location, { user: BANK_ACCOUNT[user], redirectPrefix: `${stack.publicOrigin}/auth/callback/` });
   const page = await returnToWorker(stack, back, { jar: flow.jar });
-  return { page, outcome: outcomeOf(page), flow };
+  return { page, outcome: outcomePage(page).outcome, flow };
 }
 
 /** The claims of a JWT, unverified (what the test reads off the wire). */
@@ -142,7 +116,7 @@ test('truelayer: a form_post callback without the binding cookie is refused and 
   // The cross-site POST carries the SameSite=None binding cookie, and the flow was not used up.
   const own = await returnToWorker(stack, back, { jar: flow.jar });
   assert.equal(own.status, 200, describe(own));
-  assert.equal(outcomeOf(own).status, 'granted');
+  assert.equal(outcomePage(own).outcome.status, 'granted');
 });
 
 test('truelayer: data in its results envelope, refresh as TrueLayer does it, 401 refreshes, 403 access_denied and an ended connection expire the consent', { timeout: TEST_TIMEOUT }, async () => {
@@ -175,7 +149,7 @@ test('truelayer: data in its results envelope, refresh as TrueLayer does it, 401
 
   // The consent withdrawn at TrueLayer: 403 access_denied ends it here too.
   const connection = stack.truelayer.issued.connections.at(-1).credentialsId;
-  await control(stack.truelayer.url, 'revoke-connection', connection);
+  await testControl(stack.truelayer.url, 'revoke-connection', connection);
   await apiError(await api('truelayer', '/accounts', { user: 'usr_bob', consent }), 401, 'consent_expired');
   assert.equal((await consentOf('usr_bob', consent)).status, 'expired', 'listed as expired: reconnect');
   assert.deepEqual(await stack.d1(`SELECT consent_id FROM token_sets WHERE consent_id = ${sqlString(consent)}`), [], 'its tokens are forgotten');
@@ -184,7 +158,7 @@ test('truelayer: data in its results envelope, refresh as TrueLayer does it, 401
   // A connection past its 90 days: data calls answer 401, the refresh that follows is
   // invalid_grant, and the consent lapses.
   const second = (await grantConsent(stack, { user: 'usr_bob', provider: 'truelayer', hint: 'mock' })).outcome.consent.id;
-  await control(stack.truelayer.url, 'expire-connection', stack.truelayer.issued.connections.at(-1).credentialsId);
+  await testControl(stack.truelayer.url, 'expire-connection', stack.truelayer.issued.connections.at(-1).credentialsId);
   const refreshes = truelayerTokenRequests('refresh_token').length;
   await apiError(await api('truelayer', '/accounts', { user: 'usr_bob', consent: second }), 401, 'consent_expired');
   assert.equal(truelayerTokenRequests('refresh_token').length, refreshes + 1, 'the 401 got one refresh, which TrueLayer refused');
@@ -284,7 +258,7 @@ test('moneyhub: data through /api with client_credentials tokens minted with the
   assert.equal(mints().length, mintsBefore + 2, 'one mint for ten callers');
 
   // Moneyhub stops taking the data tokens: a 401, one fresh mint, and the call goes through.
-  await control(stack.moneyhub.url, 'expire-data-tokens', '');
+  await testControl(stack.moneyhub.url, 'expire-data-tokens', '');
   const again = await api('moneyhub', '/accounts', { consent });
   assert.equal(again.status, 200, describe(again));
   assert.equal(mints().length, mintsBefore + 3);
@@ -293,15 +267,15 @@ test('moneyhub: data through /api with client_credentials tokens minted with the
 test('moneyhub: an id_token whose sub is not the profile, or that names no connection, is refused: nothing stored, the tokens revoked', { timeout: TEST_TIMEOUT }, async () => {
   assert.ok(await aliceProfile(), 'needs the flows above');
   const revocations = () => moneyhubRequests('POST', '/oidc/token/revocation').length;
-  for (const [control_, body] of [['next-id-token-sub', 'somebody-elses-profile'], ['next-id-token-without-con-id', '']]) {
+  for (const [name, body] of [['next-id-token-sub', 'somebody-elses-profile'], ['next-id-token-without-con-id', '']]) {
     const stored = await storedConsents();
     const revokedBefore = revocations();
-    await control(stack.moneyhub.url, control_, body);
+    await testControl(stack.moneyhub.url, name, body);
     const { outcome } = await flowOutcome({ provider: 'moneyhub', hint: HARBOUR.id });
-    assert.equal(outcome.status, 'failed', control_);
-    assert.equal(outcome.error, 'id_token_invalid', `${control_}: ${outcome.error_description}`);
-    assert.equal(await storedConsents(), stored, `${control_}: no consent stored`);
-    assert.equal(revocations(), revokedBefore + 1, `${control_}: the tokens Moneyhub issued were revoked there (RFC 7009)`);
+    assert.equal(outcome.status, 'failed', name);
+    assert.equal(outcome.error, 'id_token_invalid', `${name}: ${outcome.error_description}`);
+    assert.equal(await storedConsents(), stored, `${name}: no consent stored`);
+    assert.equal(revocations(), revokedBefore + 1, `${name}: the tokens Moneyhub issued were revoked there (RFC 7009)`);
   }
 });
 
@@ -338,11 +312,11 @@ test('moneyhub: revoking one consent deletes that connection at Moneyhub and lea
   const goneAccount = (await consentOf('usr_alice', gone)).account;
   // Moneyhub failing to delete it: the consent is not called revoked (the connection would
   // stay readable through the profile), and the user can try again.
-  await control(stack.moneyhub.url, 'connection-deletes', 'fail');
+  await testControl(stack.moneyhub.url, 'connection-deletes', 'fail');
   await apiError(await stack.workerFetch(`/auth/consents/${gone}`, { method: 'DELETE', headers: headers('usr_alice') }), 502, 'revocation_failed');
   assert.equal((await consentOf('usr_alice', gone)).status, 'active');
   assert.ok(stack.moneyhub.profiles.get(profile).connections.has(goneAccount));
-  await control(stack.moneyhub.url, 'connection-deletes', 'normal');
+  await testControl(stack.moneyhub.url, 'connection-deletes', 'normal');
   const res = await stack.workerFetch(`/auth/consents/${gone}`, { method: 'DELETE', headers: headers('usr_alice') });
   assert.equal(res.status, 200, describe(res));
   assert.equal(res.json().provider_revoked, true, 'Moneyhub confirmed');
@@ -384,7 +358,7 @@ test('connect: a flow for each demo user with client_secret_post; the JWT access
   assert.equal(info.json().email, 'bob@bank.example');
   // Without openid there is no id_token: the verified access token alone names the account.
   const { outcome } = await grantConsent(stack, { user: 'usr_alice', provider: 'connect-rs256' });
-  assert.equal(stack.connectRs256.issued.idTokens.length, 0, 'no id_token issued');
+  assert.equal(stack.connectRs256.issued.idTokens.length, 0, '(the setup: connect-rs256 asks no openid, so no id_token)');
   const accessToken = stack.connectRs256.issued.accessTokens.at(-1).value;
   assert.equal((await consentOf('usr_alice', outcome.consent.id)).account, claimsOf(accessToken).sub);
 });
@@ -403,7 +377,7 @@ test('connect: our state stays within its 255 characters; a longer one is refuse
   assert.equal(new URL(flow.location).searchParams.get('state').length, 255);
   const back = await answerAtProvider(flow.location, { user: 'alice', redirectPrefix: `${stack.publicOrigin}/auth/callback/` });
   const page = await returnToWorker(stack, back, { jar });
-  assert.equal(outcomeOf(page).status, 'granted', describe(page));
+  assert.equal(outcomePage(page).outcome.status, 'granted', describe(page));
 });
 
 test('connect: an access token with a bad signature, wrong aud, past exp (or wrong iss, future iat, no sub, alg none, HS256 from an RS256 provider) is refused with nothing stored', { timeout: TEST_TIMEOUT }, async () => {
@@ -412,7 +386,7 @@ test('connect: an access token with a bad signature, wrong aud, past exp (or wro
   for (const [emulation, provider, extra] of [[stack.connect, 'connect', []], [stack.connectRs256, 'connect-rs256', ['hs256-secret']]]) {
     for (const fault of [...faults, ...extra]) {
       const stored = await storedConsents();
-      await control(emulation.issuer, 'next-access-token', fault);
+      await testControl(emulation.issuer, 'next-access-token', fault);
       const { outcome } = await flowOutcome({ provider });
       assert.equal(emulation.issued.accessTokens.at(-1).fault, fault, `${provider} ${fault}: the emulation issued the fault`);
       assert.equal(outcome.status, 'failed', `${provider} ${fault}`);
@@ -441,7 +415,7 @@ test('connect: userinfo through /api; refresh rotates the refresh token, and a r
       assert.equal(refresh.form.refresh_token, presented, `${provider} round ${round}: the newest refresh token`);
     }
     // A refresh that brings back an access token that does not verify ends the consent.
-    await control(emulation.issuer, 'next-access-token', 'bad-signature');
+    await testControl(emulation.issuer, 'next-access-token', 'bad-signature');
     await expireAccessToken(consent);
     await apiError(await api(provider, '/userinfo', { user: 'usr_carol', consent }), 401, 'consent_expired');
     assert.equal((await consentOf('usr_carol', consent)).status, 'expired', provider);
@@ -453,17 +427,17 @@ test('connect-rs256: a refreshed token that cannot be checked just now (a new ke
   const { outcome } = await grantConsent(stack, { user: 'usr_bob', provider: 'connect-rs256' });
   const consent = outcome.consent.id;
   assert.equal((await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent })).status, 200);
-  await control(emulation.issuer, 'rotate-key', '');
-  await control(emulation.issuer, 'jwks', 'down');
+  await testControl(emulation.issuer, 'rotate-key', '');
+  await testControl(emulation.issuer, 'jwks', 'down');
   try {
     const before = connectTokenRequests(emulation, 'refresh_token').length;
     await expireAccessToken(consent);
     await apiError(await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent }), 502, 'refresh_failed');
     assert.equal(connectTokenRequests(emulation, 'refresh_token').length, before + 1, 'the refresh was made; its token could not be checked');
-    assert.equal(emulation.issued.idTokens.length, 0, 'no id_token: the access token was what could not be checked');
+    assert.equal(emulation.issued.idTokens.length, 0, '(the setup: no id_token, so the access token was what could not be checked)');
     assert.equal((await consentOf('usr_bob', consent)).status, 'active', 'not lapsed: nothing was wrong with the token');
   } finally {
-    await control(emulation.issuer, 'jwks', 'up');
+    await testControl(emulation.issuer, 'jwks', 'up');
   }
   // The refresh token that refresh got was kept: the next refresh presents it (Connect would
   // revoke the grant for a rotated-away one) and its token checks out against the new key.
@@ -480,4 +454,41 @@ test('connect: revoking forgets the tokens (no revocation endpoint is configured
   assert.equal(res.json().status, 'revoked');
   assert.equal(res.json().provider_revoked, false);
   await apiError(await api('connect', '/userinfo', { consent: outcome.consent.id }), 403, 'consent_expired');
+});
+
+test('leak scan: no TrueLayer, Moneyhub or Connect token, code, client secret or key in anything the Worker said, logged or stored', async () => {
+  await new Promise((resolve) => { setTimeout(resolve, 500); }); // the last request log lines
+  const jwtParts = (kind, token) => {
+    const [, payload, signature] = token.split('.');
+    return signature ? [[kind, token], [`${kind} signature`, signature], [`${kind} payload`, payload]] : [[kind, token]];
+  };
+  const { truelayer, moneyhub, connect, connectRs256 } = stack;
+  const secrets = [
+    ...truelayer.issued.codes.map((code) => ['TrueLayer code', code]),
+    ...truelayer.issued.accessTokens.flatMap((token) => jwtParts('TrueLayer access token', token)),
+    ...truelayer.issued.refreshTokens.map((token) => ['TrueLayer refresh token', token]),
+    ...moneyhub.issued.codes.map((code) => ['Moneyhub code', code]),
+    ...moneyhub.issued.accessTokens.map((token) => ['Moneyhub access token', token]),
+    ...moneyhub.issued.idTokens.flatMap((token) => jwtParts('Moneyhub id_token', token)),
+    ...moneyhub.issued.dataTokens.map((token) => ['Moneyhub data token', token]),
+    ...[connect, connectRs256].flatMap((emulation) => [
+      ...emulation.issued.codes.map(({ code }) => ['Connect code', code]),
+      ...emulation.issued.accessTokens.flatMap(({ value }) => jwtParts('Connect access token', value)),
+      ...emulation.issued.refreshTokens.map(({ value }) => ['Connect refresh token', value]),
+      ...emulation.issued.idTokens.flatMap(({ value }) => jwtParts('Connect id_token', value)),
+    ]),
+    // The verifiers the Worker sent the providers (each exchange's code_verifier).
+    ...[truelayer, moneyhub, connect, connectRs256].flatMap((emulation) => emulation.requests)
+      .map((req) => req.form?.code_verifier).filter(Boolean).map((verifier) => ['code_verifier', verifier]),
+    ['TrueLayer client secret', stack.secrets.truelayerClientSecret],
+    ['Connect client secret', stack.secrets.connectClientSecret],
+    ['Moneyhub client key (d)', stack.secrets.moneyhubPrivateJwk.d],
+  ];
+  for (const [kind, minimum] of [['TrueLayer access token', 3], ['Moneyhub data token', 1], ['Connect access token', 3], ['code_verifier', 3]]) {
+    assert.ok(secrets.filter(([k]) => k === kind).length >= minimum, `the scan has ${kind}s to look for`);
+  }
+  // The Worker's own log lines reach the scanned logs (else the log scan proves nothing).
+  assert.match(stack.logs(), /consentry: callback provider=truelayer http=200/);
+  assert.match(stack.logs(), /consentry: callback provider=moneyhub http=400 code=id_token_invalid/);
+  assert.deepEqual(await findLeaks(stack, secrets, { atRest: true }), []);
 });

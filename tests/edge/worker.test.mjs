@@ -8,12 +8,13 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { consentAtBank } from '../lib/bank-user.mjs';
-import { BANK_ACCOUNT, unescapeHtml } from '../lib/flow.mjs';
+import { apiError, describe, findLeaks, outcomePage, storedFiles, testControl } from '../lib/edge.mjs';
+import { BANK_ACCOUNT } from '../lib/flow.mjs';
 import { CookieJar, parseSetCookie, randomToken, ROOT, sqlString, startStack } from '../lib/worker-harness.mjs';
 
 const DEMO_USERS = [
@@ -55,30 +56,12 @@ after(async () => {
 // Helpers: one simulated browser = one CookieJar; every request goes through
 // stack.workerFetch, which records every response for the leak scan at the end.
 
-function describe(res) {
-  return `HTTP ${res.status}: ${res.body.slice(0, 400)}`;
-}
-
 function apiHeaders(extra = {}) {
   return { 'X-Consentry': '1', Origin: stack.publicOrigin, ...extra };
 }
 
 function bindingCookieOf(res) {
   return res.setCookies.map(parseSetCookie).find((cookie) => cookie?.name.startsWith(BINDING_PREFIX));
-}
-
-/** The outcome page's `<main id="consentry-outcome">`: `{ error, outcome, targetOrigin }`. */
-function outcomePage(res) {
-  const main = res.body.match(/<main\b[^>]*\bid="consentry-outcome"[^>]*>/);
-  assert.ok(main, `no <main id="consentry-outcome"> in ${describe(res)}`);
-  const attributes = {};
-  for (const [, name, value] of main[0].matchAll(/([\w-]+)="([^"]*)"/g)) attributes[name] = unescapeHtml(value);
-  const outcomeText = attributes['data-outcome'] ?? '';
-  let outcome = null;
-  if (outcomeText) {
-    try { outcome = JSON.parse(outcomeText); } catch { assert.fail(`data-outcome is not JSON: ${outcomeText}`); }
-  }
-  return { error: attributes['data-error'] ?? '', outcome, targetOrigin: attributes['data-target-origin'] ?? '' };
 }
 
 /** The callback page's headers: strict CSP whose script hash matches the one inline script. */
@@ -224,14 +207,6 @@ async function browserWithSession(user) {
   return sessions.get(user);
 }
 
-async function apiError(res, status, code) {
-  assert.equal(res.status, status, describe(res));
-  let body;
-  try { body = res.json(); } catch { assert.fail(`not JSON: ${describe(res)}`); }
-  assert.equal(body.code, code, describe(res));
-  assert.equal(typeof body.description, 'string');
-}
-
 async function listConsents(jar) {
   const res = await stack.workerFetch('/auth/consents', { headers: apiHeaders(), jar });
   assert.equal(res.status, 200, `consents: ${describe(res)}`);
@@ -242,10 +217,7 @@ async function outcomeOf(jar, state, headers = apiHeaders()) {
   return stack.workerFetch(`/auth/outcome?state=${encodeURIComponent(state)}`, { headers, jar });
 }
 
-async function setTokenMode(mode) {
-  const res = await fetch(`${stack.issuer}/__test/token-mode`, { method: 'POST', body: mode });
-  assert.equal(await res.text(), mode);
-}
+const setTokenMode = (mode) => testControl(stack.issuer, 'token-mode', mode);
 
 function exchangesOf(code) {
   return stack.issued.exchanges.filter((exchange) => exchange.code === code);
@@ -993,34 +965,23 @@ test('after the bank rotates its signing key, the Worker refetches its JWKS once
 
 
 test('at rest: the local D1 holds no code, verifier, token or cookie value in clear', async () => {
-  const files = [];
-  const walk = async (dir) => {
-    for (const entry of await readdir(dir, { withFileTypes: true })) {
-      const full = path.join(dir, entry.name);
-      if (entry.isDirectory()) await walk(full); else files.push(full);
-    }
-  };
-  await walk(stack.persistDir);
-  const data = await Promise.all(files.map(async (file) => [path.relative(stack.persistDir, file), await readFile(file)]));
-  assert.ok(data.some(([name]) => name.endsWith('.sqlite')), 'found the D1 database');
-  const secrets = new Map();
-  for (const token of stack.issued.tokens) secrets.set(token.value, token.type);
-  for (const { code } of stack.issued.codes) secrets.set(code, 'authorization code');
-  for (const verifier of sentVerifiers) secrets.set(verifier, 'code_verifier');
+  const files = await storedFiles(stack);
+  assert.ok(files.some(([name]) => name.endsWith('.sqlite')), 'found the D1 database');
+  const secrets = [
+    ...stack.issued.tokens.map((token) => [token.type, token.value]),
+    ...stack.issued.codes.map(({ code }) => ['authorization code', code]),
+    ...[...sentVerifiers].map((verifier) => ['code_verifier', verifier]),
+  ];
   for (const res of stack.responses) {
     for (const [name, value] of res.headers) {
       if (name !== 'set-cookie') continue;
       const cookie = parseSetCookie(value);
-      if (cookie?.value && !cookie.cleared) secrets.set(cookie.value, `cookie ${cookie.name}`);
+      if (cookie?.value && !cookie.cleared) secrets.push([`cookie ${cookie.name}`, cookie.value]);
     }
   }
   assert.ok(stack.issued.tokens.length > 0 && sentVerifiers.size > 0);
-  const found = [];
-  for (const [value, kind] of secrets) {
-    const needle = Buffer.from(value, 'utf8');
-    for (const [name, bytes] of data) if (bytes.includes(needle)) found.push(`${kind} ${value.slice(0, 10)}... in ${name}`);
-  }
-  assert.deepEqual(found, []);
+  const leaks = (await findLeaks(stack, secrets, { atRest: true })).filter((leak) => leak.endsWith('(at rest)'));
+  assert.deepEqual(leaks, []);
 });
 
 test('leak scan: no code, verifier or token in anything the Worker said or logged', async () => {
@@ -1056,15 +1017,5 @@ test('leak scan: no code, verifier or token in anything the Worker said or logge
   assert.match(stack.logs(), /consentry: callback provider=local-bank http=400 code=token_exchange_failed/);
   console.log(`leak scan: ${secrets.size} secrets (${count('access_token')} access, ${count('refresh_token')} refresh, ${count('id_token')} id tokens, ${issued.codes.length} codes, ${sentVerifiers.size} verifiers) over ${stack.responses.length} responses and ${stack.logs().length} bytes of logs`);
 
-  const places = [
-    ...stack.responses.map((res, i) => [`response #${i} (${res.method} ${new URL(res.url).pathname} -> ${res.status})`, res.raw]),
-    ['wrangler logs', stack.logs()],
-  ];
-  const leaks = [];
-  for (const [value, kind] of secrets) {
-    for (const [where, text] of places) {
-      if (text.includes(value)) leaks.push(`${kind} ${value.slice(0, 10)}... in ${where}`);
-    }
-  }
-  assert.deepEqual(leaks, []);
+  assert.deepEqual(await findLeaks(stack, [...secrets].map(([value, kind]) => [kind, value])), []);
 });

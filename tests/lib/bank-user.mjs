@@ -1,20 +1,21 @@
 // An account holder at a local provider (the bank, the FAPI hub, the TrueLayer, Moneyhub and
 // Connect emulations), over plain HTTP: follows the authorization request through the
-// provider's pages (bank picker, login, consent) and stops at the way back to the client.
-// Every emulation's pages follow one convention: a form with a hidden `prompt` of
-// `select_provider` (a button per bank, `name="provider_id"`), `login` (`login`, `password`)
-// or `consent` (buttons `name="decision"`, `allow` or `deny`).
+// provider's login and consent pages and stops at the way back to the client. Every
+// provider's pages follow one convention: a form with a hidden `prompt` of `login`
+// (`login`, `password`) or `consent` (buttons `name="decision"`, `allow` or `deny`). The
+// flows name their bank (`provider_hint`), so no bank picker is met.
 
+import { unescapeHtml } from './edge.mjs';
 import { CookieJar } from './worker-harness.mjs';
 
 /**
- * Walks `authorizationUrl` as `user` (password = username unless given), picking `bank` at a
- * bank picker (the first one offered unless given), allowing or denying consent. Resolves to
+ * Walks `authorizationUrl` as `user` (password = username unless given), allowing or denying
+ * consent. Resolves to
  * how the provider sends the browser back to the client, not yet sent:
  * `{ method: 'GET', url }` for a redirect, `{ method: 'POST', url, body }` for a `form_post`
  * page (its auto-submitting form, the body form-encoded).
  */
-export async function answerAtProvider(authorizationUrl, { user, password = user, decision = 'allow', bank, redirectPrefix }) {
+export async function answerAtProvider(authorizationUrl, { user, password = user, decision = 'allow', redirectPrefix }) {
   const jar = new CookieJar();
   let url = authorizationUrl;
   let form = null;
@@ -36,12 +37,7 @@ export async function answerAtProvider(authorizationUrl, { user, password = user
     const html = await response.text();
     const posted = formPost(html, redirectPrefix);
     if (posted) return posted;
-    if (html.includes('name="prompt" value="select_provider"')) {
-      const offered = [...html.matchAll(/name="provider_id" value="([^"]+)"/g)].map((match) => match[1]);
-      const choice = bank ?? offered[0];
-      if (!offered.includes(choice)) throw new Error(`the bank picker offers no ${choice} (${offered.join(', ')})`);
-      form = { prompt: 'select_provider', provider_id: choice };
-    } else if (html.includes('name="prompt" value="login"')) {
+    if (html.includes('name="prompt" value="login"')) {
       form = { prompt: 'login', login: user, password };
     } else if (html.includes('name="prompt" value="consent"')) {
       form = { prompt: 'consent', decision };
@@ -62,25 +58,18 @@ export async function consentAtBank(authorizationUrl, options) {
   return back.url;
 }
 
-/** The auto-submitting `form_post` form of a page (RFC: OAuth 2.0 Form Post Response Mode), if it posts to `redirectPrefix`. */
+/** The auto-submitting form of a `form_post` page (OAuth 2.0 Form Post Response Mode), if it posts to `redirectPrefix`. */
 function formPost(html, redirectPrefix) {
   const form = /<form[^>]*method="post"[^>]*action="([^"]+)"[^>]*>([\s\S]*?)<\/form>/i.exec(html)
     ?? /<form[^>]*action="([^"]+)"[^>]*method="post"[^>]*>([\s\S]*?)<\/form>/i.exec(html);
   if (!form) return null;
-  const action = decodeEntities(form[1]);
+  const action = unescapeHtml(form[1]);
   if (!redirectPrefix || !action.startsWith(redirectPrefix)) return null;
   const fields = new URLSearchParams();
   for (const input of form[2].matchAll(/<input[^>]*>/gi)) {
     const name = /name="([^"]*)"/.exec(input[0]);
     const value = /value="([^"]*)"/.exec(input[0]);
-    if (name && /type="hidden"/i.test(input[0])) fields.append(decodeEntities(name[1]), decodeEntities(value?.[1] ?? ''));
+    if (name && /type="hidden"/i.test(input[0])) fields.append(unescapeHtml(name[1]), unescapeHtml(value?.[1] ?? ''));
   }
   return { method: 'POST', url: action, body: fields.toString() };
-}
-
-function decodeEntities(text) {
-  return text
-    .replace(/&#x([0-9a-f]+);/gi, (_, hex) => String.fromCodePoint(parseInt(hex, 16)))
-    .replace(/&#(\d+);/g, (_, dec) => String.fromCodePoint(Number(dec)))
-    .replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
 }

@@ -62,6 +62,18 @@ pub fn jwk_thumbprint(public_jwk: &Map<String, Value>) -> Result<String> {
     ))
 }
 
+/// The public key of a private JWK: its required public members only
+/// ([RFC 7638 §3.2](https://www.rfc-editor.org/rfc/rfc7638#section-3.2)), what a DPoP proof's
+/// `jwk` header carries. Fails with [`ErrorCode::JwkInvalid`] for another `kty` or a missing
+/// member.
+pub fn public_jwk(private_jwk: &Map<String, Value>) -> Result<Map<String, Value>> {
+    let members = thumbprint_members(jwk_string(private_jwk, "kty")?)?;
+    members
+        .iter()
+        .map(|&member| Ok((member.to_owned(), jwk_string(private_jwk, member)?.into())))
+        .collect()
+}
+
 fn check_public_jwk(alg: JwsAlgorithm, public_jwk: &Map<String, Value>) -> Result<()> {
     alg.require_asymmetric("a DPoP proof")?;
     if let Some(member) = PRIVATE_MEMBERS
@@ -247,6 +259,18 @@ fn asks_for_dpop_nonce(www_authenticate: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_private_jwks_public_half_is_its_required_public_members() {
+        let private = serde_json::json!({"kty": "EC", "crv": "P-256", "x": "X", "y": "Y", "d": "D", "ext": true, "key_ops": ["sign"]});
+        let public = public_jwk(private.as_object().expect("object")).expect("public");
+        assert_eq!(
+            Value::Object(public),
+            serde_json::json!({"kty": "EC", "crv": "P-256", "x": "X", "y": "Y"})
+        );
+        let broken = serde_json::json!({"kty": "EC", "crv": "P-256", "x": "X"});
+        assert!(public_jwk(broken.as_object().expect("object")).is_err());
+    }
     use crate::encoding::base64url_decode;
     use serde_json::json;
 

@@ -311,6 +311,20 @@ sdk_error_codes! {
 }
 
 impl ErrorCode {
+    /// Whether the code says a JWT was refused for what it is (malformed, an algorithm not
+    /// allowed, `crit`, a bad signature, a key its issuer does not publish), as against one
+    /// that could not be checked just now (its JWKS unreachable).
+    pub fn is_jwt_rejection(&self) -> bool {
+        matches!(
+            self,
+            ErrorCode::JwtMalformed
+                | ErrorCode::JwtAlgNotAllowed
+                | ErrorCode::JwtCritUnsupported
+                | ErrorCode::JwtSignatureInvalid
+                | ErrorCode::JwkNotFound
+        )
+    }
+
     /// The HTTP status the Worker answers a JSON route with when it fails with this code:
     /// 401 without a session, 403 for a refused caller or a consent that cannot be used,
     /// 404 for nothing to show, 409 for an ambiguous consent, 500 for consentry's own
@@ -401,7 +415,9 @@ fn sanitize_description(description: &str) -> String {
 
 /// A consentry failure: a stable [`ErrorCode`] and a human description.
 ///
-/// The description explains; it never quotes a response body, a JWT or a credential.
+/// The description explains; it never quotes a response body, a JWT or a credential. The one
+/// text from outside is a provider's `error_description` ([`Error::oauth`]), sanitized, and
+/// withheld where it could echo what was sent ([`Error::withholding`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     code: ErrorCode,
@@ -444,6 +460,24 @@ impl Error {
             );
         }
         Error::new(code, sanitize_description(description.unwrap_or_default()))
+    }
+
+    /// This error, its description dropped if it holds any of `sent`: the secrets of the
+    /// request it answers (an authorization code, a verifier, a client secret), which a
+    /// provider echoing its input in `error_description` would otherwise show to the user
+    /// and store with the outcome. Empty values are ignored.
+    pub fn withholding(self, sent: &[&str]) -> Self {
+        let echoes = sent
+            .iter()
+            .any(|secret| !secret.is_empty() && self.description.contains(secret));
+        match echoes {
+            true => Error {
+                description: "the provider's description was withheld: it repeated a credential"
+                    .to_owned(),
+                code: self.code,
+            },
+            false => self,
+        }
     }
 
     /// The stable code.
@@ -539,6 +573,17 @@ mod tests {
             ErrorCode::parse("access_denied"),
             ErrorCode::OAuth(OAuthErrorCode::AccessDenied)
         );
+    }
+
+    #[test]
+    fn a_description_that_echoes_a_credential_is_withheld() {
+        let echoed = Error::oauth("invalid_grant", Some("code SplxlOBe is not valid"));
+        let withheld = echoed.clone().withholding(&["", "SplxlOBe"]);
+        assert_eq!(withheld.code(), echoed.code(), "the code stays");
+        assert!(!withheld.description().contains("SplxlOBe"));
+        assert!(withheld.description().contains("withheld"));
+        let plain = Error::oauth("invalid_grant", Some("the code expired"));
+        assert_eq!(plain.clone().withholding(&["SplxlOBe", ""]), plain);
     }
 
     #[test]

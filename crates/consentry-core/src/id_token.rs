@@ -208,13 +208,15 @@ pub struct AccessTokenClaims {
 /// trusts the grant (a Connect provider's; [RFC 7519 §4.1](https://www.rfc-editor.org/rfc/rfc7519#section-4.1),
 /// [RFC 9068 §4](https://www.rfc-editor.org/rfc/rfc9068#section-4)): `iss` is the issuer
 /// exactly, `aud` (a string or an array) contains this client, `exp` has not passed, `iat` is
-/// present and not in the future, `nbf` (if present) has passed, `sub` is 1-255 characters,
-/// each within `clock_tolerance` seconds. Every failure is
-/// [`ErrorCode::TokenExchangeFailed`], its description naming the claim.
+/// present and not in the future, `nbf` (if present) has passed, `sub` is 1-255 characters
+/// and, when `subject` is given, exactly it (the id_token's, or the grant's), each within
+/// `clock_tolerance` seconds. Every failure is [`ErrorCode::TokenExchangeFailed`], its
+/// description naming the claim.
 pub fn validate_jwt_access_token_claims(
     jwt: &VerifiedJwt,
     issuer: &IssuerUrl,
     client_id: &ClientId,
+    subject: Option<&str>,
     now: u64,
     clock_tolerance: u64,
 ) -> Result<AccessTokenClaims> {
@@ -229,7 +231,7 @@ pub fn validate_jwt_access_token_claims(
     let iat = claims.required_numeric_date("iat")?;
     window.check_not_in_future(&claims, "iat", iat)?;
     check_not_before(&claims, window)?;
-    let sub = check_subject(&claims, None)?;
+    let sub = check_subject(&claims, subject)?;
     Ok(AccessTokenClaims {
         sub: sub.to_owned(),
         exp,
@@ -656,7 +658,7 @@ mod tests {
     fn validate_access_token(claims: &Value) -> Result<AccessTokenClaims> {
         let issuer = IssuerUrl::parse(ISSUER).expect("valid issuer");
         let jwt = verified_hs256(claims);
-        validate_jwt_access_token_claims(&jwt, &issuer, &ClientId::new(CLIENT), NOW, 0)
+        validate_jwt_access_token_claims(&jwt, &issuer, &ClientId::new(CLIENT), None, NOW, 0)
     }
 
     #[test]
@@ -669,6 +671,21 @@ mod tests {
                 exp: NOW + 60
             }
         );
+        let issuer = IssuerUrl::parse(ISSUER).expect("valid issuer");
+        let jwt = verified_hs256(&access_token_claims());
+        let expect = |subject| {
+            validate_jwt_access_token_claims(
+                &jwt,
+                &issuer,
+                &ClientId::new(CLIENT),
+                Some(subject),
+                NOW,
+                0,
+            )
+            .map_err(|error| error.code().clone())
+        };
+        assert!(expect("u").is_ok(), "the expected user");
+        assert_eq!(expect("someone-else"), Err(ErrorCode::TokenExchangeFailed));
         let mut string_aud = access_token_claims();
         string_aud["aud"] = json!(CLIENT);
         assert!(validate_access_token(&string_aud).is_ok());

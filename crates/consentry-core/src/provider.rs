@@ -702,35 +702,21 @@ impl ProviderConfig {
         if self.profile != Profile::Moneyhub {
             return Ok(scopes);
         }
-        // The profile is bound through the id_token: no openid, no binding (checked here,
-        // before any profile is made for a flow that could not use it).
-        if !scopes.contains("openid") {
-            return Err(Error::new(
-                ErrorCode::InvalidParameter,
-                "a moneyhub flow needs the openid scope: its profile is checked in the id_token",
-            ));
-        }
-        let hint = provider_hint.filter(|hint| !hint.is_empty());
-        let Some(bank) = hint else {
-            return match scopes
-                .iter()
-                .filter(|scope| scope.starts_with("id:"))
-                .count()
-            {
-                1 => Ok(scopes),
-                _ => Err(Error::new(
-                    ErrorCode::InvalidParameter,
-                    "a moneyhub flow connects one bank: provider_hint names its bank id",
-                )),
-            };
+        let scopes = match provider_hint.filter(|hint| !hint.is_empty()) {
+            Some(bank) => {
+                let bank_scope = crate::moneyhub::bank_scope(bank)?;
+                Scopes::from_tokens(
+                    scopes
+                        .iter()
+                        .filter(|scope| !scope.starts_with("id:"))
+                        .chain([bank_scope.as_str()]),
+                )?
+            }
+            None => scopes,
         };
-        let bank_scope = crate::moneyhub::bank_scope(bank)?;
-        Scopes::from_tokens(
-            scopes
-                .iter()
-                .filter(|scope| !scope.starts_with("id:"))
-                .chain([bank_scope.as_str()]),
-        )
+        // Checked here, before any profile is made for a flow that could not use it.
+        check_moneyhub_scopes(&scopes, provider_hint)?;
+        Ok(scopes)
     }
 
     /// The name of the Worker secret holding this provider's client secret:
@@ -796,12 +782,13 @@ impl ProviderConfig {
             }
             (false, _) => {}
         }
-        self.apply_extras(request, provider_hint, provider_user)
+        self.apply_extras(request, scopes, provider_hint, provider_user)
     }
 
     fn apply_extras(
         &self,
         mut request: AuthorizationRequest,
+        scopes: &Scopes,
         provider_hint: Option<&str>,
         provider_user: Option<&str>,
     ) -> Result<AuthorizationRequest> {
@@ -828,30 +815,7 @@ impl ProviderConfig {
                 // The hint is the bank, already in the scopes as `id:<bankId>`
                 // (flow_scopes); the profile a consent is recorded against is never the
                 // browser's pick: anyone could aim their connection at another's profile.
-                let scope = request.param("scope").unwrap_or_default();
-                let banks = scope.split(' ').filter(|s| s.starts_with("id:")).count();
-                match hint {
-                    Some(hint) if !scope.split(' ').any(|s| s.strip_prefix("id:") == Some(hint)) => {
-                        return Err(Error::new(
-                            ErrorCode::InvalidParameter,
-                            "a moneyhub flow's provider_hint is the bank, and must be its id: scope",
-                        ))
-                    }
-                    _ if banks != 1 => {
-                        return Err(Error::new(
-                            ErrorCode::InvalidParameter,
-                            "a moneyhub flow connects exactly one bank (one id: scope)",
-                        ))
-                    }
-                    _ => {}
-                }
-                // The profile is bound through the id_token: no openid, no binding.
-                if !scope.split(' ').any(|s| s == "openid") {
-                    return Err(Error::new(
-                        ErrorCode::InvalidParameter,
-                        "a moneyhub flow needs the openid scope: its profile is checked in the id_token",
-                    ));
-                }
+                check_moneyhub_scopes(scopes, hint)?;
                 let sub = provider_user.ok_or_else(|| {
                     Error::new(
                         ErrorCode::ProviderUserMissing,
@@ -973,6 +937,30 @@ impl ProfileExtras {
             data_scopes,
             access_token_signing_algs,
         })
+    }
+}
+
+/// What a Moneyhub flow's scopes must hold: `openid` (the profile is bound through the
+/// id_token: no openid, no binding) and exactly one bank, `id:<bankId>`, the hint's when one
+/// names it.
+fn check_moneyhub_scopes(scopes: &Scopes, provider_hint: Option<&str>) -> Result<()> {
+    let refused = |why: &str| Err(Error::new(ErrorCode::InvalidParameter, why.to_owned()));
+    if !scopes.contains("openid") {
+        return refused(
+            "a moneyhub flow needs the openid scope: its profile is checked in the id_token",
+        );
+    }
+    let mut banks = scopes.iter().filter_map(|scope| scope.strip_prefix("id:"));
+    match (
+        banks.next(),
+        banks.next(),
+        provider_hint.filter(|hint| !hint.is_empty()),
+    ) {
+        (Some(bank), None, Some(hint)) if bank != hint => {
+            refused("a moneyhub flow's provider_hint is the bank, and must be its id: scope")
+        }
+        (Some(_), None, _) => Ok(()),
+        _ => refused("a moneyhub flow connects exactly one bank: provider_hint names its bank id"),
     }
 }
 

@@ -97,6 +97,12 @@ impl AuthorizationCodeGrant {
         })
     }
 
+    /// The code and the verifier this grant presents: what a provider's error description
+    /// must not repeat ([`Error::withholding`](crate::Error::withholding)).
+    pub fn secrets(&self) -> [&str; 2] {
+        [self.code.secret(), self.verifier.secret()]
+    }
+
     /// The token request, authenticated with `auth`.
     pub fn token_request(
         &self,

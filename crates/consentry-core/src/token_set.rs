@@ -85,6 +85,26 @@ impl TokenSet {
         }
     }
 
+    /// The tokens a token endpoint's answer holds even though the answer was refused (a 200
+    /// whose `expires_in` or `id_token` does not hold up): the provider issued them all the
+    /// same, so they are to be revoked. `None` when the body names no access token.
+    pub fn issued_in(body: &[u8]) -> Option<Self> {
+        let value: Value = serde_json::from_slice(body).ok()?;
+        let text = |name: &str| {
+            value
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|text| !text.is_empty())
+        };
+        Some(TokenSet {
+            access_token: AccessToken::new(text("access_token")?),
+            token_type: text("token_type").unwrap_or("Bearer").to_owned(),
+            refresh_token: text("refresh_token").map(RefreshToken::new),
+            scopes: Scopes::default(),
+            dpop_key: None,
+        })
+    }
+
     /// The plaintext to seal: JSON holding the tokens. Seal it at once; never log it.
     pub fn to_plaintext(&self) -> String {
         let mut plaintext = json!({
@@ -155,6 +175,21 @@ impl TokenSet {
 mod tests {
     use super::*;
     use crate::token_response::process_token_response;
+
+    #[test]
+    fn tokens_in_a_refused_answer_are_found_to_revoke() {
+        let found = TokenSet::issued_in(
+            br#"{"access_token":"at","refresh_token":"rt","expires_in":"soon"}"#,
+        )
+        .expect("tokens");
+        assert_eq!(found.access_token().secret(), "at");
+        assert!(
+            matches!(found.revocable(), RevocableToken::Refresh(token) if token.secret() == "rt")
+        );
+        assert!(TokenSet::issued_in(br#"{"error":"invalid_grant"}"#).is_none());
+        assert!(TokenSet::issued_in(b"<html>").is_none());
+        assert!(TokenSet::issued_in(br#"{"access_token":""}"#).is_none());
+    }
 
     fn response(body: &str) -> TokenResponse {
         let requested = Scopes::parse("accounts offline_access").expect("scopes");

@@ -209,8 +209,10 @@ impl Call<'_> {
         ConsentRecord::new(&row.stored(), provider_name, self.now)
     }
 
-    /// `DELETE /auth/consents/{id}`: revoke at the provider where it supports RFC 7009, then
-    /// forget the tokens whatever the provider said, and report which happened.
+    /// `DELETE /auth/consents/{id}`: end the grant at the provider (RFC 7009 where it has an
+    /// endpoint, Moneyhub's connection delete), then forget the tokens and report whether the
+    /// provider confirmed. A Moneyhub connection the provider did not delete stays: the
+    /// consent is left active and the call fails with `revocation_failed`.
     async fn revoke(&self, consent_id: &str) -> Result<Value> {
         let user = self.account_user().await?;
         let not_found = || {

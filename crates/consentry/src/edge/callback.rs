@@ -64,8 +64,10 @@ pub(super) async fn handle(
         Method::Post => read_form(&mut request).await,
         _ => Ok(request.url()?.query().unwrap_or_default().to_owned()),
     };
-    // From the lookup on, the work runs to completion whether or not the browser waits: a
-    // flow consumed is a flow whose ending gets recorded.
+    // From the lookup on, the work runs under waitUntil whether or not the browser waits, so
+    // a flow consumed gets its ending recorded; should even that be cut off (production
+    // grants waitUntil 30 s once the client is gone), /auth/outcome reads the flow as
+    // interrupted after its ending deadline.
     let (sender, receiver) = oneshot::channel();
     let work = run(
         env.clone(),
@@ -423,7 +425,7 @@ async fn exchange(
                 request = request.with_header("DPoP", proof);
             }
             client
-                .send_owned(request, "token endpoint", ErrorCode::TokenExchangeFailed)
+                .send(&request, "token endpoint", ErrorCode::TokenExchangeFailed)
                 .await
         }
     };
@@ -445,18 +447,48 @@ async fn exchange(
         }
     };
     let requested = Scopes::parse(&transaction.scopes)?;
-    let tokens = process_token_response(
+    let tokens = match process_token_response(
         answer.status,
         answer.content_type.as_deref(),
         &answer.body,
         &requested,
-    )?;
+    ) {
+        Ok(tokens) => tokens,
+        // An answer refused for what it says (no id_token, a malformed expires_in) may
+        // still hold tokens the provider issued: they are revoked too. A provider's
+        // description that repeats what was sent is not shown.
+        Err(error) => {
+            let client_secret = config::client_secret(env, provider).ok();
+            let [code, verifier] = grant.secrets();
+            let sent = [
+                code,
+                verifier,
+                client_secret.as_ref().map_or("", |s| s.secret()),
+            ];
+            return Err(Failure {
+                error: error.withholding(&sent),
+                unrecorded: TokenSet::issued_in(&answer.body).map(|tokens| Unrecorded {
+                    tokens,
+                    profile: transaction.provider_subject.clone(),
+                    connection: None,
+                }),
+            });
+        }
+    };
     // The provider has issued tokens: from here a failure must not leave them live.
+    let unrecorded = |error: Error, tokens: TokenSet| Failure {
+        error,
+        unrecorded: Some(Unrecorded {
+            tokens,
+            profile: transaction.provider_subject.clone(),
+            connection: None,
+        }),
+    };
     let mut token_set = TokenSet::from_response(&tokens);
     if let Some(dpop_key) = dpop_key {
         token_set = match token_set.with_dpop_key(dpop_key.private().clone()) {
             Ok(token_set) => token_set,
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(unrecorded(error, TokenSet::from_response(&tokens))),
         };
     }
     let verified = match tokens.require_token_type(provider.uses_dpop()) {
@@ -476,14 +508,7 @@ async fn exchange(
     };
     match verified {
         Ok(verified) => Ok(verified.into_grant(token_set, &tokens, provider, now)),
-        Err(error) => Err(Failure {
-            error,
-            unrecorded: Some(Unrecorded {
-                tokens: token_set,
-                profile: transaction.provider_subject.clone(),
-                connection: None,
-            }),
-        }),
+        Err(error) => Err(unrecorded(error, token_set)),
     }
 }
 
@@ -599,16 +624,13 @@ async fn verify_grant(
     // A provider whose access token is a JWT for us (Connect) has it checked before anything
     // is kept; it must name the id_token's user, when there is one.
     let access = client
-        .verify_access_token(env, tokens.access_token(), now)
+        .verify_access_token(
+            env,
+            tokens.access_token(),
+            claims.as_ref().map(|claims| claims.sub()),
+            now,
+        )
         .await?;
-    if let (Some(access), Some(claims)) = (&access, &claims) {
-        if access.sub != claims.sub() {
-            return Err(Error::new(
-                ErrorCode::TokenExchangeFailed,
-                "the access token and the id_token name different users",
-            ));
-        }
-    }
 
     // The platform's word on the consent it recorded (RFC 9396 §7): only details of a type
     // the flow asked for count, and one not Authorized is no grant.

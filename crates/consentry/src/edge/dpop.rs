@@ -4,13 +4,16 @@
 //! input ([`DpopProof`]) and reads the servers' nonce challenges; this file signs and sends.
 //!
 //! Servers' nonces (`DPoP-Nonce`) are kept per isolate, per server origin and role
-//! (authorization server or resource server), for the next proof to that server; a request the server answers with a nonce challenge is sent once
-//! more with the new nonce, never more.
+//! (authorization server or resource server), for the next proof to that server; a request
+//! the server answers with a nonce challenge is sent once more with the new nonce, never
+//! more.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use consentry_core::dpop::{jwk_thumbprint, nonce_to_retry_with, valid_nonce, DpopProof};
+use consentry_core::dpop::{
+    jwk_thumbprint, nonce_to_retry_with, public_jwk, valid_nonce, DpopProof,
+};
 use consentry_core::{AccessToken, Error, ErrorCode, JwsAlgorithm, PrivateKeyJwk, Result};
 use serde_json::{Map, Value};
 
@@ -33,25 +36,14 @@ pub(crate) struct DpopKey {
 impl DpopKey {
     /// A fresh key pair for `alg`, made by WebCrypto.
     pub(crate) async fn generate(alg: JwsAlgorithm) -> Result<DpopKey> {
-        let (private, public) = webcrypto::generate_key_pair(alg).await?;
-        Ok(DpopKey {
-            alg,
-            private,
-            public,
-        })
+        DpopKey::from_private(alg, webcrypto::generate_private_key(alg).await?)
     }
 
     /// The key from its private JWK, as unsealed.
     pub(crate) fn from_private(alg: JwsAlgorithm, private: PrivateKeyJwk) -> Result<DpopKey> {
         let unreadable = || Error::new(ErrorCode::StorageFailed, "a stored DPoP key is unreadable");
         let jwk: Value = serde_json::from_str(private.secret()).map_err(|_| unreadable())?;
-        let public = jwk
-            .as_object()
-            .ok_or_else(unreadable)?
-            .iter()
-            .filter(|(name, _)| matches!(name.as_str(), "kty" | "crv" | "x" | "y" | "n" | "e"))
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
+        let public = public_jwk(jwk.as_object().ok_or_else(unreadable)?)?;
         Ok(DpopKey {
             alg,
             private,

@@ -1,7 +1,9 @@
 //! The Worker's side of talking to a provider: discovery and JWKS (cached per isolate),
 //! client authentication (a secret, or a `private_key_jwt` assertion signed with WebCrypto),
-//! PAR, the code exchange, id_token verification and revocation. Every request and every
-//! verdict is the core's; this file only moves bytes and signatures.
+//! PAR, the code exchange, id_token and JWT access token verification, and ending a grant
+//! (RFC 7009, or Moneyhub's connection delete). Every request and every protocol verdict is
+//! the core's; this file moves bytes and signatures, and sorts a failed check into "refused"
+//! or "not checkable just now".
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -99,16 +101,6 @@ impl<'a> ProviderClient<'a> {
         outbound::exchange(request, endpoint, code, self.timeout_ms).await
     }
 
-    /// [`send`](Self::send) for a request the caller hands over (a retry builds a new one).
-    pub(crate) async fn send_owned(
-        &self,
-        request: HttpRequest,
-        endpoint: &str,
-        code: ErrorCode,
-    ) -> Result<ProviderResponse> {
-        self.send(&request, endpoint, code).await
-    }
-
     /// Fresh client credentials for one request to the token, PAR or revocation endpoint.
     pub(crate) async fn authentication(&self, env: &Env, now: u64) -> Result<ClientAuthentication> {
         let client_id = self.config.client_id().clone();
@@ -179,7 +171,11 @@ impl<'a> ProviderClient<'a> {
         let answer = self
             .send(&push, "PAR endpoint", ErrorCode::ParFailed)
             .await?;
-        let pushed = process_par_response(answer.status, &answer.body)?;
+        // A provider's description that repeats the client secret is not shown.
+        let client_secret = config::client_secret(env, self.config).ok();
+        let sent = [client_secret.as_ref().map_or("", |secret| secret.secret())];
+        let pushed = process_par_response(answer.status, &answer.body)
+            .map_err(|error| error.withholding(&sent))?;
         Ok(pushed.authorization_url(
             &self.metadata.authorization_endpoint,
             self.config.client_id(),
@@ -268,13 +264,14 @@ impl<'a> ProviderClient<'a> {
     /// Verifies a JWT access token, for a provider whose tokens the client must check before
     /// it trusts a grant (Connect: `access_token_signing_algs`): the signature (HS256 with the
     /// client secret, else against the JWKS), then `iss`, `aud` = this client, `exp`, `iat` and
-    /// `sub` with the core. `None` for a provider whose access tokens are opaque to us. A
+    /// `sub` (`subject`, when given) with the core. `None` for a provider whose access tokens are opaque to us. A
     /// token that fails is `token_exchange_failed`, its description naming what failed; one
     /// that cannot be checked just now (its JWKS unreachable) keeps that error's code.
     pub(crate) async fn verify_access_token(
         &self,
         env: &Env,
         access_token: &AccessToken,
+        subject: Option<&str>,
         now: u64,
     ) -> Result<Option<AccessTokenClaims>> {
         let algs = self.config.access_token_signing_algs();
@@ -286,24 +283,21 @@ impl<'a> ProviderClient<'a> {
         let verified = self
             .verify_jwt(env, access_token.secret(), algs, now)
             .await
-            .map_err(|error| match error.code() {
-                ErrorCode::JwtMalformed
-                | ErrorCode::JwtAlgNotAllowed
-                | ErrorCode::JwtCritUnsupported
-                | ErrorCode::JwtSignatureInvalid
-                | ErrorCode::JwkNotFound => Error::new(
+            .map_err(|error| match error.code().is_jwt_rejection() {
+                true => Error::new(
                     ErrorCode::TokenExchangeFailed,
                     format!(
                         "the access token is not this provider's JWT: {}",
                         error.description()
                     ),
                 ),
-                _ => error,
+                false => error,
             })?;
         validate_jwt_access_token_claims(
             &verified,
             &self.metadata.issuer,
             self.config.client_id(),
+            subject,
             now,
             DEFAULT_CLOCK_TOLERANCE,
         )

@@ -125,6 +125,16 @@ pub(crate) struct TokenRow {
     pub refresh_failed_at: Option<u64>,
 }
 
+/// A refreshed token set, as stored over the one it replaces.
+pub(crate) struct RefreshedSet<'a> {
+    /// The set, sealed under the consent id.
+    pub sealed: &'a str,
+    pub access_expires_at: Option<u64>,
+    /// When the refresh failed, in milliseconds, for a set stored only to keep what the
+    /// provider rotated.
+    pub failed_at_ms: Option<u64>,
+}
+
 /// An app user.
 #[derive(Deserialize)]
 pub(crate) struct UserRow {
@@ -154,7 +164,7 @@ pub(crate) struct NewSession<'a> {
     pub expires_at: u64,
     /// The sessions this browser had before (the hash its flow recorded at `/auth/start`,
     /// and the one the callback carried, if it was same-site), ended as the new one starts,
-    /// together with any other session that replaced them (a flow started beside this one
+    /// together with the sessions that directly replaced them (a flow started beside this one
     /// from the same session, which landed first).
     pub replaces: [Option<&'a str>; 2],
 }
@@ -622,22 +632,24 @@ impl Store {
     }
 
     /// Stores a refreshed token set over `generation`, moving it on by one and freeing the
-    /// lease. `false` when the set is no longer that generation (another refresh landed).
+    /// lease; with `failed_at_ms`, notes in the same write that the refresh failed then (a
+    /// set stored only to keep a rotated refresh token), so that its waiters stop waiting.
+    /// `false` when the set is no longer that generation (another refresh landed).
     pub(crate) async fn store_refreshed(
         &self,
         consent_id: &str,
         generation: i64,
-        sealed: &str,
-        access_expires_at: Option<u64>,
+        refreshed: &RefreshedSet<'_>,
         now: u64,
     ) -> Result<bool> {
         self.changed(
             "UPDATE token_sets SET sealed = ?1, access_expires_at = ?2, generation = generation + 1, \
-             refresh_lease = NULL, refresh_lock_until = 0, refresh_failed_at = NULL, updated_at = ?3 \
-             WHERE consent_id = ?4 AND generation = ?5",
+             refresh_lease = NULL, refresh_lock_until = 0, refresh_failed_at = ?3, updated_at = ?4 \
+             WHERE consent_id = ?5 AND generation = ?6",
             &[
-                sealed.into(),
-                access_expires_at.map_or(JsValue::NULL, number),
+                refreshed.sealed.into(),
+                refreshed.access_expires_at.map_or(JsValue::NULL, number),
+                refreshed.failed_at_ms.map_or(JsValue::NULL, number),
                 number(now),
                 consent_id.into(),
                 JsValue::from_f64(generation as f64),
@@ -790,9 +802,11 @@ fn optional(value: Option<&str>) -> JsValue {
     value.map_or(JsValue::NULL, JsValue::from_str)
 }
 
-/// A D1 failure, reported as `storage_failed`. D1's own messages carry SQL, never bound
-/// values, and are logged; a row that failed to decode is logged by kind only, since a
-/// decoder's message may quote the value it choked on.
+/// A D1 failure, reported as `storage_failed`. D1's messages carry SQL and, for a value of
+/// a type it cannot bind, that value; the values bound here are ids, hashes, times and
+/// ciphertexts (never a token in clear), so its messages are logged, control characters
+/// escaped. A row that failed to decode is logged by kind only, since a decoder's message may
+/// quote the value it choked on.
 fn storage(error: worker::Error) -> Error {
     match error {
         worker::Error::SerdeJsonError(_) | worker::Error::SerdeWasmBindgenError(_) => {
@@ -802,6 +816,6 @@ fn storage(error: worker::Error) -> Error {
     }
     Error::new(
         ErrorCode::StorageFailed,
-        "consentry's storage failed; nothing was recorded",
+        "consentry's storage failed; try again",
     )
 }

@@ -9,12 +9,13 @@
 //! (and say so), or the lease runs out (and take it themselves). Isolate memory plays no
 //! part.
 //!
-//! The lease is sized for everything its holder may still send (the grant and a JWKS
-//! refetch, each within the HTTP timeout) plus the store; discovery and the JWKS are fetched
-//! before it is taken, and the grant is not sent unless enough of the lease is left, so a
-//! lease cannot run out under a live holder. A holder that dies leaves a lease that lapses;
-//! with a rotating provider its successor's refresh then meets `invalid_grant`, which lapses
-//! the consent for good: there is no state that loops.
+//! The lease is sized for what its holder sends once it holds it: the grant (twice at most,
+//! when a DPoP server asks for a nonce) and one JWKS refetch (a new signing key), each within
+//! the HTTP timeout, and the store; discovery and the JWKS are fetched before it is taken. A
+//! holder outlasts it only if the provider's tokens name keys even a fresh JWKS lacks, or
+//! storage stalls past its budget: then a second caller may refresh the same generation,
+//! and a rotating provider's `invalid_grant` lapses the consent. A holder that dies leaves a
+//! lease that lapses in the same way: there is no state that loops.
 
 use std::time::Duration;
 
@@ -31,10 +32,10 @@ use super::config::{self, Config};
 use super::dpop::DpopKey;
 use super::now_ms;
 use super::provider_client::{ExpectedIdToken, ProviderClient};
-use super::store::{ConsentRow, Store, TokenRow};
+use super::store::{ConsentRow, RefreshedSet, Store, TokenRow};
 use crate::random::random_bytes;
 
-/// What the lease keeps beyond the grant and a JWKS refetch: sealing and storing.
+/// What the lease keeps beyond the network: sealing and storing (four tries, 1 s of pauses).
 const STORE_BUDGET_MS: u64 = 5_000;
 
 /// The longest a waiter pauses between two looks at the row.
@@ -71,8 +72,8 @@ impl From<Error> for NoToken {
     }
 }
 
-/// The lease's length: the grant and a JWKS refetch, each within the HTTP timeout, and the
-/// store, with one more timeout of slack.
+/// The lease's length: the grant sent twice (a DPoP nonce retry) and a JWKS refetch, each
+/// within the HTTP timeout, and the store.
 fn lease_ms(http_timeout_ms: u32) -> u64 {
     3 * u64::from(http_timeout_ms) + STORE_BUDGET_MS
 }
@@ -140,17 +141,18 @@ impl TokenSource<'_> {
                     }
                     let now_ms = now_ms();
                     let lease = base64url_encode(&random_bytes::<12>()?);
-                    let until_ms = now_ms + lease_ms;
                     let taken = self
                         .store
-                        .take_refresh_lease(&consent.id, row.generation, &lease, now_ms, until_ms)
+                        .take_refresh_lease(
+                            &consent.id,
+                            row.generation,
+                            &lease,
+                            now_ms,
+                            now_ms + lease_ms,
+                        )
                         .await;
                     if let (Ok(true), Some(client)) = (taken, client.as_ref()) {
-                        let held = Lease {
-                            id: &lease,
-                            until_ms,
-                        };
-                        return self.refresh(client, consent, &row, &held, stale).await;
+                        return self.refresh(client, consent, &row, &lease, stale).await;
                     }
                     // Another caller took it first (or storage was busy): look again.
                 }
@@ -182,10 +184,10 @@ impl TokenSource<'_> {
         client: &ProviderClient<'_>,
         consent: &ConsentRow,
         row: &TokenRow,
-        lease: &Lease<'_>,
+        lease: &str,
         stale: Option<i64>,
     ) -> Result<LiveToken, NoToken> {
-        let outcome = self.try_refresh(client, consent, row, lease, stale).await;
+        let outcome = self.try_refresh(client, consent, row, stale).await;
         let now_ms = now_ms();
         match outcome {
             Ok(tokens) => Ok(tokens),
@@ -195,7 +197,7 @@ impl TokenSource<'_> {
                 // that another one has stored since.
                 match self
                     .store
-                    .lapse_consent(&consent.id, lease.id, now_ms / 1000)
+                    .lapse_consent(&consent.id, lease, now_ms / 1000)
                     .await?
                 {
                     true => Err(NoToken::Expired(consent_expired())),
@@ -207,14 +209,14 @@ impl TokenSource<'_> {
             Err(Refusal::Gone) => Err(NoToken::Expired(consent_expired())),
             Err(Refusal::NoRefreshToken) => {
                 self.store
-                    .release_refresh_lease(&consent.id, lease.id, None)
+                    .release_refresh_lease(&consent.id, lease, None)
                     .await?;
                 Err(NoToken::CannotRefresh)
             }
             Err(Refusal::Failed(error)) => {
                 log_refresh(consent, "failed", &error);
                 self.store
-                    .release_refresh_lease(&consent.id, lease.id, Some(now_ms))
+                    .release_refresh_lease(&consent.id, lease, Some(now_ms))
                     .await?;
                 Err(NoToken::Failed(match error.code() {
                     ErrorCode::StorageFailed => error,
@@ -229,7 +231,6 @@ impl TokenSource<'_> {
         client: &ProviderClient<'_>,
         consent: &ConsentRow,
         row: &TokenRow,
-        lease: &Lease<'_>,
         stale: Option<i64>,
     ) -> Result<LiveToken, Refusal> {
         let tokens = self.open(consent, &row.sealed).await?;
@@ -246,12 +247,6 @@ impl TokenSource<'_> {
             });
         }
         let now = now_ms() / 1000;
-        let timeout_ms = u64::from(self.config.http_timeout_ms);
-        if now_ms() + 2 * timeout_ms + STORE_BUDGET_MS > lease.until_ms {
-            return Err(Refusal::Failed(refresh_failed(
-                "too little of the refresh lease is left to refresh safely; try again",
-            )));
-        }
         let response = match self.provider.data_token_scopes() {
             Some(scopes) => self.mint(client, consent, scopes, now).await,
             None => self.refresh_grant(client, &tokens, now).await,
@@ -260,23 +255,33 @@ impl TokenSource<'_> {
             ErrorCode::OAuth(OAuthErrorCode::InvalidGrant) => Refusal::Lapse(error),
             _ => Refusal::Failed(error),
         })?;
+        let refreshed = tokens.refreshed(&response);
         let (access_expires_at, unchecked) =
             match self.check_refreshed(client, consent, &response, now).await {
                 Ok(token_exp) => (access_expiry(response.expires_in(), token_exp, now), None),
                 // Not checkable just now (a JWKS unreachable): a rotated refresh token must
                 // not be lost with the answer, so the set is stored with its unchecked access
                 // token expired at once (never used: the next call refreshes again), and this
-                // refresh fails.
+                // refresh fails, its waiters told so.
                 Err(Refusal::Failed(error)) if response.refresh_token().is_some() => {
                     (Some(now), Some(error))
                 }
+                // The consent ends: the tokens just issued for it are nobody's.
+                Err(refusal @ Refusal::Lapse(_)) => {
+                    self.revoke_orphan(consent, &refreshed).await;
+                    return Err(refusal);
+                }
                 Err(refusal) => return Err(refusal),
             };
-        let refreshed = tokens.refreshed(&response);
         let sealed = config::sealing_key(self.env)?
             .seal(&consent.id, refreshed.to_plaintext().as_bytes())
             .await?;
-        self.store_refreshed(consent, row, &sealed, access_expires_at, now, &refreshed)
+        let set = RefreshedSet {
+            sealed: &sealed,
+            access_expires_at,
+            failed_at_ms: unchecked.as_ref().map(|_| now_ms()),
+        };
+        self.store_refreshed(consent, row, &set, now, &refreshed)
             .await?;
         if let Some(error) = unchecked {
             return Err(Refusal::Failed(error));
@@ -311,7 +316,7 @@ impl TokenSource<'_> {
                 request = request.with_header("DPoP", proof);
             }
             client
-                .send_owned(request, "token endpoint", ErrorCode::RefreshFailed)
+                .send(&request, "token endpoint", ErrorCode::RefreshFailed)
                 .await
         };
         let answer = match tokens.dpop_key() {
@@ -389,15 +394,16 @@ impl TokenSource<'_> {
         ) {
             authorization_details::granted(granted, requested, now).map_err(Refusal::Lapse)?;
         }
-        let verdict = |error: Error| match error.code() {
-            ErrorCode::IdTokenInvalid
-            | ErrorCode::TokenExchangeFailed
-            | ErrorCode::JwtMalformed
-            | ErrorCode::JwtAlgNotAllowed
-            | ErrorCode::JwtCritUnsupported
-            | ErrorCode::JwtSignatureInvalid
-            | ErrorCode::JwkNotFound => Refusal::Lapse(error),
-            _ => Refusal::Failed(error),
+        let verdict = |error: Error| {
+            let refused = error.code().is_jwt_rejection()
+                || matches!(
+                    error.code(),
+                    ErrorCode::IdTokenInvalid | ErrorCode::TokenExchangeFailed
+                );
+            match refused {
+                true => Refusal::Lapse(error),
+                false => Refusal::Failed(error),
+            }
         };
         if let Some(id_token) = response.id_token() {
             let expected = ExpectedIdToken {
@@ -411,18 +417,15 @@ impl TokenSource<'_> {
                 .map_err(verdict)?;
         }
         let access = client
-            .verify_access_token(self.env, response.access_token(), now)
+            .verify_access_token(
+                self.env,
+                response.access_token(),
+                consent.provider_subject.as_deref(),
+                now,
+            )
             .await
             .map_err(verdict)?;
-        match (access, consent.provider_subject.as_deref()) {
-            (Some(access), Some(subject)) if access.sub != subject => {
-                Err(Refusal::Lapse(Error::new(
-                    ErrorCode::TokenExchangeFailed,
-                    "the refreshed access token is another user's",
-                )))
-            }
-            (access, _) => Ok(access.map(|access| access.exp)),
-        }
+        Ok(access.map(|access| access.exp))
     }
 
     /// Stores the refreshed set. The provider may have rotated the refresh token, so this
@@ -433,29 +436,26 @@ impl TokenSource<'_> {
         &self,
         consent: &ConsentRow,
         row: &TokenRow,
-        sealed: &str,
-        access_expires_at: Option<u64>,
+        set: &RefreshedSet<'_>,
         now: u64,
         refreshed: &TokenSet,
     ) -> Result<(), Refusal> {
-        let store = || {
-            self.store
-                .store_refreshed(&consent.id, row.generation, sealed, access_expires_at, now)
-        };
-        let mut stored = store().await;
-        for pause_ms in [50, 200, 800] {
+        let mut stored = Ok(false);
+        for pause_ms in [0, 50, 200, 800] {
+            if pause_ms > 0 {
+                Delay::from(Duration::from_millis(pause_ms)).await;
+            }
+            stored = self
+                .store
+                .store_refreshed(&consent.id, row.generation, set, now)
+                .await;
             if matches!(stored, Ok(true)) {
                 return Ok(());
             }
-            Delay::from(Duration::from_millis(pause_ms)).await;
-            stored = store().await;
-        }
-        if matches!(stored, Ok(true)) {
-            return Ok(());
         }
         match (stored, self.store.token_set(&consent.id).await) {
             // The write landed; only its answer was lost.
-            (_, Ok(Some(now_stored))) if now_stored.sealed == sealed => Ok(()),
+            (_, Ok(Some(now_stored))) if now_stored.sealed == set.sealed => Ok(()),
             // Revoked (or lapsed) meanwhile: the new tokens are nobody's; end them too.
             (_, Ok(None)) => {
                 self.revoke_orphan(consent, refreshed).await;
@@ -491,12 +491,6 @@ impl TokenSource<'_> {
             .await?;
         TokenSet::parse(&plaintext)
     }
-}
-
-/// The refresh lease this caller holds.
-struct Lease<'a> {
-    id: &'a str,
-    until_ms: u64,
 }
 
 /// How a refresh under a lease did not yield a stored set.

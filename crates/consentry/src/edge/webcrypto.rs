@@ -161,11 +161,9 @@ fn aes_gcm_params(iv: &[u8], aad: &str) -> Result<JsValue> {
     ])
 }
 
-/// A fresh key pair for `alg` (ES256: ECDSA P-256), made by WebCrypto: the private key as a
-/// JWK (to seal at once; it never leaves the Worker otherwise) and its public half.
-pub(crate) async fn generate_key_pair(
-    alg: JwsAlgorithm,
-) -> Result<(PrivateKeyJwk, serde_json::Map<String, serde_json::Value>)> {
+/// A fresh key pair for `alg` (ES256: ECDSA P-256), made by WebCrypto: its private key as a
+/// JWK, to seal at once (it never leaves the Worker otherwise).
+pub(crate) async fn generate_private_key(alg: JwsAlgorithm) -> Result<PrivateKeyJwk> {
     let failed = || {
         Error::new(
             ErrorCode::InvalidConfiguration,
@@ -187,19 +185,11 @@ pub(crate) async fn generate_key_pair(
         "WebCrypto could not export the key",
     )
     .await?;
-    let text = js_sys::JSON::stringify(&exported)
+    js_sys::JSON::stringify(&exported)
         .ok()
         .and_then(|text| text.as_string())
-        .ok_or_else(failed)?;
-    let jwk: serde_json::Value = serde_json::from_str(&text).map_err(|_| failed())?;
-    let public = jwk
-        .as_object()
-        .ok_or_else(failed)?
-        .iter()
-        .filter(|(name, _)| matches!(name.as_str(), "kty" | "crv" | "x" | "y" | "n" | "e"))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    Ok((PrivateKeyJwk::new(text), public))
+        .map(PrivateKeyJwk::new)
+        .ok_or_else(failed)
 }
 
 /// Signs a JWS signing input with a private JWK (`{ID}_PRIVATE_JWK`) for `alg`.
