@@ -1,4 +1,4 @@
-// Types for consentry's browser package (hand-written; the Wasm glue is internal).
+// Types for consentry's browser package (hand-written; the Wasm module's ABI is internal).
 
 /** Where the Wasm module comes from, when not from the package's own file. */
 export type WasmSource =
@@ -10,7 +10,7 @@ export type WasmSource =
   | string;
 
 export interface InitOptions {
-  /** The Wasm module or its URL; by default the `.wasm` file next to the package's glue. */
+  /** The Wasm module or its URL; by default the package's own `wasm/consentry_bg.wasm`. */
   wasm?: WasmSource;
   /** The custom element's name (default `consentry-connect`); `null` defines none. */
   elementName?: string | null;

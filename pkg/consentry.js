@@ -2,7 +2,6 @@
 // PKCE verifier, challenge and state and checks the start form by the Worker's own rules;
 // this file owns the window: the popup, the form posted into it, the listeners and timers.
 // The code exchange and every token stay in the consentry Worker.
-import initWasm, { startForm } from './wasm/consentry.js';
 
 const OUTCOME_TYPE = 'consentry:outcome';
 const OUTCOME_VERSION = 1;
@@ -47,17 +46,58 @@ function toConsentError(error) {
 }
 
 let ready = null;
-let initialized = false;
+let wasm = null; // the module's exports, once loaded
+
+// The module's ABI (crates/consentry/src/browser): its one import fills memory with random
+// bytes; `input_buffer` takes the four fields, `start_form` answers in lines.
+const imports = {
+  env: {
+    fill_random(at, length) {
+      if (!globalThis.crypto?.getRandomValues) {
+        throw new ConsentError('invalid_configuration', 'the platform has no cryptographically secure random number generator');
+      }
+      crypto.getRandomValues(new Uint8Array(wasm.memory.buffer, at, length));
+    },
+  },
+};
+
+async function instantiate(source = new URL('./wasm/consentry_bg.wasm', import.meta.url)) {
+  source = await source;
+  if (source instanceof WebAssembly.Module) return WebAssembly.instantiate(source, imports);
+  if (typeof source === 'string' || source instanceof URL) source = await fetch(source);
+  if (!(source instanceof Response)) return (await WebAssembly.instantiate(source, imports)).instance;
+  if (!source.ok) throw new Error(`HTTP ${source.status}`);
+  // Streaming compiles while the bytes arrive; it needs the application/wasm type.
+  if (WebAssembly.instantiateStreaming && source.headers.get('Content-Type')?.startsWith('application/wasm')) {
+    return (await WebAssembly.instantiateStreaming(source, imports)).instance;
+  }
+  return (await WebAssembly.instantiate(await source.arrayBuffer(), imports)).instance;
+}
+
+// The start form as alternating names and values, from the module, or a thrown ConsentError.
+function startForm(fields) {
+  const bytes = fields.map((field) => new TextEncoder().encode(field));
+  let at = wasm.input_buffer(bytes.reduce((total, field) => total + field.length, 0));
+  const memory = new Uint8Array(wasm.memory.buffer);
+  for (const field of bytes) {
+    memory.set(field, at);
+    at += field.length;
+  }
+  const length = wasm.start_form(...bytes.map((field) => field.length));
+  const [status, ...lines] = new TextDecoder().decode(new Uint8Array(wasm.memory.buffer, wasm.output(), length)).split('\n');
+  if (status !== 'ok') throw new ConsentError(lines[0], lines[1]);
+  return lines;
+}
 
 /**
  * Loads the Wasm module (once; later calls share the first) and defines the
  * `<consentry-connect>` element. `wasm` overrides where the module comes from;
  * `elementName: null` skips the element.
  */
-export function init({ wasm, elementName = ELEMENT_NAME } = {}) {
-  ready ??= initWasm(wasm === undefined ? undefined : { module_or_path: wasm }).then(
-    () => {
-      initialized = true;
+export function init({ wasm: source, elementName = ELEMENT_NAME } = {}) {
+  ready ??= instantiate(source).then(
+    (instance) => {
+      wasm = instance.exports;
     },
     (error) => {
       ready = null; // let a later call try again
@@ -118,7 +158,7 @@ export class ConsentClient {
    * rejects with `flow_in_progress`.
    */
   connect({ provider, user, scope, providerHint } = {}) {
-    if (!initialized) {
+    if (!wasm) {
       return Promise.reject(new ConsentError('not_initialized', 'await init() before connect()'));
     }
     if (this.#flow) {
@@ -128,7 +168,7 @@ export class ConsentClient {
     let fields;
     try {
       const scopes = Array.isArray(scope) ? scope.join(' ') : scope;
-      fields = startForm(String(provider ?? ''), String(user ?? ''), scopes || undefined, providerHint || undefined);
+      fields = startForm([provider, user, scopes, providerHint].map((field) => String(field ?? '')));
     } catch (error) {
       return Promise.reject(toConsentError(error));
     }

@@ -10,6 +10,11 @@
 # Nothing here downloads a binary from outside the package registries.
 
 WASM=wasm32-unknown-unknown
+# The wasm32 flags: .cargo/config.toml's (getrandom's backend), which this variable replaces,
+# and path prefixes remapped: panic locations name source files, and without this the Wasm
+# builds would hold this machine's paths (cargo home, checkout), their sizes differing
+# between machines.
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="--cfg getrandom_backend=\"wasm_js\" --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}/registry/src/= --remap-path-prefix=$PWD/="
 
 # The local helpers the Wasm builds use. Each must exist: worker-build would otherwise
 # download its own from outside the package registries.

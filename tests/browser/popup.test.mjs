@@ -275,12 +275,31 @@ test('connect() checks its fields in Wasm before any popup opens, and a second c
     const codeOf = (promise) => promise.then(() => 'resolved', (error) => error.code);
     const badProvider = await codeOf(client.connect({ provider: 'Not A Provider', user: 'usr_alice' }));
     const noUser = await codeOf(client.connect({ provider: 'local-bank', user: '' }));
+    // A C1 control character (U+0085, two bytes in UTF-8) and a multi-byte neighbour.
+    const controlUser = await codeOf(client.connect({ provider: 'local-bank', user: 'usr_\u0085' }));
+    const badScope = await codeOf(client.connect({ provider: 'local-bank', user: 'usr_alice', scope: ['accounts', 'a"b'] }));
+    const badHint = await codeOf(client.connect({ provider: 'local-bank', user: 'usr_alice', providerHint: 'bank\nx' }));
+    const described = await client.connect({ provider: 'local-bank', user: 'é'.repeat(2049) }).catch((error) => error.description);
+    // Without a CSPRNG the module refuses to start a flow (and works again once it is back).
+    const platformCrypto = window.crypto;
+    Object.defineProperty(window, 'crypto', { value: undefined, configurable: true });
+    const noRandom = await codeOf(client.connect({ provider: 'local-bank', user: 'usr_alice' }));
+    Object.defineProperty(window, 'crypto', { value: platformCrypto, configurable: true });
     const first = client.connect({ provider: 'local-bank', user: 'usr_alice' });
     first.catch(() => {});
     const second = await codeOf(client.connect({ provider: 'local-bank', user: 'usr_alice' }));
-    return { badProvider, noUser, second };
+    return { badProvider, noUser, controlUser, badScope, badHint, described, noRandom, second };
   });
-  assert.deepEqual(codes, { badProvider: 'unknown_provider', noUser: 'invalid_user', second: 'flow_in_progress' });
+  assert.deepEqual(codes, {
+    badProvider: 'unknown_provider',
+    noUser: 'invalid_user',
+    controlUser: 'invalid_user',
+    badScope: 'invalid_parameter',
+    badHint: 'invalid_parameter',
+    described: 'the user reference is empty, too long or has control characters',
+    noRandom: 'invalid_configuration',
+    second: 'flow_in_progress',
+  });
   assert.equal(context.pages().length, 2, 'one popup: the first flow\'s');
   await context.close();
 });

@@ -109,6 +109,11 @@ test('without a consent, with several, or with a revoked one, /api says which', 
   assert.equal((await api('/accounts', { user: 'usr_carol' })).status, 200, 'the one active consent is used again');
   // Neither a session nor a user reference: 401.
   await apiError(await stack.workerFetch('/api/local-bank/accounts', { headers: { 'X-Consentry': '1' } }), 401, 'session_required');
+  // A well-formed id of no user (its consents are read beside it, and never used), and a
+  // reference that is no id at all: 400 either way.
+  await apiError(await api('/accounts', { user: 'usr_nobody' }), 400, 'invalid_user');
+  await apiError(await api('/accounts', { user: 'not an id!' }), 400, 'invalid_user');
+  assert.equal(dataRequests(), before + 2, 'only the two named calls reached the bank');
 });
 
 test('an expired token: 50 concurrent calls, exactly one refresh; the rotated refresh token is the next one used', { timeout: TEST_TIMEOUT }, async () => {

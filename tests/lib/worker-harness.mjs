@@ -30,7 +30,7 @@
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -218,6 +218,7 @@ export async function startStack({
   readyTimeoutMs = 120_000,
   logLevel = 'log',
   bankCoop = '',
+  extraRedirectUris = [],
 } = {}) {
   const publicOrigin = `http://localhost:${workerPort}`;
   const workerUrl = `http://127.0.0.1:${workerPort}`;
@@ -295,7 +296,7 @@ export async function startStack({
     const redirectUrisAt = (at) => providers.filter((p) => p.issuer === at).map((p) => `${publicOrigin}/auth/callback/${p.id}`);
     const bankOptions = {
       port: bankPort,
-      redirectUris: redirectUrisAt(issuer),
+      redirectUris: [...redirectUrisAt(issuer), ...extraRedirectUris],
       clientSecret: BANK_CLIENT_SECRET,
       testControls: true,
       pkjwtJwks,
@@ -451,6 +452,33 @@ export async function startStack({
       async startSecondWorker(port = workerPort + 1) {
         if (await portTaken(port)) throw new Error(`port ${port} is already in use`);
         await serveWorker(port);
+        return `http://127.0.0.1:${port}`;
+      },
+      /**
+       * Another Worker (`main`, JavaScript) under the same wrangler and settings, with a D1
+       * of its own (`migrationsDir`) and `vars`, at `port`: the benchmark's peer. Resolves to
+       * its base URL; stop() ends it.
+       */
+      async startPeerWorker({ port, main, migrationsDir, vars }) {
+        if (await portTaken(port)) throw new Error(`port ${port} is already in use`);
+        const peerDir = path.join(tmpDir, `peer-${port}`);
+        await mkdir(peerDir);
+        const { compatibility_date: compatibilityDate } = await testConfig(childEnv);
+        const peerConfig = path.join(peerDir, 'wrangler.json');
+        await writeFile(peerConfig, JSON.stringify({
+          name: 'consentry-peer',
+          main,
+          compatibility_date: compatibilityDate,
+          d1_databases: [{ binding: 'DB', database_name: 'peer', database_id: 'peer', migrations_dir: migrationsDir }],
+        }, null, 2));
+        const peerState = path.join(peerDir, 'state');
+        const migrated = await run(process.execPath, [WRANGLER, 'd1', 'migrations', 'apply', 'peer', '--local', '--config', peerConfig, '--persist-to', peerState], { cwd: ROOT, env: childEnv });
+        if (migrated.code !== 0) throw new Error(`peer D1 migrations failed (exit ${migrated.code}):\n${migrated.output}`);
+        const peerEnv = path.join(peerDir, 'peer.env');
+        await writeFile(peerEnv, `${Object.entries(vars).map(([name, value]) => dotenvLine(name, value)).join('\n')}\n`, { mode: 0o600 });
+        const wrangler = spawnWrangler({ configPath: peerConfig, port, persistDir: peerState, envFile: peerEnv, logLevel, env: childEnv, onOutput: append, tmpDir });
+        cleanups.push(wrangler.stop);
+        await waitUntilServed({ workerUrl: `http://127.0.0.1:${port}`, isRunning: wrangler.isRunning, readyTimeoutMs });
         return `http://127.0.0.1:${port}`;
       },
       async restartBank({ coop } = {}) {

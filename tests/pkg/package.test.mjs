@@ -48,7 +48,6 @@ test('npm pack ships exactly the package files', async () => {
     'package/consentry.d.ts',
     'package/consentry.js',
     'package/package.json',
-    'package/wasm/consentry.js',
     'package/wasm/consentry_bg.wasm',
   ]);
 });

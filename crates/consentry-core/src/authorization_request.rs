@@ -119,7 +119,7 @@ impl AuthorizationRequest {
                 ),
             ));
         }
-        if JSON_VALUED_PARAMS.contains(&name) && serde_json::from_str::<Value>(value).is_err() {
+        if JSON_VALUED_PARAMS.contains(&name) && serde_json::from_slice::<Value>(value.as_bytes()).is_err() {
             return Err(Error::new(
                 ErrorCode::InvalidParameter,
                 format!("authorization parameter {name} must be JSON"),
@@ -174,7 +174,7 @@ impl AuthorizationRequest {
         let mut claims = Map::new();
         for (name, value) in self.params() {
             let value = match JSON_VALUED_PARAMS.contains(&name) {
-                true => serde_json::from_str(value).unwrap_or_else(|_| value.into()),
+                true => serde_json::from_slice(value.as_bytes()).unwrap_or_else(|_| value.into()),
                 false => Value::from(value),
             };
             claims.insert(name.to_owned(), value);

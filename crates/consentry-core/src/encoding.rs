@@ -2,7 +2,11 @@
 //! ([RFC 4648 §5](https://www.rfc-editor.org/rfc/rfc4648#section-5), as JOSE and PKCE use it),
 //! `application/x-www-form-urlencoded`, and SHA-256.
 
+use alloc::borrow::Cow;
+
 use sha2::{Digest, Sha256};
+
+use crate::prelude::*;
 
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -32,7 +36,7 @@ fn base64_encode_with(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
             out.push(char::from(alphabet[sextet as usize]));
         }
         if pad {
-            out.extend(std::iter::repeat_n('=', 3 - chunk.len()));
+            out.extend(core::iter::repeat_n('=', 3 - chunk.len()));
         }
     }
     out
@@ -82,6 +86,7 @@ pub fn sha256_base64url(data: &[u8]) -> String {
     base64url_encode(&sha256(data))
 }
 
+#[cfg(feature = "std")]
 /// Serializes name/value pairs as `application/x-www-form-urlencoded`.
 pub fn form_encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     form_urlencoded::Serializer::new(String::new())
@@ -89,12 +94,14 @@ pub fn form_encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> S
         .finish()
 }
 
+#[cfg(feature = "std")]
 /// Percent-encodes one component the way `application/x-www-form-urlencoded` does
 /// (used for the client id and secret of `client_secret_basic`, RFC 6749 §2.3.1).
 pub fn form_encode_component(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
+#[cfg(feature = "std")]
 /// Parses `application/x-www-form-urlencoded` (a query string or a form body) into pairs,
 /// in order, duplicates kept.
 pub fn form_decode(body: &str) -> Vec<(String, String)> {
@@ -103,6 +110,7 @@ pub fn form_decode(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+#[cfg(feature = "std")]
 /// The value of a form field that occurs exactly once (absent or repeated: `None`).
 pub fn form_value(body: &str, name: &str) -> Option<String> {
     let mut values = form_decode(body).into_iter().filter(|(key, _)| key == name);
@@ -122,10 +130,10 @@ pub fn is_unreserved(text: &str) -> bool {
 /// `text` as it may stand in a log line: characters other than `[A-Za-z0-9_.:~-]` are
 /// percent-encoded, so a value from outside (a provider's error string) can neither end the
 /// line nor pose as another `name=value` field of it.
-pub fn log_field(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn log_field(text: &str) -> Cow<'_, str> {
     let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'~' | b'-');
     if text.bytes().all(plain) {
-        return std::borrow::Cow::Borrowed(text);
+        return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() * 3);
     for b in text.bytes() {
@@ -135,14 +143,14 @@ pub fn log_field(text: &str) -> std::borrow::Cow<'_, str> {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    std::borrow::Cow::Owned(out)
+    Cow::Owned(out)
 }
 
 /// A message from elsewhere (a storage error's text) as it may stand in a log line: control
 /// characters are escaped (`\n`, `\u{7}`), so it cannot end the line and start a forged one.
-pub fn log_message(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn log_message(text: &str) -> Cow<'_, str> {
     if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
+        return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
@@ -152,7 +160,7 @@ pub fn log_message(text: &str) -> std::borrow::Cow<'_, str> {
             out.push(c);
         }
     }
-    std::borrow::Cow::Owned(out)
+    Cow::Owned(out)
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

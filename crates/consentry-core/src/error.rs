@@ -4,7 +4,9 @@
 //! human `description`. The same `{ code, description }` pair reaches JavaScript unchanged.
 //! A description never holds a raw response body, a JWT, a code, a verifier or a token.
 
-use std::fmt;
+use core::fmt;
+
+use crate::prelude::*;
 
 /// An error code defined by an RFC, kept exactly as the authorization server sent it.
 ///
@@ -165,6 +167,16 @@ macro_rules! sdk_error_codes {
                 match self {
                     ErrorCode::OAuth(code) => code.as_str(),
                     $(ErrorCode::$variant => $code,)*
+                }
+            }
+
+            /// The SDK code's wire string, `None` for [`ErrorCode::OAuth`]. A `const fn`: a
+            /// caller that names a few codes, each in a `const` block, carries only their
+            /// strings, not the whole table (the browser module does so).
+            pub const fn sdk_str(&self) -> Option<&'static str> {
+                match self {
+                    ErrorCode::OAuth(_) => None,
+                    $(ErrorCode::$variant => Some($code),)*
                 }
             }
 
@@ -501,10 +513,10 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl core::error::Error for Error {}
 
 /// `Result` with consentry's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = Error> = core::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {

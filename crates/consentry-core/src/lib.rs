@@ -6,6 +6,10 @@
 //! randomness (`crypto.getRandomValues`) and the asymmetric signing and verifying
 //! (WebCrypto); everything that can be decided without them is decided here, once.
 //!
+//! The default feature `std` holds the Worker's whole protocol. Without it the crate is
+//! `no_std` and holds what the browser package runs in the click: [`pkce`], [`state`],
+//! [`scope`], the start form's checks in [`start`], [`error`] and [`secret`].
+//!
 //! The protocol order is carried by types: [`validate_authorization_response`] is the only
 //! way to get a [`ValidatedAuthorizationResponse`], and
 //! [`build_authorization_code_request`] takes nothing else.
@@ -71,56 +75,29 @@
 //! page); [`start`] (the start form) and [`user_assertion`]; [`revocation`]; [`cookie`];
 //! [`error`]; [`secret`].
 #![forbid(unsafe_code)]
+// Without `std`, the browser's subset: see the feature's note in Cargo.toml.
+#![cfg_attr(not(feature = "std"), no_std)]
 
-pub mod api;
-pub mod authorization_details;
-pub mod authorization_request;
-pub mod authorization_response;
-pub mod client_auth;
-pub mod consent_record;
-pub mod cookie;
-pub mod discovery;
-pub mod dpop;
+extern crate alloc;
+
+/// What `std`'s prelude gives, for the modules that also build without it.
+mod prelude {
+    pub(crate) use alloc::borrow::ToOwned;
+    pub(crate) use alloc::string::String;
+    pub(crate) use alloc::vec::Vec;
+    pub(crate) use alloc::{format, vec};
+}
+
 pub mod encoding;
 pub mod error;
-pub mod http;
-pub mod id_token;
-pub mod jwk;
-pub mod jws;
-pub mod jwt;
-pub mod moneyhub;
-pub mod outcome;
-pub mod outcome_page;
 pub mod pkce;
-pub mod provider;
-pub mod revocation;
 pub mod scope;
 pub mod secret;
 pub mod start;
 pub mod state;
-pub mod token_request;
-pub mod token_response;
-pub mod token_set;
-pub mod truelayer;
-pub mod url;
-pub mod user_assertion;
 
-pub use authorization_request::{
-    process_par_response, AuthorizationRequest, PushedAuthorizationResponse,
-};
-pub use authorization_response::{
-    validate_authorization_response, AuthorizationResponse, ValidatedAuthorizationResponse,
-};
-pub use client_auth::{build_client_assertion, ClientAuthMethod, ClientAuthentication, ClientId};
-pub use consent_record::{ConsentRecord, ConsentStatus, StoredConsent};
 pub use error::{Error, ErrorCode, OAuthErrorCode, Result};
-pub use http::HttpRequest;
-pub use jws::{JwsAlgorithm, JwsSigningInput};
-pub use outcome::{Consent, Outcome, OutcomeStatus};
-pub use outcome_page::OutcomePage;
 pub use pkce::{PkceCodeChallenge, PkceCodeVerifier};
-pub use provider::{Profile, ProviderConfig};
-pub use revocation::{build_revocation_request, process_revocation_response, RevocableToken};
 pub use scope::Scopes;
 pub use secret::{
     AccessToken, AuthorizationCode, ClientAssertion, ClientSecret, IdToken, PrivateKeyJwk,
@@ -128,13 +105,61 @@ pub use secret::{
 };
 pub use start::StartRequest;
 pub use state::{Nonce, State, StateKey};
-pub use token_request::{
-    build_authorization_code_request, build_client_credentials_request,
-    build_refresh_token_request, AuthorizationCodeGrant,
-};
-pub use token_response::{
-    process_refresh_response, process_token_response, TokenResponse, TokenType,
-};
-pub use token_set::TokenSet;
-pub use url::{AllowedOrigins, EndpointUrl, IssuerUrl, RedirectUrl, WebOrigin};
-pub use user_assertion::{verify_user_assertion, AppUser};
+
+/// Items that need `std` (the Worker's whole protocol), each marked so.
+macro_rules! with_std {
+    ($($item:item)*) => { $( #[cfg(feature = "std")] $item )* };
+}
+
+with_std! {
+    pub mod api;
+    pub mod authorization_details;
+    pub mod authorization_request;
+    pub mod authorization_response;
+    pub mod client_auth;
+    pub mod consent_record;
+    pub mod cookie;
+    pub mod discovery;
+    pub mod dpop;
+    pub mod http;
+    pub mod id_token;
+    pub mod jwk;
+    pub mod jws;
+    pub mod jwt;
+    pub mod moneyhub;
+    pub mod outcome;
+    pub mod outcome_page;
+    pub mod provider;
+    pub mod revocation;
+    pub mod token_request;
+    pub mod token_response;
+    pub mod token_set;
+    pub mod truelayer;
+    pub mod url;
+    pub mod user_assertion;
+
+    pub use authorization_request::{
+        process_par_response, AuthorizationRequest, PushedAuthorizationResponse,
+    };
+    pub use authorization_response::{
+        validate_authorization_response, AuthorizationResponse, ValidatedAuthorizationResponse,
+    };
+    pub use client_auth::{build_client_assertion, ClientAuthMethod, ClientAuthentication, ClientId};
+    pub use consent_record::{ConsentRecord, ConsentStatus, StoredConsent};
+    pub use http::HttpRequest;
+    pub use jws::{JwsAlgorithm, JwsSigningInput};
+    pub use outcome::{Consent, Outcome, OutcomeStatus};
+    pub use outcome_page::OutcomePage;
+    pub use provider::{Profile, ProviderConfig};
+    pub use revocation::{build_revocation_request, process_revocation_response, RevocableToken};
+    pub use token_request::{
+        build_authorization_code_request, build_client_credentials_request,
+        build_refresh_token_request, AuthorizationCodeGrant,
+    };
+    pub use token_response::{
+        process_refresh_response, process_token_response, TokenResponse, TokenType,
+    };
+    pub use token_set::TokenSet;
+    pub use url::{AllowedOrigins, EndpointUrl, IssuerUrl, RedirectUrl, WebOrigin};
+    pub use user_assertion::{verify_user_assertion, AppUser};
+}

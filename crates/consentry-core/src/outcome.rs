@@ -171,7 +171,7 @@ impl Outcome {
     /// a string `error`. Anything else is [`ErrorCode::InvalidOutcome`]; unknown members are
     /// ignored.
     pub fn parse(json: &str) -> Result<Outcome> {
-        let Ok(Value::Object(message)) = serde_json::from_str::<Value>(json) else {
+        let Ok(Value::Object(message)) = serde_json::from_slice::<Value>(json.as_bytes()) else {
             return Err(invalid_outcome("an outcome must be a JSON object"));
         };
         if message.get("type").and_then(Value::as_str) != Some(OUTCOME_TYPE) {

@@ -2,6 +2,7 @@
 
 use crate::encoding::{base64url_encode, is_unreserved, sha256_base64url};
 use crate::error::{Error, ErrorCode, Result};
+use crate::prelude::*;
 use crate::secret::secret_type;
 
 /// Bytes of randomness in a generated verifier: 32 bytes give 43 base64url characters

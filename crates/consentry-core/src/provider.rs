@@ -17,6 +17,7 @@ use crate::jws::JwsAlgorithm;
 use crate::pkce::PkceCodeChallenge;
 use crate::scope::Scopes;
 use crate::state::{Nonce, State};
+use crate::start::is_provider_id;
 use crate::url::{EndpointUrl, IssuerUrl, RedirectUrl, WebOrigin};
 
 /// Where each provider's redirect URI lives under the Worker's public origin: one path per
@@ -145,15 +146,6 @@ struct ProviderEntry {
     access_token_signing_algs: Option<Vec<String>>,
 }
 
-/// Whether `id` is a provider id: 1-32 characters of `a-z 0-9 -` (it also names the
-/// provider's secrets, upper-cased, `-` as `_`).
-pub fn is_provider_id(id: &str) -> bool {
-    (1..=32).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 /// The id_token claim in which Moneyhub names the consent it recorded.
 const MONEYHUB_CONSENT_ID_CLAIM: &str = "mh:con_id";
 
@@ -192,7 +184,7 @@ pub struct ProviderConfig {
 impl ProviderConfig {
     /// Parses `CONSENTRY_PROVIDERS`: a JSON array of providers with unique ids.
     pub fn parse_list(json: &str) -> Result<Vec<ProviderConfig>> {
-        let entries: Vec<ProviderEntry> = serde_json::from_str(json).map_err(|error| {
+        let entries: Vec<ProviderEntry> = serde_json::from_slice(json.as_bytes()).map_err(|error| {
             config_error(&format!(
                 "CONSENTRY_PROVIDERS is not a valid provider list (line {}, column {}): {}",
                 error.line(),

@@ -4,6 +4,8 @@
 //! constant-time comparison is meant), and gives its value up only through an explicit
 //! `secret()` call that is easy to find in review.
 
+use crate::prelude::*;
+
 /// Defines a secret newtype over `String` with a redacted `Debug` and a `secret()` accessor.
 ///
 /// Attributes (docs, `derive(Clone)`) pass through; a `new` constructor is added unless the
@@ -32,8 +34,8 @@ macro_rules! secret_type {
             }
         }
 
-        impl ::std::fmt::Debug for $name {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        impl ::core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 f.write_str(concat!(stringify!($name), "([redacted])"))
             }
         }

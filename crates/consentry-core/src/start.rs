@@ -4,10 +4,11 @@
 //! The field names are the wire contract, shared by the browser (which builds the form) and
 //! the Worker (which parses it here). The verifier travels in a POST body, never in a URL.
 
+#[cfg(feature = "std")]
 use crate::encoding::form_decode;
 use crate::error::{Error, ErrorCode, Result};
 use crate::pkce::PkceCodeVerifier;
-use crate::provider::is_provider_id;
+use crate::prelude::*;
 use crate::scope::Scopes;
 use crate::state::State;
 
@@ -54,6 +55,7 @@ pub struct StartRequest {
 }
 
 impl StartRequest {
+    #[cfg(feature = "std")]
     /// Parses the form body. Every field occurs at most once; unknown fields are ignored
     /// so the form can grow. Failures name the field, never its value.
     pub fn parse(form_body: &str) -> Result<StartRequest> {
@@ -126,9 +128,9 @@ impl StartRequest {
             .map(Scopes::parse)
             .transpose()?;
         let provider_hint = provider_hint.filter(|hint| !hint.is_empty());
-        if provider_hint.is_some_and(|hint| {
-            hint.len() > MAX_PROVIDER_HINT_LEN || hint.chars().any(char::is_control)
-        }) {
+        if provider_hint
+            .is_some_and(|hint| hint.len() > MAX_PROVIDER_HINT_LEN || has_control_char(hint))
+        {
             return Err(Error::new(
                 ErrorCode::InvalidParameter,
                 "the provider hint is too long or has control characters",
@@ -168,8 +170,8 @@ impl StartRequest {
     }
 }
 
-impl std::fmt::Debug for StartRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for StartRequest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("StartRequest")
             .field("provider", &self.provider)
             .field("state", &self.state)
@@ -181,17 +183,40 @@ impl std::fmt::Debug for StartRequest {
     }
 }
 
+/// Whether `id` is a provider id: 1-32 characters of `a-z 0-9 -` (it also names the
+/// provider's secrets, upper-cased, `-` as `_`). Here, with the start form, because the
+/// browser checks it too.
+pub fn is_provider_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// The shape every app-user reference must have wherever it arrives (the start form's
 /// `user`, the account routes' `Authorization: Bearer`): 1 to [`MAX_USER_LEN`] characters,
 /// none of them control characters. Whether it names a user is for the Worker to decide.
 pub fn check_user_reference(user: &str) -> Result<&str> {
-    if user.is_empty() || user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
+    if user.is_empty() || user.len() > MAX_USER_LEN || has_control_char(user) {
         return Err(Error::new(
             ErrorCode::InvalidUser,
             "the user reference is empty, too long or has control characters",
         ));
     }
     Ok(user)
+}
+
+/// Whether `text` holds a control character (Unicode `Cc`, as [`char::is_control`]:
+/// U+0000-U+001F and U+007F-U+009F), read from its UTF-8 bytes: the browser module
+/// carries this, and decoding characters costs it more than the check.
+fn has_control_char(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(at, &byte)| {
+        byte < 0x20
+            || byte == 0x7f
+            // U+0080-U+009F are C2 80 to C2 9F; in valid UTF-8, C2 always leads.
+            || (byte == 0xc2 && bytes.get(at + 1).is_some_and(|next| *next <= 0x9f))
+    })
 }
 
 /// The user reference an account route was sent as `Authorization: Bearer <reference>`
@@ -210,14 +235,6 @@ pub fn user_reference_from_authorization(header: &str) -> Result<&str> {
             )
         })?;
     check_user_reference(reference)
-}
-
-/// Ids of providers and users: ASCII letters, digits, `-` and `_`.
-pub(crate) fn is_identifier(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
 }
 
 #[cfg(test)]
@@ -248,6 +265,64 @@ mod tests {
             .code()
             .as_str()
             .to_owned()
+    }
+
+    #[test]
+    fn control_characters_are_found_in_bytes_as_char_is_control_finds_them() {
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let text = format!("a{c}b");
+            assert_eq!(
+                has_control_char(&text),
+                c.is_control(),
+                "U+{:04X}",
+                c as u32
+            );
+        }
+    }
+
+    #[test]
+    fn new_fails_only_with_the_codes_the_browser_names() {
+        // crates/consentry/src/browser names these codes alone (code_name): a check added to
+        // StartRequest::new with another code must be named there too.
+        let named = [
+            ErrorCode::UnknownProvider,
+            ErrorCode::InvalidState,
+            ErrorCode::InvalidUser,
+            ErrorCode::InvalidParameter,
+        ];
+        let verifier = || PkceCodeVerifier::parse(VERIFIER).expect("valid verifier");
+        let state = || State::parse(STATE).expect("valid state");
+        let long_hint = "h".repeat(MAX_PROVIDER_HINT_LEN + 1);
+        let refusals = [
+            StartRequest::new("Bank!", state(), verifier(), "usr_alice", None, None),
+            StartRequest::new(
+                "bank",
+                State::parse("short").expect("valid"),
+                verifier(),
+                "usr_alice",
+                None,
+                None,
+            ),
+            StartRequest::new("bank", state(), verifier(), "", None, None),
+            StartRequest::new("bank", state(), verifier(), "usr\u{85}", None, None),
+            StartRequest::new("bank", state(), verifier(), "usr_alice", Some("a\"b"), None),
+            StartRequest::new(
+                "bank",
+                state(),
+                verifier(),
+                "usr_alice",
+                None,
+                Some(&long_hint),
+            ),
+            StartRequest::new("bank", state(), verifier(), "usr_alice", None, Some("h\n")),
+        ];
+        for refusal in refusals {
+            let code = refusal.expect_err("refused").code().clone();
+            assert!(
+                named.contains(&code),
+                "{code:?} is not named by the browser module"
+            );
+        }
     }
 
     #[test]

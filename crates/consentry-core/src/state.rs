@@ -3,6 +3,7 @@
 
 use crate::encoding::{base64url_encode, is_unreserved, sha256_base64url};
 use crate::error::{Error, ErrorCode, Result};
+use crate::prelude::*;
 
 /// Minimum random bytes in a generated `state` or `nonce` (128 bits).
 pub const MIN_RANDOM_BYTES: usize = 16;

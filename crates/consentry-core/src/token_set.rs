@@ -42,7 +42,7 @@ impl TokenSet {
     /// proof of the grant (refreshes, data API calls).
     pub fn with_dpop_key(mut self, key: PrivateKeyJwk) -> Result<Self> {
         // Checked here, so that a set is never sealed that could not be read back.
-        if !serde_json::from_str::<Value>(key.secret()).is_ok_and(|key| key.is_object()) {
+        if !serde_json::from_slice::<Value>(key.secret().as_bytes()).is_ok_and(|key| key.is_object()) {
             return Err(Error::new(
                 ErrorCode::JwkInvalid,
                 "a DPoP key must be a JSON JWK",
@@ -117,7 +117,7 @@ impl TokenSet {
         }
         if let Some(key) = &self.dpop_key {
             // A JSON object: checked by with_dpop_key.
-            plaintext["dpop_key"] = serde_json::from_str(key.secret()).unwrap_or(Value::Null);
+            plaintext["dpop_key"] = serde_json::from_slice(key.secret().as_bytes()).unwrap_or(Value::Null);
         }
         plaintext.to_string()
     }

@@ -12,7 +12,6 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::id_token::DEFAULT_CLOCK_TOLERANCE;
 use crate::jws::JwsAlgorithm;
 use crate::jwt::UnverifiedJwt;
-use crate::start::is_identifier;
 
 /// The longest user id accepted.
 pub const MAX_USER_ID_LEN: usize = 128;
@@ -120,6 +119,14 @@ pub fn verify_user_assertion(
 
 fn invalid_user(description: &str) -> Error {
     Error::new(ErrorCode::InvalidUser, description)
+}
+
+/// A user id: ASCII letters, digits, `-` and `_`.
+fn is_identifier(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
 }
 
 #[cfg(test)]

@@ -7,6 +7,11 @@
 //!
 //! Both adapters stay thin: every protocol decision lives in [`consentry_core`], so the
 //! browser and the Worker share the wire types by construction.
+//!
+//! The browser build is `no_std`, over the core's `no_std` subset: nothing in the page's
+//! module can format text or unwind, so a panic (which the checks leave no path to) is a
+//! trap, and the module carries no formatting machinery.
+#![cfg_attr(all(feature = "browser", not(feature = "edge")), no_std)]
 
 #[cfg(all(feature = "browser", feature = "edge"))]
 compile_error!(
@@ -14,11 +19,22 @@ compile_error!(
      with `--features browser` and the Worker with `--features edge`, one at a time."
 );
 
-#[cfg(any(feature = "browser", feature = "edge"))]
+#[cfg(feature = "edge")]
 mod random;
 
 #[cfg(feature = "browser")]
+extern crate alloc;
+
+#[cfg(feature = "browser")]
 pub mod browser;
+
+/// Without `std` there is no panic runtime: a panic traps, and JavaScript sees a
+/// `RuntimeError` from the call.
+#[cfg(all(feature = "browser", not(feature = "edge"), target_arch = "wasm32"))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}
 
 /// The browser build's allocator: a small free list, since the page's Wasm allocates only a
 /// few short strings per flow and dlmalloc would be most of the module's size.

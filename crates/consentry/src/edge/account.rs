@@ -22,7 +22,7 @@ use super::config::{self, Config};
 use super::provider_client::{GrantAtProvider, ProviderClient};
 use super::start::transaction_expired;
 use super::store::{ConsentRow, Store, UserRow};
-use super::{now, open_store, respond};
+use super::{now, open_store, raw_query, respond};
 
 /// The SPA's routes.
 enum Route {
@@ -104,14 +104,10 @@ async fn serve(
         now: now(),
     };
     match route {
-        Route::Outcome => {
-            let query = request
-                .url()
-                .map(|url| url.query().unwrap_or_default().to_owned());
-            call.outcome(&query.unwrap_or_default())
-                .await
-                .map(Answer::Outcome)
-        }
+        Route::Outcome => call
+            .outcome(&raw_query(request).unwrap_or_default())
+            .await
+            .map(Answer::Outcome),
         Route::Consents => call.consents().await.map(Answer::Json),
         Route::Revoke(id) => call.revoke(&id).await.map(Answer::Json),
         Route::Logout => call.logout().await.map(Answer::Empty),

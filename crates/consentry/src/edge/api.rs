@@ -19,9 +19,9 @@ use super::caller::Caller;
 use super::config::Config;
 use super::dpop::DpopKey;
 use super::outbound::{self, ProviderResponse, Unanswered};
-use super::store::{ConsentRow, Store};
+use super::store::{ConsentRow, Store, TokenRow};
 use super::tokens::{LiveToken, NoToken, TokenSource};
-use super::{now, open_store, read_body, respond, FORM};
+use super::{now, open_store, raw_query, read_body, respond, FORM};
 
 /// The route's prefix.
 pub(crate) const API_PREFIX: &str = "/api/";
@@ -103,21 +103,19 @@ async fn call(
             "this provider has no data API configured",
         )
     })?;
-    let url = request
-        .url()
-        .map_err(|_| Error::new(ErrorCode::InvalidApiPath, "unreadable URL"))?;
+    let query = raw_query(request);
     let api_call = ApiCall::parse(
         provider,
         method_name(&request.method()),
         raw_path,
-        url.query(),
+        query.as_deref(),
     )?;
     let body = read_call_body(request, &api_call).await?;
 
     let store = open_store(env)?;
     let now = now();
     let user = caller.user(env, config, &store, now).await?;
-    let consent = choose(&store, &user.id, provider, request, now).await?;
+    let (consent, token_set) = choose(&store, &user.id, provider, request, now).await?;
     let tokens = TokenSource {
         env,
         config,
@@ -153,7 +151,7 @@ async fn call(
             withhold_echoed_token(answer, &live)
         }
     };
-    let live = match tokens.live_token(&consent, None).await {
+    let live = match tokens.live_token(&consent, None, Some(token_set)).await {
         Ok(live) => live,
         Err(why) => return refused_for(why, None),
     };
@@ -168,7 +166,7 @@ async fn call(
         "consentry: api provider={} upstream=401 refreshing",
         provider.id()
     );
-    match tokens.live_token(&consent, Some(generation)).await {
+    match tokens.live_token(&consent, Some(generation), None).await {
         Ok(live) => withdrawn_or(send(live).await?, &store, &consent, provider).await,
         Err(why) => refused_for(why, Some(answer)),
     }
@@ -216,19 +214,22 @@ fn withhold_echoed_token(answer: ProviderResponse, live: &LiveToken) -> Result<P
     Ok(answer)
 }
 
-/// The consent the call uses, among the user's consents with this provider.
+/// The consent the call uses, among the user's consents with this provider, with its token
+/// set as read with it.
 async fn choose(
     store: &super::store::Store,
     user_id: &str,
     provider: &ProviderConfig,
     request: &Request,
     now: u64,
-) -> Result<ConsentRow> {
+) -> Result<(ConsentRow, Option<TokenRow>)> {
     let named = request.headers().get(CONSENT_HEADER).ok().flatten();
-    let mut consents = store.consents(user_id, Some(provider.id())).await?;
+    let mut consents = store
+        .consents_with_token_sets(user_id, provider.id())
+        .await?;
     let candidates: Vec<ConsentCandidate<'_>> = consents
         .iter()
-        .map(|row| ConsentCandidate {
+        .map(|(row, _)| ConsentCandidate {
             id: &row.id,
             status: row.stored().status(now),
         })

@@ -29,7 +29,7 @@ use super::dpop::DpopKey;
 use super::provider_client::{ExpectedIdToken, GrantAtProvider, ProviderClient};
 use super::start::{dpop_key_aad, transaction_expired};
 use super::store::{Consumed, NewConsent, NewSession, Store, Transaction};
-use super::{log_ending, now, open_store, random_token, read_form, respond};
+use super::{log_ending, now, open_store, random_token, raw_query, read_form, respond};
 use crate::random::random_bytes;
 
 /// A session's lifetime: 12 hours.
@@ -62,7 +62,7 @@ pub(super) async fn handle(
     let cookies = request.headers().get("Cookie")?.unwrap_or_default();
     let params = match request.method() {
         Method::Post => read_form(&mut request).await,
-        _ => Ok(request.url()?.query().unwrap_or_default().to_owned()),
+        _ => Ok(raw_query(&request).unwrap_or_default()),
     };
     // From the lookup on, the work runs under waitUntil whether or not the browser waits, so
     // a flow consumed gets its ending recorded; should even that be cut off (production

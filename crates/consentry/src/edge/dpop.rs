@@ -42,7 +42,8 @@ impl DpopKey {
     /// The key from its private JWK, as unsealed.
     pub(crate) fn from_private(alg: JwsAlgorithm, private: PrivateKeyJwk) -> Result<DpopKey> {
         let unreadable = || Error::new(ErrorCode::StorageFailed, "a stored DPoP key is unreadable");
-        let jwk: Value = serde_json::from_str(private.secret()).map_err(|_| unreadable())?;
+        let jwk: Value =
+            serde_json::from_slice(private.secret().as_bytes()).map_err(|_| unreadable())?;
         let public = public_jwk(jwk.as_object().ok_or_else(unreadable)?)?;
         Ok(DpopKey {
             alg,
@@ -78,7 +79,7 @@ impl DpopKey {
             proof = proof.with_access_token(access_token);
         }
         let input = proof.into_signing_input();
-        let jwk: Value = serde_json::from_str(self.private.secret())
+        let jwk: Value = serde_json::from_slice(self.private.secret().as_bytes())
             .map_err(|_| Error::new(ErrorCode::StorageFailed, "a stored DPoP key is unreadable"))?;
         let signature = webcrypto::sign(&jwk, self.alg, input.as_bytes()).await?;
         Ok(input.assemble(&signature))

@@ -5,8 +5,13 @@
 //! an endless chunked answer is cut off at the cap rather than buffered.
 
 use consentry_core::{Error, ErrorCode, HttpRequest};
-use futures_util::StreamExt;
-use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
+use js_sys::futures::JsFuture;
+use js_sys::{Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{
+    AbortSignal, Headers, ReadableStreamDefaultReader, Request, RequestInit, RequestRedirect,
+    Response, WorkerGlobalScope,
+};
 
 /// The most of a provider's response body the Worker reads.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -63,67 +68,70 @@ impl Unanswered {
 /// Sends `request` and reads the answer within `timeout_ms`. The request is sent once:
 /// nothing here retries, so an authorization code is never presented twice. A redirect is
 /// returned as it came (status and all), never followed.
+///
+/// Built on web-sys's `fetch` and stream reader rather than worker's `Fetch` and
+/// `Response::stream`: those convert the request's `cf` options with serde_wasm_bindgen and
+/// read through wasm-streams' adapters, which together weigh more than this function.
 pub(crate) async fn send(
     request: &HttpRequest,
     timeout_ms: u32,
 ) -> Result<ProviderResponse, Unanswered> {
-    let headers = Headers::new();
     let failed = |_| Unanswered::Failed;
+    let headers = Headers::new().map_err(failed)?;
     for (name, value) in request.headers() {
         headers.set(name, value).map_err(failed)?;
     }
-    let mut init = RequestInit::new();
-    init.with_headers(headers)
-        .with_redirect(RequestRedirect::Manual)
-        .with_method(Method::from(request.method().to_owned()));
+    let signal = AbortSignal::timeout_with_u32(timeout_ms);
+    let init = RequestInit::new();
+    init.set_method(request.method());
+    init.set_headers(&headers);
+    init.set_redirect(RequestRedirect::Manual);
+    init.set_signal(Some(&signal));
     if request.method() != "GET" {
-        init.with_body(Some(request.body().into()));
+        init.set_body(&JsValue::from_str(request.body()));
     }
-    let outgoing = Request::new_with_init(request.url(), &init).map_err(failed)?;
-    let signal = worker::AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(timeout_ms));
-    let settle = |error: worker::Error| {
-        if signal.aborted() {
-            Unanswered::TimedOut
-        } else {
-            drop(error);
-            Unanswered::Failed
-        }
+    let outgoing = Request::new_with_str_and_init(request.url(), &init).map_err(failed)?;
+    let settle = |_| match signal.aborted() {
+        true => Unanswered::TimedOut,
+        false => Unanswered::Failed,
     };
-    let mut response = Fetch::Request(outgoing)
-        .send_with_signal(&signal)
+    let global: WorkerGlobalScope = js_sys::global().unchecked_into();
+    let response: Response = JsFuture::from(global.fetch_with_request(&outgoing))
         .await
-        .map_err(settle)?;
-    let declared_len = response
-        .headers()
-        .get("Content-Length")
-        .ok()
-        .flatten()
-        .and_then(|len| len.parse::<usize>().ok());
+        .map_err(settle)?
+        .unchecked_into();
+    let header = |name: &str| response.headers().get(name).ok().flatten();
+    let declared_len = header("Content-Length").and_then(|len| len.parse::<usize>().ok());
     if declared_len.is_some_and(|len| len > MAX_BODY_BYTES) {
         return Err(Unanswered::TooLarge);
     }
-    let header = |name: &str| response.headers().get(name).ok().flatten();
-    let content_type = header("Content-Type");
-    let dpop_nonce = header("DPoP-Nonce");
-    let www_authenticate = header("WWW-Authenticate");
-    let status = response.status_code();
     let mut body = Vec::with_capacity(declared_len.unwrap_or(0));
     // A response without a body (a 204, a redirect) has no stream to read.
-    if let Ok(mut stream) = response.stream() {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(settle)?;
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                // Dropping the stream stops the read; the deadline ends the connection.
+    if let Some(stream) = response.body() {
+        let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+        loop {
+            let chunk = JsFuture::from(reader.read()).await.map_err(settle)?;
+            let done = Reflect::get(&chunk, &"done".into()).map_err(failed)?;
+            if done.is_truthy() {
+                break;
+            }
+            let chunk: Uint8Array = Reflect::get(&chunk, &"value".into())
+                .map_err(failed)?
+                .dyn_into()
+                .map_err(failed)?;
+            if body.len() + chunk.length() as usize > MAX_BODY_BYTES {
+                // Cancelling stops the read; the deadline ends the connection.
+                let _ = reader.cancel();
                 return Err(Unanswered::TooLarge);
             }
-            body.extend_from_slice(&chunk);
+            body.extend_from_slice(&chunk.to_vec());
         }
     }
     Ok(ProviderResponse {
-        status,
-        content_type,
+        status: response.status(),
+        content_type: header("Content-Type"),
         body,
-        dpop_nonce,
-        www_authenticate,
+        dpop_nonce: header("DPoP-Nonce"),
+        www_authenticate: header("WWW-Authenticate"),
     })
 }

@@ -410,12 +410,13 @@ impl<'a> ProviderClient<'a> {
 
     async fn sign(&self, env: &Env, input: JwsSigningInput) -> Result<String> {
         let jwk = config::private_jwk(env, self.config)?;
-        let jwk: serde_json::Value = serde_json::from_str(jwk.secret()).map_err(|_| {
-            Error::new(
-                ErrorCode::InvalidConfiguration,
-                format!("{} is not a JSON JWK", self.config.private_jwk_name()),
-            )
-        })?;
+        let jwk: serde_json::Value =
+            serde_json::from_slice(jwk.secret().as_bytes()).map_err(|_| {
+                Error::new(
+                    ErrorCode::InvalidConfiguration,
+                    format!("{} is not a JSON JWK", self.config.private_jwk_name()),
+                )
+            })?;
         let signature = webcrypto::sign(&jwk, input.alg(), input.as_bytes()).await?;
         Ok(input.assemble(&signature))
     }

@@ -4,9 +4,13 @@
 
 use consentry_core::encoding::log_message;
 use consentry_core::{Error, ErrorCode, Outcome, Result, StoredConsent};
+use js_sys::futures::JsFuture;
+use js_sys::{Array, Reflect, JSON};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use wasm_bindgen::JsCast;
 use wasm_bindgen::JsValue;
+use worker::worker_sys::D1Database as D1DatabaseSys;
 use worker::{D1Database, D1PreparedStatement};
 
 /// Outcomes stay readable this long after their flow's deadline, then are purged.
@@ -181,6 +185,16 @@ impl Store {
         self.0.prepare(sql).bind(values).map_err(storage)
     }
 
+    /// Runs statements as one D1 batch (one SQL transaction); how many rows each changed.
+    async fn batch(&self, statements: Vec<D1PreparedStatement>) -> worker::Result<Vec<usize>> {
+        let database: &D1DatabaseSys = self.0.as_ref().unchecked_ref();
+        let statements: Array = statements.iter().map(D1PreparedStatement::inner).collect();
+        let results: Array = JsFuture::from(database.batch(statements)?)
+            .await?
+            .dyn_into()?;
+        Ok(results.iter().map(|result| changes(&result)).collect())
+    }
+
     /// Stores a new transaction, after purging flows long past their deadline.
     pub(crate) async fn insert_transaction(&self, transaction: &NewTransaction<'_>) -> Result<()> {
         let now = transaction.created_at;
@@ -208,7 +222,7 @@ impl Store {
                 number(transaction.expires_at),
             ],
         )?;
-        self.0.batch(vec![purge, insert]).await.map_err(|error| {
+        self.batch(vec![purge, insert]).await.map_err(|error| {
             if error.to_string().contains("UNIQUE") {
                 Error::new(
                     ErrorCode::InvalidState,
@@ -240,7 +254,7 @@ impl Store {
                      expires_at",
                     &[number(now), state_key.into(), binding_hash.into(), provider.into()],
                 )?
-                .first::<Transaction>(None)
+                .first_row::<Transaction>()
                 .await
                 .map_err(storage)?;
             if let Some(transaction) = taken {
@@ -272,12 +286,12 @@ impl Store {
     /// Records a failed or denied flow's outcome and forgets its verifier, unless the flow
     /// has an outcome already (the first one recorded stands). Whether it was recorded.
     pub(crate) async fn record_outcome(&self, state_key: &str, outcome_json: &str) -> Result<bool> {
-        let result = self
+        let changed = self
             .outcome_statement(state_key, outcome_json)?
-            .run()
+            .run_changes()
             .await
             .map_err(storage)?;
-        Ok(changes(&result) > 0)
+        Ok(changed > 0)
     }
 
     fn outcome_statement(
@@ -399,8 +413,8 @@ impl Store {
             )?,
             self.outcome_statement(state_key, outcome_json)?,
         ];
-        let results = self.0.batch(batch).await.map_err(storage)?;
-        if results.last().map_or(0, changes) == 0 {
+        let results = self.batch(batch).await.map_err(storage)?;
+        if results.last().copied().unwrap_or(0) == 0 {
             return Err(Error::new(
                 ErrorCode::ExchangeInterrupted,
                 "the flow was already reported as interrupted; the grant was not kept",
@@ -476,7 +490,7 @@ impl Store {
             )?,
             self.claim_release(user_id, provider, claim)?,
         ];
-        self.0.batch(batch).await.map_err(storage)?;
+        self.batch(batch).await.map_err(storage)?;
         Ok(())
     }
 
@@ -488,7 +502,7 @@ impl Store {
         claim: &str,
     ) -> Result<()> {
         self.claim_release(user_id, provider, claim)?
-            .run()
+            .run_changes()
             .await
             .map_err(storage)?;
         Ok(())
@@ -520,7 +534,7 @@ impl Store {
              ON CONFLICT (id) DO UPDATE SET name = excluded.name",
             &[id.into(), name.into(), number(now)],
         )?
-        .run()
+        .run_changes()
         .await
         .map_err(storage)?;
         Ok(())
@@ -547,7 +561,7 @@ impl Store {
     /// Ends a session.
     pub(crate) async fn delete_session(&self, id_hash: &str) -> Result<()> {
         self.statement("DELETE FROM sessions WHERE id_hash = ?1", &[id_hash.into()])?
-            .run()
+            .run_changes()
             .await
             .map_err(storage)?;
         Ok(())
@@ -568,6 +582,52 @@ impl Store {
         )?
         .all_read::<ConsentRow>()
         .await
+    }
+
+    /// A user's consents with `provider`, newest first, each with its token set as it stands
+    /// (`None`: its tokens are no longer held): what `/api` needs to choose a consent and use
+    /// its token, in one read rather than two.
+    pub(crate) async fn consents_with_token_sets(
+        &self,
+        user_id: &str,
+        provider: &str,
+    ) -> Result<Vec<(ConsentRow, Option<TokenRow>)>> {
+        #[derive(Deserialize)]
+        struct Row {
+            #[serde(flatten)]
+            consent: ConsentRow,
+            sealed: Option<String>,
+            access_expires_at: Option<u64>,
+            generation: Option<i64>,
+            refresh_lock_until: Option<u64>,
+            refresh_failed_at: Option<u64>,
+        }
+        let rows = self
+            .statement(
+                &format!(
+                    "SELECT {CONSENT_COLUMNS}, t.sealed AS sealed, t.access_expires_at AS access_expires_at, \
+                     t.generation AS generation, t.refresh_lock_until AS refresh_lock_until, \
+                     t.refresh_failed_at AS refresh_failed_at FROM consents c \
+                     LEFT JOIN token_sets t ON t.consent_id = c.id WHERE c.user_id = ?1 AND c.provider = ?2 \
+                     ORDER BY c.granted_at DESC, c.id"
+                ),
+                &[user_id.into(), provider.into()],
+            )?
+            .all_read::<Row>()
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let tokens = row.sealed.map(|sealed| TokenRow {
+                    sealed,
+                    access_expires_at: row.access_expires_at,
+                    generation: row.generation.unwrap_or_default(),
+                    refresh_lock_until: row.refresh_lock_until.unwrap_or_default(),
+                    refresh_failed_at: row.refresh_failed_at,
+                });
+                (row.consent, tokens)
+            })
+            .collect())
     }
 
     /// One of a user's consents and its sealed token set (if still held).
@@ -695,14 +755,14 @@ impl Store {
                 &[consent_id.into(), lease.into()],
             )?,
         ];
-        let results = self.0.batch(batch).await.map_err(storage)?;
-        Ok(results.last().map_or(0, changes) > 0)
+        let results = self.batch(batch).await.map_err(storage)?;
+        Ok(results.last().copied().unwrap_or(0) > 0)
     }
 
     /// Runs one write; whether it changed a row.
     async fn changed(&self, sql: &str, values: &[JsValue]) -> Result<bool> {
-        let result = self.statement(sql, values)?.run().await.map_err(storage)?;
-        Ok(changes(&result) > 0)
+        let changed = self.statement(sql, values)?.run_changes().await;
+        Ok(changed.map_err(storage)? > 0)
     }
 
     /// Marks a consent lapsed because its provider said the consent itself is gone (a data
@@ -740,7 +800,7 @@ impl Store {
                 &[consent_id.into()],
             )?,
         ];
-        self.0.batch(batch).await.map_err(storage)?;
+        self.batch(batch).await.map_err(storage)?;
         Ok(())
     }
 }
@@ -761,12 +821,53 @@ trait ReadRetry {
 
 impl ReadRetry for D1PreparedStatement {
     async fn first_read<T: DeserializeOwned>(&self) -> Result<Option<T>> {
-        retried(|| self.first::<T>(None)).await
+        retried(|| self.first_row::<T>()).await
     }
 
     async fn all_read<T: DeserializeOwned>(&self) -> Result<Vec<T>> {
-        retried(|| async { self.all().await.and_then(|rows| rows.results::<T>()) }).await
+        retried(|| self.all_rows::<T>()).await
     }
+}
+
+/// D1 through its JavaScript objects rather than worker's typed wrappers: a row goes through
+/// `JSON.stringify` into serde_json, which the Worker carries anyway, and a write's count of
+/// changed rows is read off its `meta`. worker's wrappers decode with serde_wasm_bindgen,
+/// which (with the float formatting it brings) weighs a tenth of the Worker.
+trait D1Call {
+    async fn first_row<T: DeserializeOwned>(&self) -> worker::Result<Option<T>>;
+    async fn all_rows<T: DeserializeOwned>(&self) -> worker::Result<Vec<T>>;
+    async fn run_changes(&self) -> worker::Result<usize>;
+}
+
+impl D1Call for D1PreparedStatement {
+    async fn first_row<T: DeserializeOwned>(&self) -> worker::Result<Option<T>> {
+        let row = JsFuture::from(self.inner().first(None)?).await?;
+        match row.is_null_or_undefined() {
+            true => Ok(None),
+            false => decode(&row).map(Some),
+        }
+    }
+
+    async fn all_rows<T: DeserializeOwned>(&self) -> worker::Result<Vec<T>> {
+        let result = JsFuture::from(self.inner().all()?).await?;
+        let rows = Reflect::get(&result, &"results".into())?;
+        match rows.is_null_or_undefined() {
+            true => Ok(Vec::new()),
+            false => decode(&rows),
+        }
+    }
+
+    async fn run_changes(&self) -> worker::Result<usize> {
+        let result = JsFuture::from(self.inner().run()?).await?;
+        Ok(changes(&result))
+    }
+}
+
+/// A D1 row (or array of rows) as `T`, through its JSON text: D1 gives plain objects of
+/// numbers, strings and nulls, which JSON carries exactly.
+fn decode<T: DeserializeOwned>(value: &JsValue) -> worker::Result<T> {
+    let text = String::from(JSON::stringify(value)?);
+    Ok(serde_json::from_slice(text.as_bytes())?)
 }
 
 /// Runs a read up to three times, with a short growing pause and some jitter between.
@@ -788,14 +889,13 @@ async fn retried<T, F: std::future::Future<Output = worker::Result<T>>>(
     }
 }
 
-/// How many rows a statement changed.
-fn changes(result: &worker::D1Result) -> usize {
-    result
-        .meta()
+/// How many rows a statement changed, from a D1 result's `meta.changes`.
+fn changes(result: &JsValue) -> usize {
+    Reflect::get(result, &"meta".into())
+        .and_then(|meta| Reflect::get(&meta, &"changes".into()))
         .ok()
-        .flatten()
-        .and_then(|meta| meta.changes)
-        .unwrap_or(0)
+        .and_then(|changes| changes.as_f64())
+        .map_or(0, |changes| changes as usize)
 }
 
 fn optional(value: Option<&str>) -> JsValue {

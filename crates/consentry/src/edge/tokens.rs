@@ -82,10 +82,13 @@ impl TokenSource<'_> {
     /// The consent's tokens, refreshed first when they live less than 30 s more, or when
     /// `stale` names the generation a data API just refused (an upstream 401): then a set of
     /// a later generation is used, refreshed by this call or by another one meanwhile.
+    /// `read`: the set as the caller just read it with the consent (`Some(None)`: no tokens
+    /// held), taken for the first look instead of reading it again.
     pub(crate) async fn live_token(
         &self,
         consent: &ConsentRow,
         stale: Option<i64>,
+        mut read: Option<Option<TokenRow>>,
     ) -> Result<LiveToken, NoToken> {
         let lease_ms = lease_ms(self.config.http_timeout_ms);
         let started_ms = now_ms();
@@ -97,7 +100,11 @@ impl TokenSource<'_> {
         loop {
             // A read or a lease attempt that storage refuses under contention (D1 answers
             // errors under load) is tried again until the waiter gives up.
-            let row = match self.store.token_set(&consent.id).await {
+            let row = match read.take() {
+                Some(row) => Ok(row),
+                None => self.store.token_set(&consent.id).await,
+            };
+            let row = match row {
                 Ok(Some(row)) => Some(row),
                 Ok(None) => return Err(NoToken::Expired(consent_expired())),
                 Err(error) if now_ms() > give_up_ms => return Err(NoToken::Failed(error)),
