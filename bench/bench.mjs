@@ -12,7 +12,7 @@
 //   3. Latency of /auth/start, /auth/callback (exchange, id_token checks) and /api (a live
 //      token) for our Worker and for the peer, under the same wrangler dev against the same
 //      bank, rounds alternating; the ratio is the peer's median over ours (above 1: we are
-//      faster).
+//      faster). Beside them, what one D1 read costs there (the peer's /bench/d1 route).
 //   4. The demo's first impression: ./scripts/demo started, then its page and an account
 //      route asked for as soon as wrangler says it is ready.
 //
@@ -208,6 +208,12 @@ async function latency() {
         for (const route of ['start', 'callback', 'api']) times[name][route].push(sample[route]);
       }
     }
+    // What one D1 round trip costs under this wrangler dev: the peer's route making n reads.
+    const d1 = {};
+    for (const n of [0, 1, 3]) {
+      d1[n] = [];
+      for (let i = 0; i < 20; i += 1) d1[n].push((await timed(`${peerUrl}/bench/d1/${n}`)).ms);
+    }
     console.log(`\nlatency (${rounds} flows each, rounds alternating; local bank, wrangler dev, this machine)`);
     console.log(`  ${'route'.padEnd(16)} ${'consentry median / p90'.padStart(24)} ${'peer median / p90'.padStart(22)} ${'ratio'.padStart(7)}`);
     for (const [route, label] of [['start', '/auth/start'], ['callback', '/auth/callback'], ['api', '/api']]) {
@@ -215,6 +221,8 @@ async function latency() {
       const cell = (samples) => `${median(samples).toFixed(1)} / ${p90(samples).toFixed(1)} ms`;
       console.log(`  ${label.padEnd(16)} ${cell(a).padStart(24)} ${cell(b).padStart(22)} ${(median(b) / median(a)).toFixed(2).padStart(7)}`);
     }
+    const perRead = (median(d1[3]) - median(d1[0])) / 3;
+    console.log(`  one D1 read: ${perRead.toFixed(1)} ms (a route doing 0, 1, 3 reads: ${[0, 1, 3].map((n) => median(d1[n]).toFixed(1)).join(', ')} ms)`);
   } finally {
     await stack.stop();
   }

@@ -16,6 +16,8 @@
 //   GET  /api/local-bank/{path}        the user's consent (Authorization: Bearer <demo user>,
 //                                      X-Consentry-Consent), its token unsealed, the bank's
 //                                      data API called with it
+//   GET  /bench/d1/{n}                 n trivial D1 reads one after another: the bench's
+//                                      measure of what one D1 round trip costs here
 //
 // Discovery and the JWKS are cached per isolate, as consentry caches them.
 import * as oauth from 'oauth4webapi';
@@ -153,6 +155,11 @@ export default {
     if (request.method === 'POST' && pathname === '/auth/start') return start(request, env);
     if (request.method === 'GET' && pathname === `/auth/callback/${PROVIDER}`) return callback(request, env);
     if (request.method === 'GET' && pathname.startsWith(`/api/${PROVIDER}/`)) return api(request, env, pathname.slice(`/api/${PROVIDER}`.length));
+    const reads = /^\/bench\/d1\/(\d)$/.exec(pathname);
+    if (request.method === 'GET' && reads) {
+      for (let i = 0; i < Number(reads[1]); i += 1) await env.DB.prepare('SELECT count(*) AS n FROM flows WHERE expires_at > ?1').bind(i).first();
+      return json(200, { reads: Number(reads[1]) });
+    }
     return json(404, { code: 'not_found' });
   },
 };

@@ -415,6 +415,9 @@ test('the browser\'s own credentials never reach the bank; revoking a refreshed 
   assert.equal(revoked.json().provider_revoked, true, 'the refreshed token set revokes at the bank');
   assert.equal(stack.issued.revocations.at(-1).status, 200);
   await apiError(await stack.workerFetch('/api/local-bank/accounts', { headers: { 'X-Consentry': '1', 'X-Consentry-Consent': consent }, jar: new CookieJar() }), 401, 'session_required');
+  // A session cookie of no live session: the same (the user and the consents are read together).
+  const unknownSession = new CookieJar().set('__Host-consentry-session', 'not-a-live-session', { sameSite: 'strict' });
+  await apiError(await stack.workerFetch('/api/local-bank/accounts', { headers: { 'X-Consentry': '1', 'X-Consentry-Consent': consent }, jar: unknownSession }), 401, 'session_required');
 });
 
 test('leak scan: no token in any /api answer or in the logs', async () => {

@@ -19,7 +19,7 @@ use super::caller::Caller;
 use super::config::Config;
 use super::dpop::DpopKey;
 use super::outbound::{self, ProviderResponse, Unanswered};
-use super::store::{ConsentRow, Store, TokenRow};
+use super::store::{ConsentRow, ConsentWithTokens, Store};
 use super::tokens::{LiveToken, NoToken, TokenSource};
 use super::{now, open_store, raw_query, read_body, respond, FORM};
 
@@ -114,8 +114,10 @@ async fn call(
 
     let store = open_store(env)?;
     let now = now();
-    let user = caller.user(env, config, &store, now).await?;
-    let (consent, token_set) = choose(&store, &user.id, provider, request, now).await?;
+    let consents = caller
+        .consents_with_tokens(env, config, &store, provider.id(), now)
+        .await?;
+    let (consent, token_set) = choose(consents, request, now)?;
     let tokens = TokenSource {
         env,
         config,
@@ -216,17 +218,12 @@ fn withhold_echoed_token(answer: ProviderResponse, live: &LiveToken) -> Result<P
 
 /// The consent the call uses, among the user's consents with this provider, with its token
 /// set as read with it.
-async fn choose(
-    store: &super::store::Store,
-    user_id: &str,
-    provider: &ProviderConfig,
+fn choose(
+    mut consents: Vec<ConsentWithTokens>,
     request: &Request,
     now: u64,
-) -> Result<(ConsentRow, Option<TokenRow>)> {
+) -> Result<ConsentWithTokens> {
     let named = request.headers().get(CONSENT_HEADER).ok().flatten();
-    let mut consents = store
-        .consents_with_token_sets(user_id, provider.id())
-        .await?;
     let candidates: Vec<ConsentCandidate<'_>> = consents
         .iter()
         .map(|(row, _)| ConsentCandidate {

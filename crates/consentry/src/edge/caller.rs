@@ -7,12 +7,13 @@
 
 use consentry_core::cookie::{cookie_value, stored_hash, SESSION_COOKIE};
 use consentry_core::start::user_reference_from_authorization;
+use consentry_core::user_assertion::parse_user_id;
 use consentry_core::{Error, ErrorCode, Result, WebOrigin};
 use worker::{Env, Request};
 
 use super::config::Config;
-use super::start::trusted_user;
-use super::store::{Store, UserRow};
+use super::start::{no_demo_user, trusted_user};
+use super::store::{ConsentWithTokens, Store, UserLookup, UserRow};
 
 /// What a JSON route knows of its caller once the request is read.
 pub(crate) struct Caller {
@@ -73,16 +74,58 @@ impl Caller {
     }
 
     async fn session_user(&self, store: &Store, now: u64) -> Result<UserRow> {
-        let session_required = || {
-            Error::new(
-                ErrorCode::SessionRequired,
-                "connect a bank first: no session",
-            )
-        };
         let session = cookie_value(&self.cookies, SESSION_COOKIE).ok_or_else(session_required)?;
         store
             .session_user(&stored_hash(session), now)
             .await?
             .ok_or_else(session_required)
     }
+
+    /// The consents with `provider` of the user the call acts for (found as [`Caller::user`]
+    /// finds them), each with its token set: the user and the consents read in one round
+    /// trip (an asserted user is recorded first).
+    pub(crate) async fn consents_with_tokens(
+        &self,
+        env: &Env,
+        config: &Config,
+        store: &Store,
+        provider: &str,
+        now: u64,
+    ) -> Result<Vec<ConsentWithTokens>> {
+        let (session, asserted);
+        let (lookup, unknown): (UserLookup<'_>, fn() -> Error) = match &self.authorization {
+            None => {
+                let value =
+                    cookie_value(&self.cookies, SESSION_COOKIE).ok_or_else(session_required)?;
+                session = stored_hash(value);
+                (UserLookup::Session(&session), session_required)
+            }
+            Some(authorization) if config.demo_users => {
+                let reference = user_reference_from_authorization(authorization)?;
+                (UserLookup::Id(parse_user_id(reference)?), no_demo_user)
+            }
+            // An asserted user is recorded (a write) before the read.
+            Some(_) => {
+                asserted = self.user(env, config, store, now).await?.id;
+                (UserLookup::Id(&asserted), user_not_recorded)
+            }
+        };
+        let (_, consents) = store
+            .user_with_consents(lookup, provider, now)
+            .await?
+            .ok_or_else(unknown)?;
+        Ok(consents)
+    }
+}
+
+fn session_required() -> Error {
+    Error::new(
+        ErrorCode::SessionRequired,
+        "connect a bank first: no session",
+    )
+}
+
+/// An asserted user gone between being recorded and being read (deleted meanwhile).
+fn user_not_recorded() -> Error {
+    Error::new(ErrorCode::InvalidUser, "this user is no longer recorded")
 }

@@ -187,10 +187,7 @@ pub(super) async fn trusted_user(
 ) -> Result<UserRow> {
     if config.demo_users {
         let id = parse_user_id(user)?;
-        return store
-            .user(id)
-            .await?
-            .ok_or_else(|| Error::new(ErrorCode::InvalidUser, "no demo user has this id"));
+        return store.user(id).await?.ok_or_else(no_demo_user);
     }
     let secret = config::user_secret(env)?;
     let audience = config.public_origin.as_str();
@@ -201,6 +198,11 @@ pub(super) async fn trusted_user(
         name: name.to_owned(),
         id: user.id,
     })
+}
+
+/// A demo user id that is no user's.
+pub(super) fn no_demo_user() -> Error {
+    Error::new(ErrorCode::InvalidUser, "no demo user has this id")
 }
 
 /// The form's `state`, if it is one: to address a refused start's outcome to its flow.

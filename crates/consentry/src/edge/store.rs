@@ -139,6 +139,23 @@ pub(crate) struct RefreshedSet<'a> {
     pub failed_at_ms: Option<u64>,
 }
 
+/// A user by id (?1).
+const USER_BY_ID: &str = "SELECT id, name FROM users WHERE id = ?1";
+/// The user of a live session (?1 its id hash, ?2 now).
+const USER_BY_SESSION: &str = "SELECT users.id AS id, users.name AS name FROM sessions \
+     JOIN users ON users.id = sessions.user_id WHERE sessions.id_hash = ?1 AND sessions.expires_at > ?2";
+
+/// How a call names its user, for a read of the user together with their consents.
+pub(crate) enum UserLookup<'a> {
+    /// A user id, which must be a user's.
+    Id(&'a str),
+    /// A session, by the hash of its cookie value, which must be live.
+    Session(&'a str),
+}
+
+/// A consent with its token set as it stands (`None`: its tokens are no longer held).
+pub(crate) type ConsentWithTokens = (ConsentRow, Option<TokenRow>);
+
 /// An app user.
 #[derive(Deserialize)]
 pub(crate) struct UserRow {
@@ -187,12 +204,21 @@ impl Store {
 
     /// Runs statements as one D1 batch (one SQL transaction); how many rows each changed.
     async fn batch(&self, statements: Vec<D1PreparedStatement>) -> worker::Result<Vec<usize>> {
+        let results = self.batch_results(&statements).await?;
+        Ok(results.iter().map(changes).collect())
+    }
+
+    /// Runs statements as one D1 batch; D1's result object for each, in order.
+    async fn batch_results(
+        &self,
+        statements: &[D1PreparedStatement],
+    ) -> worker::Result<Vec<JsValue>> {
         let database: &D1DatabaseSys = self.0.as_ref().unchecked_ref();
         let statements: Array = statements.iter().map(D1PreparedStatement::inner).collect();
         let results: Array = JsFuture::from(database.batch(statements)?)
             .await?
             .dyn_into()?;
-        Ok(results.iter().map(|result| changes(&result)).collect())
+        Ok(results.to_vec())
     }
 
     /// Stores a new transaction, after purging flows long past their deadline.
@@ -522,7 +548,7 @@ impl Store {
 
     /// An app user by id.
     pub(crate) async fn user(&self, id: &str) -> Result<Option<UserRow>> {
-        self.statement("SELECT id, name FROM users WHERE id = ?1", &[id.into()])?
+        self.statement(USER_BY_ID, &[id.into()])?
             .first_read::<UserRow>()
             .await
     }
@@ -549,13 +575,9 @@ impl Store {
 
     /// The user of a live session.
     pub(crate) async fn session_user(&self, id_hash: &str, now: u64) -> Result<Option<UserRow>> {
-        self.statement(
-            "SELECT users.id AS id, users.name AS name FROM sessions JOIN users ON users.id = sessions.user_id \
-             WHERE sessions.id_hash = ?1 AND sessions.expires_at > ?2",
-            &[id_hash.into(), number(now)],
-        )?
-        .first_read::<UserRow>()
-        .await
+        self.statement(USER_BY_SESSION, &[id_hash.into(), number(now)])?
+            .first_read::<UserRow>()
+            .await
     }
 
     /// Ends a session.
@@ -584,50 +606,61 @@ impl Store {
         .await
     }
 
-    /// A user's consents with `provider`, newest first, each with its token set as it stands
-    /// (`None`: its tokens are no longer held): what `/api` needs to choose a consent and use
-    /// its token, in one read rather than two.
-    pub(crate) async fn consents_with_token_sets(
+    /// The user `lookup` names and their consents with `provider`, newest first, each with
+    /// its token set: what `/api` needs, in one batch (one round trip, one transaction), the
+    /// consents read for the very user the first statement finds. `None`: no such user (or
+    /// no live session).
+    pub(crate) async fn user_with_consents(
         &self,
-        user_id: &str,
+        lookup: UserLookup<'_>,
         provider: &str,
-    ) -> Result<Vec<(ConsentRow, Option<TokenRow>)>> {
-        #[derive(Deserialize)]
-        struct Row {
-            #[serde(flatten)]
-            consent: ConsentRow,
-            sealed: Option<String>,
-            access_expires_at: Option<u64>,
-            generation: Option<i64>,
-            refresh_lock_until: Option<u64>,
-            refresh_failed_at: Option<u64>,
-        }
-        let rows = self
-            .statement(
-                &format!(
-                    "SELECT {CONSENT_COLUMNS}, t.sealed AS sealed, t.access_expires_at AS access_expires_at, \
-                     t.generation AS generation, t.refresh_lock_until AS refresh_lock_until, \
-                     t.refresh_failed_at AS refresh_failed_at FROM consents c \
-                     LEFT JOIN token_sets t ON t.consent_id = c.id WHERE c.user_id = ?1 AND c.provider = ?2 \
-                     ORDER BY c.granted_at DESC, c.id"
-                ),
-                &[user_id.into(), provider.into()],
-            )?
-            .all_read::<Row>()
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let tokens = row.sealed.map(|sealed| TokenRow {
-                    sealed,
-                    access_expires_at: row.access_expires_at,
-                    generation: row.generation.unwrap_or_default(),
-                    refresh_lock_until: row.refresh_lock_until.unwrap_or_default(),
-                    refresh_failed_at: row.refresh_failed_at,
-                });
-                (row.consent, tokens)
-            })
-            .collect())
+        now: u64,
+    ) -> Result<Option<(UserRow, Vec<ConsentWithTokens>)>> {
+        let (user_sql, condition, values) = match lookup {
+            UserLookup::Id(id) => (USER_BY_ID, "c.user_id = ?1 AND c.provider = ?3", vec![id.into()]),
+            UserLookup::Session(id_hash) => (
+                USER_BY_SESSION,
+                "c.user_id = (SELECT user_id FROM sessions WHERE id_hash = ?1 AND expires_at > ?2) \
+                 AND c.provider = ?3",
+                vec![id_hash.into(), number(now)],
+            ),
+        };
+        // The provider is ?3 in both shapes (a user id leaves ?2 unbound: NULL).
+        let mut consent_values = values.clone();
+        consent_values.resize(2, JsValue::NULL);
+        consent_values.push(provider.into());
+        let statements = vec![
+            self.statement(user_sql, &values)?,
+            self.consents_with_token_sets(condition, &consent_values)?,
+        ];
+        let results = retried(|| self.batch_results(&statements)).await?;
+        let (users, consents) = (result_rows(&results, 0)?, result_rows(&results, 1)?);
+        let user = decode::<Option<Vec<UserRow>>>(&users)
+            .map_err(storage)?
+            .and_then(|users| users.into_iter().next());
+        let Some(user) = user else {
+            return Ok(None);
+        };
+        Ok(Some((user, consent_rows(&consents).map_err(storage)?)))
+    }
+
+    /// Consents and their token sets (`None` where no tokens are held) that `condition`
+    /// picks, newest first.
+    fn consents_with_token_sets(
+        &self,
+        condition: &str,
+        values: &[JsValue],
+    ) -> Result<D1PreparedStatement> {
+        self.statement(
+            &format!(
+                "SELECT {CONSENT_COLUMNS}, t.sealed AS sealed, t.access_expires_at AS access_expires_at, \
+                 t.generation AS generation, t.refresh_lock_until AS refresh_lock_until, \
+                 t.refresh_failed_at AS refresh_failed_at FROM consents c \
+                 LEFT JOIN token_sets t ON t.consent_id = c.id WHERE {condition} \
+                 ORDER BY c.granted_at DESC, c.id"
+            ),
+            values,
+        )
     }
 
     /// One of a user's consents and its sealed token set (if still held).
@@ -636,23 +669,16 @@ impl Store {
         user_id: &str,
         consent_id: &str,
     ) -> Result<Option<(ConsentRow, Option<String>)>> {
-        #[derive(Deserialize)]
-        struct Row {
-            #[serde(flatten)]
-            consent: ConsentRow,
-            sealed: Option<String>,
-        }
-        let row = self
-            .statement(
-                &format!(
-                    "SELECT {CONSENT_COLUMNS}, t.sealed AS sealed FROM consents c \
-                     LEFT JOIN token_sets t ON t.consent_id = c.id WHERE c.id = ?1 AND c.user_id = ?2"
-                ),
-                &[consent_id.into(), user_id.into()],
-            )?
-            .first_read::<Row>()
-            .await?;
-        Ok(row.map(|row| (row.consent, row.sealed)))
+        let statement = self.consents_with_token_sets(
+            "c.id = ?1 AND c.user_id = ?2",
+            &[consent_id.into(), user_id.into()],
+        )?;
+        let results = retried(|| self.batch_results(std::slice::from_ref(&statement))).await?;
+        let consent = consent_rows(&result_rows(&results, 0)?)
+            .map_err(storage)?
+            .into_iter()
+            .next();
+        Ok(consent.map(|(consent, tokens)| (consent, tokens.map(|tokens| tokens.sealed))))
     }
 
     /// A consent's token set and lease, if its tokens are still held.
@@ -861,6 +887,43 @@ impl D1Call for D1PreparedStatement {
         let result = JsFuture::from(self.inner().run()?).await?;
         Ok(changes(&result))
     }
+}
+
+/// The rows (a JSON array) of a batch's `at`-th statement.
+fn result_rows(results: &[JsValue], at: usize) -> Result<JsValue> {
+    let result = results.get(at).cloned().unwrap_or(JsValue::NULL);
+    Reflect::get(&result, &"results".into()).map_err(|error| storage(error.into()))
+}
+
+/// Rows of the consents-with-token-sets query.
+fn consent_rows(rows: &JsValue) -> worker::Result<Vec<ConsentWithTokens>> {
+    #[derive(Deserialize)]
+    struct Row {
+        #[serde(flatten)]
+        consent: ConsentRow,
+        sealed: Option<String>,
+        access_expires_at: Option<u64>,
+        generation: Option<i64>,
+        refresh_lock_until: Option<u64>,
+        refresh_failed_at: Option<u64>,
+    }
+    if rows.is_null_or_undefined() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Row> = decode(rows)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let tokens = row.sealed.map(|sealed| TokenRow {
+                sealed,
+                access_expires_at: row.access_expires_at,
+                generation: row.generation.unwrap_or_default(),
+                refresh_lock_until: row.refresh_lock_until.unwrap_or_default(),
+                refresh_failed_at: row.refresh_failed_at,
+            });
+            (row.consent, tokens)
+        })
+        .collect())
 }
 
 /// A D1 row (or array of rows) as `T`, through its JSON text: D1 gives plain objects of
