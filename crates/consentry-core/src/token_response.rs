@@ -170,7 +170,12 @@ fn process(
                 return Err(invalid("error must be a string"));
             };
             let description = object.get("error_description").and_then(Value::as_str);
-            return Err(Error::oauth(error, description));
+            // Tokens an error answer carries anyway are never repeated in what is shown.
+            let issued: Vec<&str> = ["access_token", "refresh_token", "id_token"]
+                .iter()
+                .filter_map(|name| object.get(*name).and_then(Value::as_str))
+                .collect();
+            return Err(Error::oauth(error, description).withholding(&issued));
         }
     }
     if status >= 500 {
@@ -256,6 +261,16 @@ mod tests {
     fn failure(status: u16, content_type: Option<&str>, body: &str, requested: &str) -> Error {
         process_token_response(status, content_type, body.as_bytes(), &scopes(requested))
             .expect_err("must fail")
+    }
+
+    #[test]
+    fn an_error_answer_never_repeats_a_token_it_carries() {
+        let body = br#"{"error":"invalid_request","error_description":"token at-9f2c1e7b7d aside","access_token":"at-9f2c1e7b7d"}"#;
+        let scopes = Scopes::parse("accounts").expect("scopes");
+        let error = process_token_response(400, Some("application/json"), body, &scopes)
+            .expect_err("an error answer");
+        assert_eq!(error.code().as_str(), "invalid_request");
+        assert!(!error.description().contains("at-9f2c1e7b7d"), "{}", error.description());
     }
 
     #[test]

@@ -318,12 +318,15 @@ impl<'a> ProviderClient<'a> {
         let request =
             build_client_credentials_request(&self.metadata.token_endpoint, &auth, scopes, sub);
         let answer = self.send(&request, "token endpoint", code).await?;
+        let client_secret = config::client_secret(env, self.config).ok();
+        let sent = [client_secret.as_ref().map_or("", |secret| secret.secret())];
         let response = process_refresh_response(
             answer.status,
             answer.content_type.as_deref(),
             &answer.body,
             scopes,
-        )?;
+        )
+        .map_err(|error| error.withholding(&sent))?;
         response.require_token_type(false)?;
         Ok(response)
     }

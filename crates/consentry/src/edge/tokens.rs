@@ -346,12 +346,20 @@ impl TokenSource<'_> {
                 .await?
             }
         };
+        // A provider's description that repeats the refresh token or the client secret is
+        // not passed on.
+        let client_secret = config::client_secret(self.env, self.provider).ok();
+        let sent = [
+            refresh_token.secret(),
+            client_secret.as_ref().map_or("", |secret| secret.secret()),
+        ];
         let response = process_refresh_response(
             answer.status,
             answer.content_type.as_deref(),
             &answer.body,
             tokens.scopes(),
-        )?;
+        )
+        .map_err(|error| error.withholding(&sent))?;
         response.require_token_type(self.provider.uses_dpop())?;
         Ok(response)
     }
