@@ -156,6 +156,11 @@ impl IdTokenClaims {
     }
 }
 
+/// The oldest an id_token's `iat` may be when it is validated: an hour, as oauth4webapi
+/// allows front-channel id_tokens; consentry reads each right after the token endpoint
+/// issues it.
+pub const MAX_ID_TOKEN_AGE_SECS: u64 = 3600;
+
 /// Validates the claims of a verified id_token
 /// ([OpenID Connect Core §3.1.3.7](https://openid.net/specs/openid-connect-core-1_0.html#IDTokenValidation),
 /// steps 2-5 and 9-13).
@@ -163,7 +168,8 @@ impl IdTokenClaims {
 /// `iss` equals the issuer exactly; `aud` (a string or an array of strings) contains the
 /// client id; `azp` is required when `aud` has several entries and must be the client id when
 /// present; `exp`, `iat` and `sub` are required; `nonce` must equal the expected one;
-/// with `max_age`, `auth_time` is required and recent enough; `nbf`, if present, has passed.
+/// with `max_age`, `auth_time` is required and recent enough; `nbf`, if present, has passed;
+/// `iat` is at most [`MAX_ID_TOKEN_AGE_SECS`] old.
 /// Every failure is [`ErrorCode::IdTokenInvalid`], its description naming the claim.
 pub fn validate_id_token_claims(
     jwt: &VerifiedJwt,
@@ -178,6 +184,12 @@ pub fn validate_id_token_claims(
     let exp = check_expiry(&claims, window)?;
     let iat = claims.required_numeric_date("iat")?;
     window.check_not_in_future(&claims, "iat", iat)?;
+    // An id_token is read as soon as it is issued: one an hour old is a replay.
+    if iat.saturating_add(MAX_ID_TOKEN_AGE_SECS) < window.now.saturating_sub(window.tolerance) {
+        return Err(claims.invalid(format_args!(
+            "iat is more than {MAX_ID_TOKEN_AGE_SECS} s in the past"
+        )));
+    }
     check_not_before(&claims, window)?;
     let sub = check_subject(&claims, expected.subject)?;
     let nonce = check_nonce(&claims, expected.nonce)?;
@@ -573,6 +585,15 @@ mod tests {
         assert!(validate(&with("exp", json!(NOW - DEFAULT_CLOCK_TOLERANCE))).is_ok());
         assert!(validate(&with("exp", json!(NOW))).is_ok());
         assert!(validate(&with("exp", json!((NOW + 1) as f64 + 0.5))).is_ok());
+    }
+
+    #[test]
+    fn iat_over_an_hour_old_or_not_a_number_is_rejected() {
+        let stale = with("iat", json!(NOW - MAX_ID_TOKEN_AGE_SECS - DEFAULT_CLOCK_TOLERANCE - 1));
+        assert_rejected(validate(&stale), "iat");
+        assert!(validate(&with("iat", json!(NOW - MAX_ID_TOKEN_AGE_SECS))).is_ok());
+        assert_rejected(validate(&with("iat", json!("1700000000"))), "iat");
+        assert_rejected(validate(&with("iat", json!(1.5e9))), "iat");
     }
 
     #[test]

@@ -117,9 +117,11 @@ fn invalid(why: &str) -> Error {
     Error::new(ErrorCode::InvalidTokenResponse, why.to_owned())
 }
 
+/// A string member that may be absent; present, it must be a non-empty string (`null`
+/// included: a `"refresh_token": null` refuses the whole answer, as oauth4webapi does).
 fn optional_string<'a>(object: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>> {
     match object.get(name) {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         Some(Value::String(text)) if !text.is_empty() => Ok(Some(text)),
         Some(_) => Err(invalid(&format!("{name} must be a non-empty string"))),
     }
@@ -423,6 +425,9 @@ mod tests {
             r#"{"access_token":"a","token_type":"Bearer","refresh_token":7}"#,
             r#"{"access_token":"a","token_type":"Bearer","scope":["a"]}"#,
             r#"{"access_token":"a","token_type":"Bearer","id_token":{}}"#,
+            r#"{"access_token":"a","token_type":"Bearer","refresh_token":null}"#,
+            r#"{"access_token":"a","token_type":"Bearer","scope":null}"#,
+            r#"{"access_token":null,"token_type":"Bearer"}"#,
         ] {
             let error = failure(200, JSON, body, "accounts");
             assert_eq!(error.code(), &ErrorCode::InvalidTokenResponse, "{body}");
