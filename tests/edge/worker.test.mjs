@@ -12,9 +12,9 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { consentAtBank } from '../lib/bank-user.mjs';
+import { answerAtProvider, consentAtBank } from '../lib/bank-user.mjs';
 import { apiError, describe, findLeaks, outcomePage, storedFiles, testControl } from '../lib/edge.mjs';
-import { BANK_ACCOUNT } from '../lib/flow.mjs';
+import { BANK_ACCOUNT, returnToWorker, startFlow } from '../lib/flow.mjs';
 import { CookieJar, parseSetCookie, randomToken, ROOT, sqlString, startStack } from '../lib/worker-harness.mjs';
 
 const DEMO_USERS = [
@@ -1018,4 +1018,28 @@ test('leak scan: no code, verifier or token in anything the Worker said or logge
   console.log(`leak scan: ${secrets.size} secrets (${count('access_token')} access, ${count('refresh_token')} refresh, ${count('id_token')} id tokens, ${issued.codes.length} codes, ${sentVerifiers.size} verifiers) over ${stack.responses.length} responses and ${stack.logs().length} bytes of logs`);
 
   assert.deepEqual(await findLeaks(stack, [...secrets].map(([value, kind]) => [kind, value])), []);
+});
+
+test('two users\' flows interleaved in one Worker (start A, start B, callback B, callback A): each consent is its own user\'s, and each session its own', { timeout: TEST_TIMEOUT }, async () => {
+  const redirectPrefix = `${stack.publicOrigin}/auth/callback/`;
+  const alice = await startFlow(stack, { user: 'usr_alice' });
+  const bob = await startFlow(stack, { user: 'usr_bob' });
+  const backAlice = await answerAtProvider(alice.location, { user: BANK_ACCOUNT.usr_alice, redirectPrefix });
+  const backBob = await answerAtProvider(bob.location, { user: BANK_ACCOUNT.usr_bob, redirectPrefix });
+  const { outcome: bobs } = outcomePage(await returnToWorker(stack, backBob, { jar: bob.jar }));
+  const { outcome: alices } = outcomePage(await returnToWorker(stack, backAlice, { jar: alice.jar }));
+  assert.equal(bobs?.consent?.user, 'usr_bob');
+  assert.equal(alices?.consent?.user, 'usr_alice');
+  // Each browser's session is its own user's, and each list holds its own consent only.
+  for (const [flow, user, mine, theirs] of [[alice, 'usr_alice', alices, bobs], [bob, 'usr_bob', bobs, alices]]) {
+    const res = await stack.workerFetch('/auth/consents', { headers: apiHeaders(), jar: flow.jar });
+    assert.equal(res.status, 200, describe(res));
+    const listed = res.json();
+    assert.equal(listed.user.id ?? listed.user, user, describe(res));
+    const ids = listed.consents.map((consent) => consent.id);
+    assert.ok(ids.includes(mine.consent.id), `${user} lists the consent of their flow`);
+    assert.ok(!ids.includes(theirs.consent.id), `${user} does not list the other user's consent`);
+    const account = listed.consents.find((consent) => consent.id === mine.consent.id).account;
+    assert.equal(account, BANK_ACCOUNT[user], `${user}'s consent reaches their own bank account`);
+  }
 });
