@@ -304,15 +304,32 @@ test('connect() checks its fields in Wasm before any popup opens, and a second c
   await context.close();
 });
 
-test('messages not from our popup, or not this flow\'s outcome, are ignored and the listener stays armed', { timeout: TEST_TIMEOUT }, async () => {
+test('messages not from our popup, from a foreign or the null origin, or not this flow\'s outcome, are ignored and the listener stays armed', { timeout: TEST_TIMEOUT }, async () => {
   const { context, page } = await openDemo();
   const popup = await clickConnect(page, 'usr_alice');
   await popup.waitForSelector('form input[name="login"]');
   const state = states.at(-1);
   assert.ok(state, 'the popup POSTed the start form');
   const outcome = { type: 'consentry:outcome', v: 1, state, status: 'failed', error: 'access_denied' };
+  // Every message the page receives, by origin, to show the foreign ones below arrived.
+  await page.evaluate(() => {
+    window.__origins = [];
+    window.addEventListener('message', (event) => window.__origins.push(event.origin));
+  });
   // From the page itself: the right state, but not our popup.
   await page.evaluate((message) => window.postMessage(message, '*'), outcome);
+  // From our popup while it is at the bank (a foreign origin), and from a sandboxed frame
+  // in it (the null origin): the right message from the wrong origin.
+  await popup.evaluate((message) => {
+    window.opener.postMessage(message, '*');
+    const frame = document.createElement('iframe');
+    frame.sandbox = 'allow-scripts';
+    frame.srcdoc = `<script>parent.opener.postMessage(${JSON.stringify(message)}, '*')</${'script'}>`;
+    document.body.append(frame);
+  }, outcome);
+  await page.waitForFunction(() => window.__origins.includes('null'), null, { timeout: 5000 });
+  const origins = await page.evaluate(() => window.__origins);
+  assert.ok(origins.includes(new URL(stack.issuer).origin), `a message from the bank's origin arrived: ${origins}`);
   // From our popup on the Worker's own origin (so origin and source pass): near misses of
   // the outcome schema, each of which must be refused.
   await popup.goto(`${stack.publicOrigin}/app.css`);
