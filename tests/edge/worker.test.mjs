@@ -64,7 +64,7 @@ function bindingCookieOf(res) {
   return res.setCookies.map(parseSetCookie).find((cookie) => cookie?.name.startsWith(BINDING_PREFIX));
 }
 
-/** The callback page's headers: strict CSP whose script hash matches the one inline script. */
+/** The callback page's headers: strict CSP whose script hash matches the one inline script, no COOP. */
 function assertOutcomePageHeaders(res) {
   assert.match(res.headers.get('content-type') ?? '', /^text\/html/i);
   const csp = res.headers.get('content-security-policy') ?? '';
@@ -77,6 +77,8 @@ function assertOutcomePageHeaders(res) {
   assert.ok(scriptSrc.split(/\s+/).includes(`'sha256-${hash}'`), `script-src allows the inline script by its hash 'sha256-${hash}': ${csp}`);
   assert.equal(res.headers.get('referrer-policy'), 'no-referrer');
   assert.match(res.headers.get('cache-control') ?? '', /no-store/);
+  // COOP same-origin on the popup's last page would sever it from the app: no postMessage.
+  assert.doesNotMatch(res.headers.get('cross-origin-opener-policy') ?? '', /same-origin/, 'no COOP same-origin');
 }
 
 /** POST /auth/start as the popup's form does. Resolves to the flow (not asserted). */
