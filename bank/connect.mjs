@@ -73,7 +73,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import { createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 
 import { ACCOUNTS } from './bank.mjs';
-import { escapeHtml, listen, providerPage, recording } from './server.mjs';
+import { escapeHtml, listen, providerPage, recording, readBody as readBodyUpTo } from './server.mjs';
 
 export const SCOPES = ['openid', 'email', 'profile', 'offline_access'];
 export const TOKEN_FAULTS = ['bad-signature', 'wrong-aud', 'wrong-iss', 'expired', 'future-iat', 'no-sub', 'alg-none', 'hs256-secret', 'normal'];
@@ -151,16 +151,7 @@ function redirect(res, status, location, headers = {}) {
 }
 
 /** The request body as text, or null when it is over MAX_BODY. */
-async function readBody(req) {
-  const chunks = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += chunk.length;
-    if (size > MAX_BODY) return null;
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
+const readBody = (req) => readBodyUpTo(req, MAX_BODY);
 
 const isForm = (req) => /^application\/x-www-form-urlencoded\s*(;|$)/i.test(req.headers['content-type'] || '');
 

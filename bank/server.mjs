@@ -49,3 +49,15 @@ const DISCARD = Object.freeze({ push: () => 0 });
 export function recording(on, names) {
   return Object.fromEntries(names.map((name) => [name, on ? [] : DISCARD]));
 }
+
+/** A request's body as text, or null once it is over `maxBytes` (reading stops there). */
+export async function readBody(req, maxBytes) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += chunk.length;
+    if (size > maxBytes) return null;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

@@ -79,7 +79,7 @@ import { generateKeyPair, jwtVerify, SignJWT } from 'jose';
 
 import { ACCOUNTS } from './bank.mjs';
 import { buildLedger, HOLDINGS } from './data-api.mjs';
-import { escapeHtml, listen, providerPage, recording } from './server.mjs';
+import { escapeHtml, listen, providerPage, recording, readBody as readBodyUpTo } from './server.mjs';
 
 export const SCOPES = ['info', 'accounts', 'balance', 'cards', 'transactions', 'direct_debits', 'standing_orders', 'offline_access'];
 /** The banks ("providers") the auth dialog offers, with the provider group covering each. */
@@ -153,17 +153,8 @@ function sendJson(res, status, body, headers = {}) {
   res.end(JSON.stringify(body));
 }
 
-/** The request body as text, or null when it is larger than MAX_BODY. */
-async function readBody(req) {
-  const chunks = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += chunk.length;
-    if (size > MAX_BODY) return null;
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
+/** The request body as text, or null when it is over MAX_BODY. */
+const readBody = (req) => readBodyUpTo(req, MAX_BODY);
 
 const isFormBody = (req) => /^application\/x-www-form-urlencoded\s*(;|$)/i.test(req.headers['content-type'] ?? '');
 

@@ -4,8 +4,8 @@
 //   1. Sizes as users receive them, gzip -9: our browser package as an app ships it (esbuild
 //      bundle, minified, plus the .wasm) beside oidc-client-ts, oauth4webapi (whole, and the
 //      part a code flow uses) and auth0-spa-js, installed from npm into a temporary folder and
-//      measured the same way; our Worker's Wasm and glue beside the JavaScript peer Worker
-//      (bench/peer/worker.mjs, on oauth4webapi) bundled the same way.
+//      measured the same way; our Worker's Wasm and glue as built, beside the JavaScript
+//      peer Worker (bench/peer/worker.mjs, on oauth4webapi) bundled and minified by esbuild.
 //   2. Cold start: compiling and instantiating the Worker's Wasm in V8 (Chromium's: Node 20's
 //      V8 lacks the exception handling workerd's has; workerd itself refuses to compile Wasm
 //      at run time), and each Worker's first answer after wrangler dev says it is ready.

@@ -41,7 +41,6 @@ export class ConsentError extends Error {
 
 function toConsentError(error) {
   if (error instanceof ConsentError) return error;
-  if (error && typeof error.code === 'string') return new ConsentError(error.code, String(error.description ?? ''));
   return new ConsentError('invalid_parameter', String(error?.message ?? error));
 }
 

@@ -19,6 +19,7 @@ import {
 import { startConnect, TOKEN_FAULTS } from '../../bank/connect.mjs';
 import { consentAtBank } from '../lib/bank-user.mjs';
 import { CookieJar } from '../lib/worker-harness.mjs';
+import { postForm } from '../lib/http.mjs';
 
 const CLIENT_ID = 'consentry-connect';
 const SECRET = 'connect-test-secret-0123456789-abcdefghijkl';
@@ -63,19 +64,6 @@ async function authorize(connect, { user = 'alice', decision = 'allow', pkce = t
   };
   const callback = new URL(await consentAtBank(authorizationUrl(connect, request), { user, decision, redirectPrefix: REDIRECT_URI }));
   return { callback, verifier, state: request.state, nonce: request.nonce, code: callback.searchParams.get('code') };
-}
-
-async function postForm(url, form, headers = {}) {
-  const response = await fetch(url, {
-    method: 'POST',
-    redirect: 'manual',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
-    body: new URLSearchParams(form).toString(),
-  });
-  const text = await response.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: response.status, headers: response.headers, text, json };
 }
 
 /** A token request; `auth` is 'post' (client_id + client_secret in the body), 'basic' or 'none'. */

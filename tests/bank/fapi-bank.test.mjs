@@ -18,6 +18,7 @@ import {
 
 import { CONSENT_TYPE, startFapiBank } from '../../bank/fapi-bank.mjs';
 import { consentAtBank } from '../lib/bank-user.mjs';
+import { postForm } from '../lib/http.mjs';
 
 const PORT = 9150;
 const CLIENT_ID = 'consentry-fapi';
@@ -105,19 +106,6 @@ function requestObject(params, { lifetime = 600 } = {}) {
     .setIssuedAt(now).setNotBefore(now).setExpirationTime(now + lifetime)
     .setJti(randomUUID())
     .sign(clientKey.privateKey);
-}
-
-async function postForm(url, form, headers = {}) {
-  const response = await fetch(url, {
-    method: 'POST',
-    redirect: 'manual',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
-    body: new URLSearchParams(form).toString(),
-  });
-  const text = await response.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: response.status, headers: response.headers, text, json };
 }
 
 async function par(form) {

@@ -15,6 +15,7 @@ import { decodeJwt, decodeProtectedHeader } from 'jose';
 
 import { PROVIDERS, startTrueLayer } from '../../bank/truelayer.mjs';
 import { consentAtBank } from '../lib/bank-user.mjs';
+import { postForm as postFormTo } from '../lib/http.mjs';
 
 const PORT = 9160;
 const BASE = `http://localhost:${PORT}`;
@@ -119,18 +120,7 @@ async function walk(link, { user = 'alice', password = user, decision = 'allow',
   throw new Error('too many hops');
 }
 
-async function postForm(path, form, headers = {}) {
-  const response = await fetch(`${BASE}${path}`, {
-    method: 'POST',
-    redirect: 'manual',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
-    body: new URLSearchParams(form).toString(),
-  });
-  const text = await response.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: response.status, headers: response.headers, text, json };
-}
+const postForm = (path, form, headers) => postFormTo(`${BASE}${path}`, form, headers);
 
 const clientAuth = { client_id: CLIENT_ID, client_secret: SECRET };
 

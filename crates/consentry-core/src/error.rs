@@ -477,11 +477,20 @@ impl Error {
     /// This error, its description dropped if it holds any of `sent`: the secrets of the
     /// request it answers (an authorization code, a verifier, a client secret), which a
     /// provider echoing its input in `error_description` would otherwise show to the user
-    /// and store with the outcome. Empty values are ignored.
+    /// and store with the outcome. Empty values are ignored. A description cut to its length
+    /// limit that ends in the first 8 or more characters of a secret is dropped too: the cut
+    /// would otherwise show most of it.
     pub fn withholding(self, sent: &[&str]) -> Self {
-        let echoes = sent
-            .iter()
-            .any(|secret| !secret.is_empty() && self.description.contains(secret));
+        let description = &self.description;
+        let echoes = sent.iter().any(|secret| {
+            !secret.is_empty()
+                && (description.contains(secret)
+                    || (8..secret.len()).any(|len| {
+                        secret
+                            .get(..len)
+                            .is_some_and(|start| description.ends_with(start))
+                    }))
+        });
         match echoes {
             true => Error {
                 description: "the provider's description was withheld: it repeated a credential"
@@ -521,6 +530,22 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_cut_short_by_the_length_limit_is_still_withheld() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let padding = "x".repeat(MAX_ERROR_DESCRIPTION_LEN - 20);
+        let echoed = format!("{padding} {verifier}");
+        let error = Error::oauth("invalid_grant", Some(&echoed)).withholding(&[verifier]);
+        assert!(
+            !error.description().contains(&verifier[..8]),
+            "{}",
+            error.description()
+        );
+        // A description that merely shares a few characters keeps its text.
+        let kept = Error::oauth("invalid_grant", Some("code dBjf")).withholding(&[verifier]);
+        assert_eq!(kept.description(), "code dBjf");
+    }
 
     #[test]
     fn rfc_error_strings_round_trip_exactly() {

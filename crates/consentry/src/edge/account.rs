@@ -186,7 +186,7 @@ impl Call<'_> {
     /// `GET /auth/consents`: the session user's consents, no tokens.
     async fn consents(&self) -> Result<Value> {
         let user = self.account_user().await?;
-        let consents = self.store.consents(&user.id, None).await?;
+        let consents = self.store.consents(&user.id).await?;
         let consents: Vec<ConsentRecord> = consents
             .iter()
             .map(|row| self.consent_record(row))

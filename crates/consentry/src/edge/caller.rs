@@ -110,11 +110,10 @@ impl Caller {
                 (UserLookup::Id(&asserted), user_not_recorded)
             }
         };
-        let (_, consents) = store
+        store
             .user_with_consents(lookup, provider, now)
             .await?
-            .ok_or_else(unknown)?;
-        Ok(consents)
+            .ok_or_else(unknown)
     }
 }
 

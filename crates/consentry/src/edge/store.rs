@@ -589,25 +589,21 @@ impl Store {
         Ok(())
     }
 
-    /// A user's consents, newest first; only those with `provider` when given.
-    pub(crate) async fn consents(
-        &self,
-        user_id: &str,
-        provider: Option<&str>,
-    ) -> Result<Vec<ConsentRow>> {
+    /// A user's consents, newest first.
+    pub(crate) async fn consents(&self, user_id: &str) -> Result<Vec<ConsentRow>> {
         self.statement(
             &format!(
                 "SELECT {CONSENT_COLUMNS} FROM consents c WHERE c.user_id = ?1 \
-                 AND (?2 IS NULL OR c.provider = ?2) ORDER BY c.granted_at DESC, c.id"
+                 ORDER BY c.granted_at DESC, c.id"
             ),
-            &[user_id.into(), optional(provider)],
+            &[user_id.into()],
         )?
         .all_read::<ConsentRow>()
         .await
     }
 
-    /// The user `lookup` names and their consents with `provider`, newest first, each with
-    /// its token set: what `/api` needs, in one batch (one round trip, one transaction), the
+    /// The consents with `provider` of the user `lookup` names, newest first, each with its
+    /// token set: what `/api` needs, in one batch (one round trip, one transaction), the
     /// consents read for the very user the first statement finds. `None`: no such user (or
     /// no live session).
     pub(crate) async fn user_with_consents(
@@ -615,7 +611,7 @@ impl Store {
         lookup: UserLookup<'_>,
         provider: &str,
         now: u64,
-    ) -> Result<Option<(UserRow, Vec<ConsentWithTokens>)>> {
+    ) -> Result<Option<Vec<ConsentWithTokens>>> {
         let (user_sql, condition, values) = match lookup {
             UserLookup::Id(id) => (USER_BY_ID, "c.user_id = ?1 AND c.provider = ?3", vec![id.into()]),
             UserLookup::Session(id_hash) => (
@@ -635,13 +631,13 @@ impl Store {
         ];
         let results = retried(|| self.batch_results(&statements)).await?;
         let (users, consents) = (result_rows(&results, 0)?, result_rows(&results, 1)?);
-        let user = decode::<Option<Vec<UserRow>>>(&users)
+        let found = decode::<Option<Vec<UserRow>>>(&users)
             .map_err(storage)?
-            .and_then(|users| users.into_iter().next());
-        let Some(user) = user else {
-            return Ok(None);
-        };
-        Ok(Some((user, consent_rows(&consents).map_err(storage)?)))
+            .is_some_and(|users| !users.is_empty());
+        match found {
+            true => consent_rows(&consents).map(Some).map_err(storage),
+            false => Ok(None),
+        }
     }
 
     /// Consents and their token sets (`None` where no tokens are held) that `condition`

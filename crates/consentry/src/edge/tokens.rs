@@ -12,8 +12,9 @@
 //! The lease is sized for what its holder sends once it holds it: the grant (twice at most,
 //! when a DPoP server asks for a nonce) and one JWKS refetch (a new signing key), each within
 //! the HTTP timeout, and the store; discovery and the JWKS are fetched before it is taken. A
-//! holder outlasts it only if the provider's tokens name keys even a fresh JWKS lacks, or
-//! storage stalls past its budget: then a second caller may refresh the same generation,
+//! holder outlasts it only if the provider's tokens name keys even a fresh JWKS lacks,
+//! storage stalls past its budget, or a refused set is revoked at the provider before the
+//! consent lapses (up to two more timeouts): then a second caller may refresh the same generation,
 //! and a rotating provider's `invalid_grant` lapses the consent. A holder that dies leaves a
 //! lease that lapses in the same way: there is no state that loops.
 
