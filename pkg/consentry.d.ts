@@ -78,6 +78,7 @@ export type ConsentryErrorCode =
   | 'upstream_redirect'
   | 'upstream_unreachable'
   | 'upstream_timeout'
+  | 'rate_limited'
   | 'upstream_too_large'
   | 'upstream_error'
   | 'revocation_failed'

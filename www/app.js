@@ -59,6 +59,7 @@ const MESSAGES = {
   upstream_redirect: ['bad', 'The bank\'s data service answered unexpectedly.'],
   upstream_unreachable: ['bad', 'The bank\'s data service is not reachable right now.'],
   upstream_timeout: ['warn', 'The bank\'s data service took too long. Please try again.'],
+  rate_limited: ['warn', 'Too many attempts from this network. Please wait a minute and try again.'],
   upstream_too_large: ['bad', 'The bank sent more data than we accept.'],
   upstream_error: ['bad', 'The bank\'s data service refused the request.'],
   revocation_failed: ['warn', 'The bank did not confirm the disconnection.'],

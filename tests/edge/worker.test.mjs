@@ -942,16 +942,21 @@ test('the demo user list', { timeout: TEST_TIMEOUT }, async () => {
 });
 
 // Restarts the bank: keep this the last test that talks to it.
-test('after the bank rotates its signing key, the Worker refetches its JWKS once', { timeout: TEST_TIMEOUT }, async () => {
+test('after the bank rotates its signing key, the Worker refetches its JWKS once, and at most once a minute (C10)', { timeout: 4 * TEST_TIMEOUT }, async () => {
   const jwks = () => bankHits('/jwks');
   const discovery = () => bankHits('/.well-known/openid-configuration');
+  // When the Worker last fetched the JWKS (wrangler dev serves it from one isolate).
+  const lastFetch = () => stack.bankRequests.filter((req) => req.method === 'GET' && req.path === '/jwks').at(-1)?.at ?? 0;
+  const cooledDown = () => sleep(Math.max(0, lastFetch() + 61_000 - Date.now()));
   await completeFlow({ user: 'usr_carol' }); // the JWKS is cached from here on, if not before
   const oldKid = lastIdTokenKid();
   let fetched = jwks();
   await completeFlow({ user: 'usr_carol' });
   assert.equal(jwks(), fetched, 'a known kid is verified with the cached JWKS');
 
+  // A rotation met with a JWKS cached over a minute ago: one refetch, and the flow lands.
   await stack.restartBank();
+  await cooledDown();
   fetched = jwks();
   const discovered = discovery();
   const { outcome } = await completeFlow({ user: 'usr_carol' }); // 200 granted
@@ -959,10 +964,28 @@ test('after the bank rotates its signing key, the Worker refetches its JWKS once
   assert.equal(jwks() - fetched, 1, 'an unknown kid makes the Worker fetch the JWKS once more');
   assert.equal(discovery(), discovered, 'the cached discovery document still fits the restarted bank (same issuer and endpoints)');
   assert.equal(outcome.consent.provider, 'local-bank');
-
   fetched = jwks();
   await completeFlow({ user: 'usr_carol' });
   assert.equal(jwks(), fetched, 'the refetched JWKS is cached in its turn');
+
+  // Another rotation within the minute: the unknown kid is refused without a refetch, so a
+  // stream of tokens naming made-up keys cannot become a stream of JWKS requests.
+  await stack.restartBank();
+  fetched = jwks();
+  for (let i = 0; i < 3; i += 1) {
+    const jar = new CookieJar();
+    const flow = await startOk(jar, { user: 'usr_carol' });
+    const cb = await callback(jar, await atBank(flow));
+    assert.equal(cb.status, 400, describe(cb));
+    assert.equal(cb.outcome?.status, 'failed', describe(cb));
+    assert.equal(cb.outcome.error, 'id_token_invalid', describe(cb));
+  }
+  assert.equal(jwks(), fetched, 'no refetch within a minute of the last one');
+
+  // A minute after the last fetch, the next flow refetches and lands.
+  await cooledDown();
+  await completeFlow({ user: 'usr_carol' });
+  assert.equal(jwks() - fetched, 1);
 });
 
 

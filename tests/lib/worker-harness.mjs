@@ -219,6 +219,9 @@ export async function startStack({
   logLevel = 'log',
   bankCoop = '',
   extraRedirectUris = [],
+  // { CONSENTRY_LIMIT_START: { limit, period }, ... }: wrangler.toml's [[ratelimits]] as a
+  // test needs them; each one not named is set too high to be met.
+  rateLimits = {},
 } = {}) {
   const publicOrigin = `http://localhost:${workerPort}`;
   const workerUrl = `http://127.0.0.1:${workerPort}`;
@@ -304,7 +307,7 @@ export async function startStack({
     };
     const bankRequests = [];
     const watchBank = (started) => {
-      started.server.on('request', (req) => { bankRequests.push({ method: req.method, path: new URL(req.url, started.issuer).pathname }); });
+      started.server.on('request', (req) => { bankRequests.push({ method: req.method, path: new URL(req.url, started.issuer).pathname, at: Date.now() }); });
       return started;
     };
     let bank = watchBank(await startBank(bankOptions));
@@ -344,7 +347,7 @@ export async function startStack({
       if (built.code !== 0) throw new Error(`./scripts/build-worker failed (exit ${built.code})`);
     }
     const configPath = path.join(tmpDir, 'wrangler.json');
-    await writeFile(configPath, JSON.stringify(await testConfig(childEnv), null, 2));
+    await writeFile(configPath, JSON.stringify(await testConfig(childEnv, rateLimits), null, 2));
 
     const migration = await run(process.execPath, [WRANGLER, 'd1', 'migrations', 'apply', 'consentry', '--local', '--config', configPath, '--persist-to', persistDir], { cwd: ROOT, env: childEnv });
     if (migration.code !== 0) throw new Error(`D1 migrations failed (exit ${migration.code}):\n${migration.output}`);
@@ -378,10 +381,11 @@ export async function startStack({
     // A second one on the same persisted D1 (startSecondWorker) is another set of isolates
     // that shares nothing with the first but D1.
     const append = (chunk) => { output += chunk.toString('utf8'); };
-    const serveWorker = async (port) => {
-      const wrangler = spawnWrangler({ configPath, port, persistDir, envFile, logLevel, env: childEnv, onOutput: append, tmpDir });
+    const serveWorker = async (port, file = envFile) => {
+      const wrangler = spawnWrangler({ configPath, port, persistDir, envFile: file, logLevel, env: childEnv, onOutput: append, tmpDir });
       cleanups.push(wrangler.stop);
       await waitUntilServed({ workerUrl: `http://127.0.0.1:${port}`, isRunning: wrangler.isRunning, readyTimeoutMs });
+      return wrangler.stop;
     };
     await serveWorker(workerPort);
 
@@ -417,10 +421,10 @@ export async function startStack({
       ], { cwd: ROOT, env: childEnv, separateStderr: true });
       let parsed;
       try { parsed = JSON.parse(result.output); } catch { parsed = null; }
-      if (result.code !== 0 || !Array.isArray(parsed) || parsed.length !== 1 || !parsed[0].success) {
+      if (result.code !== 0 || !Array.isArray(parsed) || parsed.length === 0 || !parsed.every((statement) => statement.success)) {
         throw new Error(`wrangler d1 execute failed (exit ${result.code}) for ${sql}:\n${result.output}${result.stderr}`);
       }
-      return parsed[0].results;
+      return parsed.at(-1).results;
     }
 
     const stack = {
@@ -450,9 +454,23 @@ export async function startStack({
        * configuration, at `port` (workerPort + 1). Resolves to its base URL; stop() ends it.
        */
       async startSecondWorker(port = workerPort + 1) {
+        return (await stack.startWorker({ port })).url;
+      },
+      /**
+       * Another `wrangler dev` on the same persisted D1 and configuration at `port`, its
+       * vars and secrets changed by `vars` (a value of null leaves one out), as an operator
+       * redeploying would. Resolves to `{ url, stop }`.
+       */
+      async startWorker({ port = workerPort + 1, vars: changed = {} } = {}) {
         if (await portTaken(port)) throw new Error(`port ${port} is already in use`);
-        await serveWorker(port);
-        return `http://127.0.0.1:${port}`;
+        let file = envFile;
+        if (Object.keys(changed).length) {
+          file = path.join(tmpDir, `worker-${port}-${randomToken(6)}.env`);
+          const lines = Object.entries({ ...vars, ...changed }).filter(([, value]) => value !== null);
+          await writeFile(file, `${lines.map(([name, value]) => dotenvLine(name, value)).join('\n')}\n`, { mode: 0o600 });
+        }
+        const stop = await serveWorker(port, file);
+        return { url: `http://127.0.0.1:${port}`, stop };
       },
       /**
        * Another Worker (`main`, JavaScript) under the same wrangler and settings, with a D1
@@ -592,14 +610,14 @@ async function waitUntilServed({ workerUrl, isRunning, readyTimeoutMs }) {
 // directory) and without [build]: wrangler then serves build/worker/shim.mjs as built.
 // wrangler's parser runs in a child process: loading wrangler here would install its signal
 // handlers in the test process.
-async function testConfig(env) {
+async function testConfig(env, rateLimits = {}) {
   const script = `const { experimental_readRawConfig: read } = require(${JSON.stringify(path.join(ROOT, 'node_modules', 'wrangler'))});
 process.stdout.write(JSON.stringify(read({ config: ${JSON.stringify(path.join(ROOT, 'wrangler.toml'))} }).rawConfig));`;
   const read = await run(process.execPath, ['-e', script], { cwd: ROOT, env, separateStderr: true });
   if (read.code !== 0) throw new Error(`reading wrangler.toml failed: ${read.stderr}`);
   const rawConfig = JSON.parse(read.output);
   const config = structuredClone(rawConfig);
-  const known = new Set(['name', 'main', 'compatibility_date', 'compatibility_flags', 'build', 'assets', 'd1_databases', 'vars']);
+  const known = new Set(['name', 'main', 'compatibility_date', 'compatibility_flags', 'build', 'assets', 'd1_databases', 'ratelimits', 'vars']);
   const unknown = Object.keys(config).filter((key) => !known.has(key));
   if (unknown.length) throw new Error(`worker-harness: teach testConfig() about wrangler.toml keys ${unknown.join(', ')}`);
   const absolute = (p) => path.resolve(ROOT, p);
@@ -607,6 +625,11 @@ process.stdout.write(JSON.stringify(read({ config: ${JSON.stringify(path.join(RO
   config.main = absolute(config.main);
   if (config.assets?.directory) config.assets.directory = absolute(config.assets.directory);
   for (const db of config.d1_databases ?? []) db.migrations_dir = absolute(db.migrations_dir ?? 'migrations');
+  // The rate limits, as the test asks (startStack's rateLimits); by default high enough
+  // that no test that is not about them meets one.
+  for (const limiter of config.ratelimits ?? []) {
+    limiter.simple = rateLimits[limiter.name] ?? { limit: 100_000, period: 60 };
+  }
   return config;
 }
 

@@ -316,8 +316,12 @@ sdk_error_codes! {
     RevocationFailed => "revocation_failed",
     /// A provider endpoint (discovery, JWKS, PAR) could not be reached in time.
     ProviderUnreachable => "provider_unreachable",
-    /// consentry's own storage failed; nothing was half-written.
+    /// consentry's own storage failed or is unavailable; nothing was half-written. Try
+    /// again later.
     StorageFailed => "storage_failed",
+    /// Too many requests from this client (per IP on the popup's pages, per session on
+    /// `/api`); try again after `Retry-After` seconds.
+    RateLimited => "rate_limited",
     /// No such route, or not with this method.
     NotFound => "not_found",
 }
@@ -339,9 +343,9 @@ impl ErrorCode {
 
     /// The HTTP status the Worker answers a JSON route with when it fails with this code:
     /// 401 without a session, 403 for a refused caller or a consent that cannot be used,
-    /// 404 for nothing to show, 409 for an ambiguous consent, 500 for consentry's own
-    /// configuration or storage, 502 when the provider failed, 504 when it did not answer,
-    /// else 400.
+    /// 404 for nothing to show, 409 for an ambiguous consent, 429 over a rate limit, 500 for
+    /// consentry's own configuration, 503 when its storage failed, 502 when the provider
+    /// failed, 504 when it did not answer, else 400.
     pub fn http_status(&self) -> u16 {
         match self {
             ErrorCode::CsrfHeaderMissing
@@ -356,15 +360,15 @@ impl ErrorCode {
             | ErrorCode::UnknownProvider
             | ErrorCode::NotFound => 404,
             ErrorCode::ConsentAmbiguous => 409,
+            ErrorCode::RateLimited => 429,
             ErrorCode::UpstreamTimeout => 504,
             ErrorCode::UpstreamRedirect
             | ErrorCode::UpstreamUnreachable
             | ErrorCode::UpstreamTooLarge
             | ErrorCode::UpstreamError
             | ErrorCode::RefreshFailed => 502,
-            ErrorCode::StorageFailed
-            | ErrorCode::InvalidConfiguration
-            | ErrorCode::ExchangeInterrupted => 500,
+            ErrorCode::InvalidConfiguration | ErrorCode::ExchangeInterrupted => 500,
+            ErrorCode::StorageFailed => 503,
             ErrorCode::ProviderUnreachable
             | ErrorCode::RevocationFailed
             | ErrorCode::InvalidProviderResponse
@@ -703,7 +707,9 @@ mod tests {
         assert_eq!(status("transaction_not_bound"), 403);
         assert_eq!(status("outcome_pending"), 404);
         assert_eq!(status("consent_not_found"), 404);
-        assert_eq!(status("storage_failed"), 500);
+        assert_eq!(status("storage_failed"), 503);
+        assert_eq!(status("rate_limited"), 429);
+        assert_eq!(status("invalid_configuration"), 500);
         assert_eq!(status("provider_unreachable"), 502);
         assert_eq!(status("server_error"), 502);
         assert_eq!(status("invalid_verifier"), 400);

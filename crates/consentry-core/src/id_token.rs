@@ -29,6 +29,7 @@ pub struct IdTokenValidation<'a> {
     issuer: &'a IssuerUrl,
     client_id: &'a ClientId,
     nonce: Option<&'a Nonce>,
+    no_nonce_sent: bool,
     subject: Option<&'a str>,
     max_age: Option<u64>,
     now: u64,
@@ -43,6 +44,7 @@ impl<'a> IdTokenValidation<'a> {
             issuer,
             client_id,
             nonce: None,
+            no_nonce_sent: false,
             subject: None,
             max_age: None,
             now,
@@ -55,6 +57,14 @@ impl<'a> IdTokenValidation<'a> {
     /// the id_token must then carry it.
     pub fn with_nonce(mut self, nonce: &'a Nonce) -> Self {
         self.nonce = Some(nonce);
+        self
+    }
+
+    /// The authentication request this id_token answers sent no `nonce`: one that carries a
+    /// nonce answers some other request and is refused (Core §3.1.3.7 step 11). Not for a
+    /// refresh, whose id_token may repeat the first one's nonce.
+    pub fn with_no_nonce_sent(mut self) -> Self {
+        self.no_nonce_sent = true;
         self
     }
 
@@ -192,7 +202,7 @@ pub fn validate_id_token_claims(
     }
     check_not_before(&claims, window)?;
     let sub = check_subject(&claims, expected.subject)?;
-    let nonce = check_nonce(&claims, expected.nonce)?;
+    let nonce = check_nonce(&claims, expected.nonce, expected.no_nonce_sent)?;
     let auth_time = check_auth_time(&claims, expected.max_age, window)?;
     Ok(IdTokenClaims {
         iss: iss.to_owned(),
@@ -408,9 +418,16 @@ fn check_subject<'a>(claims: &ClaimsSet<'a>, expected: Option<&str>) -> Result<&
     Ok(sub)
 }
 
-fn check_nonce<'a>(claims: &ClaimsSet<'a>, expected: Option<&Nonce>) -> Result<Option<&'a str>> {
+fn check_nonce<'a>(
+    claims: &ClaimsSet<'a>,
+    expected: Option<&Nonce>,
+    no_nonce_sent: bool,
+) -> Result<Option<&'a str>> {
     let nonce = claims.string("nonce")?;
     let Some(expected) = expected else {
+        if no_nonce_sent && nonce.is_some() {
+            return Err(claims.invalid("nonce is present but none was sent"));
+        }
         return Ok(nonce);
     };
     match nonce {
@@ -639,6 +656,16 @@ mod tests {
         assert_rejected(validate(&without("nonce")), "nonce");
         let claims = validate_with(&without("nonce"), None, |expected| expected);
         assert_eq!(claims.expect("no nonce was sent").nonce(), None);
+    }
+
+    #[test]
+    fn a_nonce_is_refused_when_none_was_sent_at_login_but_not_on_refresh() {
+        let login = validate_with(&valid_claims(), None, |expected| expected.with_no_nonce_sent());
+        assert_rejected(login, "nonce is present but none was sent");
+        let refresh = validate_with(&valid_claims(), None, |expected| expected);
+        assert_eq!(refresh.expect("a refresh may repeat it").nonce(), Some(NONCE));
+        let none = validate_with(&without("nonce"), None, |expected| expected.with_no_nonce_sent());
+        assert_eq!(none.expect("no nonce, none sent").nonce(), None);
     }
 
     #[test]

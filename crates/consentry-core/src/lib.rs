@@ -73,7 +73,7 @@
 //! the providers' own calls, [`moneyhub`] and [`truelayer`];
 //! [`outcome`] (the message the browser receives) and [`outcome_page`] (the popup's last
 //! page); [`start`] (the start form) and [`user_assertion`]; [`revocation`]; [`cookie`];
-//! [`error`]; [`secret`].
+//! [`error`]; [`secret`]; [`sealing`] (which key seals and which opens a value at rest).
 #![forbid(unsafe_code)]
 // Without `std`, the browser's subset: see the feature's note in Cargo.toml.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -131,6 +131,7 @@ with_std! {
     pub mod outcome_page;
     pub mod provider;
     pub mod revocation;
+    pub mod sealing;
     pub mod token_request;
     pub mod token_response;
     pub mod token_set;

@@ -8,7 +8,7 @@
 //! (and its hash) never changes.
 
 use crate::encoding::{base64_encode, sha256};
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::outcome::{Outcome, OutcomeStatus};
 use crate::url::WebOrigin;
 
@@ -38,7 +38,7 @@ pub struct OutcomePage {
 
 impl OutcomePage {
     /// The page for a recorded outcome, posted to `target_origin`: `200` when granted,
-    /// `400` otherwise (DESIGN.md, wire contract).
+    /// `429` for a start over its rate limit, `400` otherwise (DESIGN.md, wire contract).
     pub fn for_outcome(outcome: &Outcome, target_origin: &WebOrigin) -> Self {
         let (class, headline) = match outcome.status() {
             OutcomeStatus::Granted => ("granted", "Bank connected"),
@@ -50,10 +50,10 @@ impl OutcomePage {
             None => "Your consent is recorded. This window closes by itself.".to_owned(),
             Some(error) => describe(error),
         };
-        let status = if outcome.status() == OutcomeStatus::Granted {
-            200
-        } else {
-            400
+        let status = match &error {
+            None => 200,
+            Some(error) if error.code() == &ErrorCode::RateLimited => 429,
+            Some(_) => 400,
         };
         let code = error.as_ref().map(|error| error.code().as_str().to_owned());
         OutcomePage {
@@ -172,7 +172,6 @@ fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorCode;
     use crate::outcome::Consent;
     use crate::state::State;
 
@@ -236,6 +235,17 @@ mod tests {
         assert_eq!(parsed.error().expect("error").description(), hostile);
         assert_eq!(attribute(page.html(), "data-error"), "access_denied");
         assert_eq!(page.html().matches("<script>").count(), 1);
+    }
+
+    #[test]
+    fn a_start_over_its_rate_limit_is_429_and_still_told_to_the_opener() {
+        let limited = Error::new(ErrorCode::RateLimited, "too many requests");
+        let page = OutcomePage::for_outcome(&Outcome::from_error(state(), &limited), &origin());
+        assert_eq!(page.status(), 429);
+        assert_eq!(attribute(page.html(), "data-target-origin"), origin().as_str());
+        let other = Error::new(ErrorCode::StateMismatch, "no");
+        let page = OutcomePage::for_outcome(&Outcome::from_error(state(), &other), &origin());
+        assert_eq!(page.status(), 400);
     }
 
     #[test]

@@ -300,3 +300,22 @@ fn outcome_messages_and_sealed_token_sets() {
         check(TokenSet::parse(&body), &[ACCESS, REFRESH]);
     });
 }
+
+#[test]
+fn stored_sealed_values_and_sealing_keys() {
+    use consentry_core::sealing::{SealingKey, SealingKeys};
+    const KEY: &str = "q2Nk0pC3kx2a6k8Vd0mXyH1u3yTt7cS5bQpYcD2fG4A";
+    static SAMPLES: &[&str] = &[
+        "Ab3_xY9z.AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+        "q2Nk0pC3kx2a6k8Vd0mXyH1u3yTt7cS5bQpYcD2fG4A",
+    ];
+    let keys = SealingKeys::new(
+        SealingKey::parse("CONSENTRY_KEY", KEY).expect("a valid key"),
+        None,
+    );
+    fuzz("sealed values, sealing keys", text_from(SAMPLES), |text| {
+        check(keys.to_open(&text), &[KEY]);
+        check(SealingKey::parse("CONSENTRY_KEY_PREVIOUS", &text), &[KEY]);
+    });
+}

@@ -21,7 +21,7 @@ use super::dpop::DpopKey;
 use super::outbound::{self, ProviderResponse, Unanswered};
 use super::store::{ConsentRow, ConsentWithTokens, Store};
 use super::tokens::{LiveToken, NoToken, TokenSource};
-use super::{now, open_store, raw_query, read_body, respond, FORM};
+use super::{limits, now, open_store, raw_query, read_body, respond, FORM};
 
 /// The route's prefix.
 pub(crate) const API_PREFIX: &str = "/api/";
@@ -91,6 +91,7 @@ async fn call(
     caller: &Caller,
 ) -> Result<ProviderResponse, Refused> {
     caller.guard(config)?;
+    limits::check(env, limits::API, &caller.limit_key(request)).await?;
     let path = request.path();
     let (provider_id, raw_path) = path
         .strip_prefix(API_PREFIX)

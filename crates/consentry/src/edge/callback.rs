@@ -112,9 +112,16 @@ async fn run(
     };
     match claimed {
         Ok(claimed) => end_flow(env, config, claimed).await,
-        // Nothing was consumed: no outcome to post, nothing recorded.
+        // Nothing was consumed: no outcome to post, nothing recorded. Storage that is down
+        // says so (503, Retry-After): the same callback can land once it is back.
         Err(error) => Ending {
-            page: OutcomePage::for_error(&error, 400),
+            page: OutcomePage::for_error(
+                &error,
+                match error.code() {
+                    ErrorCode::StorageFailed => 503,
+                    _ => 400,
+                },
+            ),
             code: Some(error.code().clone()),
             set_cookies: Vec::new(),
         },
@@ -593,7 +600,7 @@ async fn verify_grant(
     transaction: &Transaction,
     tokens: &consentry_core::TokenResponse,
     token_set: &TokenSet,
-    sealing_key: &super::webcrypto::SealingKey,
+    sealing_key: &super::webcrypto::Sealer,
     now: u64,
 ) -> Result<Verified> {
     let provider = client.config;

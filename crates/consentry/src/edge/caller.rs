@@ -12,6 +12,7 @@ use consentry_core::{Error, ErrorCode, Result, WebOrigin};
 use worker::{Env, Request};
 
 use super::config::Config;
+use super::limits;
 use super::start::{no_demo_user, trusted_user};
 use super::store::{ConsentWithTokens, Store, UserLookup, UserRow};
 
@@ -55,6 +56,15 @@ impl Caller {
             config.allowed_origins.check(Some(origin))?;
         }
         Ok(())
+    }
+
+    /// What `/api`'s rate limit counts under: a hash of the user reference or the session
+    /// cookie (never the value itself), else the client's IP.
+    pub(crate) fn limit_key(&self, request: &Request) -> String {
+        self.authorization
+            .as_deref()
+            .or_else(|| cookie_value(&self.cookies, SESSION_COOKIE))
+            .map_or_else(|| limits::client_ip(request), stored_hash)
     }
 
     /// The user the call acts for: the one `Authorization: Bearer` names, else the

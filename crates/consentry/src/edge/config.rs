@@ -6,7 +6,9 @@ use consentry_core::secret::{ClientSecret, PrivateKeyJwk, UserAssertionSecret};
 use consentry_core::{AllowedOrigins, Error, ErrorCode, ProviderConfig, Result, WebOrigin};
 use worker::Env;
 
-use super::webcrypto::SealingKey;
+use consentry_core::sealing::{SealingKey, SealingKeys};
+
+use super::webcrypto::Sealer;
 
 /// How long a provider has to answer, unless `CONSENTRY_HTTP_TIMEOUT_MS` says otherwise.
 const DEFAULT_HTTP_TIMEOUT_MS: u32 = 10_000;
@@ -71,11 +73,17 @@ impl Config {
     }
 }
 
-/// `CONSENTRY_KEY`, the AES-GCM key for tokens and verifiers at rest.
-pub(crate) fn sealing_key(env: &Env) -> Result<SealingKey> {
+/// `CONSENTRY_KEY`, the AES-GCM key for tokens and verifiers at rest, and during a rotation
+/// `CONSENTRY_KEY_PREVIOUS`, which still opens what it sealed (README, "Rotating
+/// CONSENTRY_KEY").
+pub(crate) fn sealing_key(env: &Env) -> Result<Sealer> {
     let text = secret(env, "CONSENTRY_KEY")
         .ok_or_else(|| config_error("the secret CONSENTRY_KEY is not set"))?;
-    SealingKey::parse(&text)
+    let current = SealingKey::parse("CONSENTRY_KEY", &text)?;
+    let previous = secret(env, "CONSENTRY_KEY_PREVIOUS")
+        .map(|text| SealingKey::parse("CONSENTRY_KEY_PREVIOUS", &text))
+        .transpose()?;
+    Ok(Sealer(SealingKeys::new(current, previous)))
 }
 
 /// `{ID}_CLIENT_SECRET` for a provider.

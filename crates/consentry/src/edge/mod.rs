@@ -20,6 +20,7 @@ mod callback;
 mod caller;
 mod config;
 mod dpop;
+mod limits;
 mod moneyhub;
 mod outbound;
 mod provider_client;
@@ -58,6 +59,13 @@ pub async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<R
     match (request.method(), path.as_str(), callback_provider) {
         (Method::Post, "/auth/start", _) => start::handle(request, &env, &config).await,
         (Method::Get | Method::Post, _, Some(provider)) => {
+            // Before the flow is looked up: a flood of made-up callbacks costs no D1 read.
+            let ip = limits::client_ip(&request);
+            if let Err(error) = limits::check(&env, limits::CALLBACK, &ip).await {
+                let page = OutcomePage::for_error(&error, 429);
+                log_ending("callback", Some(provider.id()), &page, Some(error.code()));
+                return respond::page(&page, &[]);
+            }
             callback::handle(request, &env, &config, provider, &ctx).await
         }
         (_, path, _)

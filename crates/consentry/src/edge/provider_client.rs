@@ -33,6 +33,10 @@ use crate::random::random_bytes;
 /// How long discovered metadata and a JWKS are reused within one isolate.
 const CACHE_SECS: u64 = 600;
 
+/// How old a cached JWKS must be before a token naming a key it lacks makes the Worker fetch
+/// it again (per isolate and provider).
+const JWKS_REFETCH_SECS: u64 = 60;
+
 thread_local! {
     static METADATA: RefCell<HashMap<String, (u64, ProviderMetadata)>> = RefCell::new(HashMap::new());
     static JWKS: RefCell<HashMap<String, (u64, JwkSet)>> = RefCell::new(HashMap::new());
@@ -249,9 +253,11 @@ impl<'a> ProviderClient<'a> {
             .await?;
         let mut validation =
             IdTokenValidation::new(&self.metadata.issuer, self.config.client_id(), now);
-        if let Some(nonce) = expected.nonce {
-            validation = validation.with_nonce(nonce);
-        }
+        validation = match expected.nonce {
+            Some(nonce) => validation.with_nonce(nonce),
+            None if expected.fresh_login => validation.with_no_nonce_sent(),
+            None => validation,
+        };
         if let Some(max_age) = self.config.max_age().filter(|_| expected.fresh_login) {
             validation = validation.with_max_age(max_age);
         }
@@ -367,10 +373,15 @@ impl<'a> ProviderClient<'a> {
                 "the provider issues id_tokens but names no jwks_uri",
             )
         })?;
-        let (mut jwks, fresh) = self.jwks(jwks_uri.as_str(), false, now).await?;
+        let (mut jwks, fetched_at) = self.jwks(jwks_uri.as_str(), false, now).await?;
         let key = match jwks.select(jwt.header()) {
-            // An unknown kid from a cached set: the provider may have rotated. Refetch once.
-            Err(error) if error.code() == &ErrorCode::JwkNotFound && !fresh => {
+            // An unknown kid from a cached set: the provider may have rotated. Refetch once,
+            // and only a set at least a minute old (C10): a stream of tokens naming made-up
+            // keys must not become a stream of requests to the provider.
+            Err(error)
+                if error.code() == &ErrorCode::JwkNotFound
+                    && now >= fetched_at + JWKS_REFETCH_SECS =>
+            {
                 jwks = self.jwks(jwks_uri.as_str(), true, now).await?.0;
                 jwks.select(jwt.header())?
             }
@@ -386,11 +397,11 @@ impl<'a> ProviderClient<'a> {
         jwt.into_verified(valid)
     }
 
-    /// The JWKS at `uri`, and whether it was fetched just now.
-    async fn jwks(&self, uri: &str, refresh: bool, now: u64) -> Result<(JwkSet, bool)> {
+    /// The JWKS at `uri`, and when it was fetched (`now` when just now).
+    async fn jwks(&self, uri: &str, refresh: bool, now: u64) -> Result<(JwkSet, u64)> {
         if !refresh {
-            if let Some(jwks) = cached(&JWKS, uri, now) {
-                return Ok((jwks, false));
+            if let Some(cached) = cached(&JWKS, uri, now) {
+                return Ok(cached);
             }
         }
         let answer = self
@@ -408,7 +419,7 @@ impl<'a> ProviderClient<'a> {
         }
         let jwks = JwkSet::parse(&answer.body)?;
         remember(&JWKS, uri, now, &jwks);
-        Ok((jwks, true))
+        Ok((jwks, now))
     }
 
     async fn sign(&self, env: &Env, input: JwsSigningInput) -> Result<String> {
@@ -427,7 +438,7 @@ impl<'a> ProviderClient<'a> {
 
 async fn discover(config: &ProviderConfig, timeout_ms: u32, now: u64) -> Result<ProviderMetadata> {
     let issuer = config.issuer();
-    if let Some(metadata) = cached(&METADATA, issuer.as_str(), now) {
+    if let Some((metadata, _)) = cached(&METADATA, issuer.as_str(), now) {
         return Ok(metadata);
     }
     let request = HttpRequest::get_json(issuer.openid_configuration_url());
@@ -453,12 +464,13 @@ fn remember<T: Clone + 'static>(cache: Cache<T>, key: &str, now: u64, value: &T)
     });
 }
 
-fn cached<T: Clone + 'static>(cache: Cache<T>, key: &str, now: u64) -> Option<T> {
+/// A cached value while it is fresh, and when it was fetched.
+fn cached<T: Clone + 'static>(cache: Cache<T>, key: &str, now: u64) -> Option<(T, u64)> {
     cache.with(|cache| {
         cache
             .borrow()
             .get(key)
             .filter(|(fetched_at, _)| now < fetched_at + CACHE_SECS)
-            .map(|(_, value)| value.clone())
+            .map(|(fetched_at, value)| (value.clone(), *fetched_at))
     })
 }

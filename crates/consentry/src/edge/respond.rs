@@ -31,7 +31,18 @@ pub(crate) fn json_error_with_status(
         "code": error.code().as_str(),
         "description": error.description(),
     });
-    json(status, &body.to_string(), cors_origin)
+    let response = json(status, &body.to_string(), cors_origin)?;
+    retry_after(response, status)
+}
+
+/// A 429 says when to try again; so does a 503 (storage unavailable).
+fn retry_after(response: Response, status: u16) -> Result<Response> {
+    if matches!(status, 429 | 503) {
+        response
+            .headers()
+            .set("Retry-After", super::limits::RETRY_AFTER_SECS)?;
+    }
+    Ok(response)
 }
 
 /// The header that marks an `/api` answer as the data API's own (status and body passed
@@ -114,9 +125,10 @@ pub(crate) fn page(page: &OutcomePage, set_cookies: &[String]) -> Result<Respons
     for cookie in set_cookies {
         headers.append("Set-Cookie", cookie)?;
     }
-    Ok(Response::ok(page.html())?
+    let response = Response::ok(page.html())?
         .with_status(page.status())
-        .with_headers(headers))
+        .with_headers(headers);
+    retry_after(response, page.status())
 }
 
 /// `303 See Other` to the provider, setting the flow's binding cookie.

@@ -16,9 +16,9 @@ use worker::{Env, Request, Response};
 
 use super::config::{self, Config};
 use super::dpop::DpopKey;
-use super::moneyhub;
 use super::provider_client::ProviderClient;
 use super::store::{NewTransaction, Store, UserRow, OUTCOME_RETENTION_SECS};
+use super::{limits, moneyhub};
 use super::{log_ending, now, open_store, random_token, read_form, respond};
 use crate::random::random_bytes;
 
@@ -55,9 +55,10 @@ pub(super) async fn handle(
     let cookies = request.headers().get("Cookie")?.unwrap_or_default();
     let current_session = cookie_value(&cookies, SESSION_COOKIE).map(stored_hash);
     let body = read_form(&mut request).await;
-    let started = match &body {
-        Ok(body) => start(body, env, config, &origin, current_session.as_deref()).await,
-        Err(error) => Err(error.clone()),
+    let limited = limits::check(env, limits::START, &limits::client_ip(&request)).await;
+    let started = match (&body, &limited) {
+        (Ok(body), Ok(())) => start(body, env, config, &origin, current_session.as_deref()).await,
+        (Err(error), _) | (_, Err(error)) => Err(error.clone()),
     };
     match started {
         Ok((location, binding_cookie)) => respond::see_other(&location, &binding_cookie),

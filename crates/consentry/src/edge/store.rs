@@ -688,6 +688,16 @@ impl Store {
         .await
     }
 
+    /// Replaces a token set's sealed value with the same tokens sealed under the current key,
+    /// if it is still `old` (a refresh that landed meanwhile wins).
+    pub(crate) async fn reseal(&self, consent_id: &str, old: &str, new: &str) -> Result<bool> {
+        self.changed(
+            "UPDATE token_sets SET sealed = ?1 WHERE consent_id = ?2 AND sealed = ?3",
+            &[new.into(), consent_id.into(), old.into()],
+        )
+        .await
+    }
+
     /// Takes the refresh lease of a consent's token set until `until_ms`, if it is free at
     /// `now_ms` and the set is still `generation`: one conditional UPDATE, so of any number
     /// of callers in any number of isolates, one gets it.

@@ -501,10 +501,18 @@ impl TokenSource<'_> {
         }
     }
 
+    /// Opens a consent's sealed set. One sealed under `CONSENTRY_KEY_PREVIOUS` is sealed again
+    /// under the current key and written back, unless the set changed meanwhile, so that a
+    /// rotation moves every set in use; a failed write only leaves it for the next read.
     async fn open(&self, consent: &ConsentRow, sealed: &str) -> Result<TokenSet> {
-        let plaintext = config::sealing_key(self.env)?
-            .open(&consent.id, sealed)
-            .await?;
+        let sealer = config::sealing_key(self.env)?;
+        let plaintext = sealer.open(&consent.id, sealed).await?;
+        if !sealer.is_current(sealed) {
+            let resealed = sealer.seal(&consent.id, &plaintext).await?;
+            if let Err(error) = self.store.reseal(&consent.id, sealed, &resealed).await {
+                log_refresh(consent, "reseal failed", &error);
+            }
+        }
         TokenSet::parse(&plaintext)
     }
 }

@@ -2,7 +2,7 @@
 //! asymmetric signatures the core cannot make (client assertions, request objects) or check
 //! (id_tokens). The core hands over the bytes to sign or verify; nothing here decides.
 
-use consentry_core::encoding::{base64url_decode, base64url_encode};
+use consentry_core::sealing::{unreadable, SealingKey, SealingKeys};
 use consentry_core::{Error, ErrorCode, JwsAlgorithm, PrivateKeyJwk, Result};
 use js_sys::futures::JsFuture;
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
@@ -86,70 +86,65 @@ const KEY_MEMBERS: [&str; 12] = [
     "kty", "crv", "x", "y", "n", "e", "d", "p", "q", "dp", "dq", "qi",
 ];
 
-/// `CONSENTRY_KEY`: the 256-bit AES-GCM key that seals tokens and verifiers at rest.
-pub(crate) struct SealingKey([u8; 32]);
+/// The keys that seal tokens and verifiers at rest (`CONSENTRY_KEY`, and during a rotation
+/// `CONSENTRY_KEY_PREVIOUS`): AES-256-GCM, each value bound to its record by the additional
+/// data. Which key seals and which opens is the core's ([`SealingKeys`]).
+pub(crate) struct Sealer(pub(crate) SealingKeys);
 
-impl SealingKey {
-    /// Reads the key from its base64url text (32 bytes).
-    pub(crate) fn parse(text: &str) -> Result<Self> {
-        base64url_decode(text.trim())
-            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-            .map(SealingKey)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::InvalidConfiguration,
-                    "CONSENTRY_KEY must be 32 random bytes in base64url",
-                )
-            })
-    }
-
-    async fn crypto_key(&self) -> Result<JsValue> {
+impl Sealer {
+    async fn crypto_key(key: &SealingKey) -> Result<JsValue> {
         let usages = Array::of2(&"encrypt".into(), &"decrypt".into());
-        let raw = Uint8Array::from(&self.0[..]);
+        let raw = Uint8Array::from(&key.secret()[..]);
         let promise =
             SUBTLE.with(|subtle| subtle.import_key("raw", &raw, &"AES-GCM".into(), false, &usages));
         settle(
             promise,
             ErrorCode::InvalidConfiguration,
-            "CONSENTRY_KEY does not import as an AES-GCM key",
+            "a sealing key does not import as an AES-GCM key",
         )
         .await
     }
 
-    /// Encrypts `plaintext` bound to `aad` (the row it belongs to), as the store keeps it:
-    /// base64url(`iv || ciphertext+tag`).
+    /// Encrypts `plaintext` bound to `aad` (the row it belongs to) under the current key, as
+    /// the store keeps it: `{key id}.base64url(iv || ciphertext+tag)`.
     pub(crate) async fn seal(&self, aad: &str, plaintext: &[u8]) -> Result<String> {
         let iv: [u8; IV_LEN] = random_bytes()?;
-        let key = self.crypto_key().await?;
+        let current = self.0.current();
+        let key = Self::crypto_key(current).await?;
         let params = aes_gcm_params(&iv, aad)?;
         let promise =
             SUBTLE.with(|subtle| subtle.encrypt(&params, &key, &Uint8Array::from(plaintext)));
         let ciphertext = settle_bytes(promise, ErrorCode::StorageFailed, "AES-GCM failed").await?;
-        Ok(base64url_encode(&[&iv[..], &ciphertext].concat()))
+        Ok(current.label(&[&iv[..], &ciphertext].concat()))
     }
 
-    /// Decrypts what [`seal`](Self::seal) made for the same `aad`; a ciphertext moved to
-    /// another row (another `aad`) or altered fails.
-    pub(crate) async fn open(&self, aad: &str, sealed: &str) -> Result<Vec<u8>> {
-        let unsealable = || {
-            Error::new(
-                ErrorCode::StorageFailed,
-                "a sealed value does not decrypt for its record",
-            )
-        };
-        let sealed = base64url_decode(sealed).ok_or_else(unsealable)?;
+    /// Decrypts what [`seal`](Self::seal) made for the same `aad`, under the key it names;
+    /// a ciphertext moved to another row (another `aad`) or altered fails.
+    pub(crate) async fn open(&self, aad: &str, stored: &str) -> Result<Vec<u8>> {
+        let (keys, sealed) = self.0.to_open(stored)?;
         if sealed.len() <= IV_LEN {
-            return Err(unsealable());
+            return Err(unreadable());
         }
         let (iv, ciphertext) = sealed.split_at(IV_LEN);
-        let key = self.crypto_key().await?;
         let params = aes_gcm_params(iv, aad)?;
-        let promise =
-            SUBTLE.with(|subtle| subtle.decrypt(&params, &key, &Uint8Array::from(ciphertext)));
-        let plaintext = JsFuture::from(promise.map_err(|_| unsealable())?)
-            .await
-            .map_err(|_| unsealable())?;
-        Ok(Uint8Array::new(&plaintext).to_vec())
+        for key in keys {
+            let key = Self::crypto_key(key).await?;
+            let promise =
+                SUBTLE.with(|subtle| subtle.decrypt(&params, &key, &Uint8Array::from(ciphertext)));
+            if let Ok(promise) = promise {
+                if let Ok(plaintext) = JsFuture::from(promise).await {
+                    return Ok(Uint8Array::new(&plaintext).to_vec());
+                }
+            }
+        }
+        Err(unreadable())
+    }
+
+    /// Whether a stored value is sealed under the current key (else a write should move it).
+    pub(crate) fn is_current(&self, stored: &str) -> bool {
+        stored
+            .strip_prefix(self.0.current().id())
+            .is_some_and(|rest| rest.starts_with('.'))
     }
 }
 

@@ -1,0 +1,301 @@
+// Running the Worker under attack and under change, against real workerd (wrangler dev), a
+// local D1 and the local bank: rate limits (per client IP on the popup's pages, per session
+// on /api) with 429 and Retry-After, legitimate retries still landing; CONSENTRY_KEY rotated
+// with CONSENTRY_KEY_PREVIOUS (old records open, new seals and re-seals use the new key, a
+// tampered record never opens); storage (D1) down on every route (503 or an outcome, nothing
+// half-written, everything usable once it is back); a spoofed Host; logout's CSRF header.
+//
+// Its own stack: the rate limits are set low and to 10-second windows, so that they can be
+// met and waited out. wrangler dev runs Cloudflare's rate-limiting binding in memory, with
+// windows aligned to the clock (a new one every 10 s); the tests that must meet a limit start
+// at the beginning of a window. Each test speaks from its own client IP (CF-Connecting-IP,
+// which wrangler dev keeps when the request has one), so that no test spends another's budget.
+//
+//   node --test tests/edge/operations.test.mjs
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { after, before, test } from 'node:test';
+
+import { answerAtProvider } from '../lib/bank-user.mjs';
+import { apiError, describe, outcomePage, userHeaders } from '../lib/edge.mjs';
+import { BANK_ACCOUNT, grantConsent, returnToWorker, startFlow } from '../lib/flow.mjs';
+import { randomToken, sqlString, startStack } from '../lib/worker-harness.mjs';
+
+const TEST_TIMEOUT = 180_000;
+const WINDOW_MS = 10_000;
+const LIMITS = {
+  CONSENTRY_LIMIT_START: { limit: 4, period: WINDOW_MS / 1000 },
+  CONSENTRY_LIMIT_CALLBACK: { limit: 6, period: WINDOW_MS / 1000 },
+  CONSENTRY_LIMIT_API: { limit: 5, period: WINDOW_MS / 1000 },
+};
+const TABLES = ['users', 'transactions', 'consents', 'token_sets', 'sessions', 'provider_users', 'provider_user_claims'];
+
+let stack;
+let clientIp = '192.0.2.1';
+
+before(async () => {
+  stack = await startStack({ rateLimits: LIMITS });
+  // Every request of this file comes from `clientIp`, unless it names another.
+  const workerFetch = stack.workerFetch;
+  stack.workerFetch = (target, options = {}) => workerFetch(target, { ...options, headers: { 'CF-Connecting-IP': clientIp, ...options.headers } });
+}, { timeout: 30 * 60_000 });
+after(async () => { await stack?.stop(); });
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+/** Waits for a new rate-limit window, so that a test meets its limit within one window. */
+async function windowStart() {
+  await sleep(WINDOW_MS - (Date.now() % WINDOW_MS) + 150);
+}
+
+const tokenPosts = () => stack.bankRequests.filter((req) => req.method === 'POST' && req.path === '/token').length;
+const redirectPrefix = () => `${stack.publicOrigin}/auth/callback/`;
+const madeUpCallback = () => stack.workerFetch(`/auth/callback/local-bank?code=${randomToken()}&state=${randomToken()}&iss=${encodeURIComponent(stack.issuer)}`);
+
+function assertRetryAfter(res) {
+  const retryAfter = res.headers.get('retry-after');
+  assert.match(retryAfter ?? '', /^\d+$/, `Retry-After in ${describe(res)}`);
+  assert.ok(Number(retryAfter) > 0 && Number(retryAfter) <= 60, retryAfter);
+}
+
+/** The key id a sealed value names: 8 base64url characters of SHA-256 over a label and the key. */
+function keyId(key) {
+  return createHash('sha256').update(Buffer.concat([Buffer.from('consentry sealing key id\0'), Buffer.from(key, 'base64url')])).digest('base64url').slice(0, 8);
+}
+
+async function sealedTokens(consentId) {
+  const rows = await stack.d1(`SELECT sealed FROM token_sets WHERE consent_id = ${sqlString(consentId)}`);
+  assert.equal(rows.length, 1, `token set of ${consentId}`);
+  return rows[0].sealed;
+}
+
+const setSealed = (consentId, sealed) => stack.d1(`UPDATE token_sets SET sealed = ${sqlString(sealed)} WHERE consent_id = ${sqlString(consentId)}`);
+
+const accounts = (user, base = '') => stack.workerFetch(`${base}/api/local-bank/accounts`, { headers: userHeaders(stack, user) });
+
+test('A17: a flood of made-up callbacks from one IP is cut off with 429 and Retry-After, and sends nothing to the bank', { timeout: TEST_TIMEOUT }, async () => {
+  clientIp = '203.0.113.7';
+  await windowStart();
+  const postsBefore = tokenPosts();
+  const answers = [];
+  for (let i = 0; i < 30; i += 1) answers.push(await madeUpCallback());
+  const statuses = answers.map((res) => res.status);
+  // Within one window: the first 6 are looked up (and refused), the rest never are.
+  assert.deepEqual(statuses.slice(0, 6), Array(6).fill(400), statuses.join(' '));
+  const limited = answers.slice(6);
+  assert.ok(limited.every((res) => res.status === 429), statuses.join(' '));
+  for (const res of limited) {
+    assertRetryAfter(res);
+    const page = outcomePage(res);
+    assert.equal(page.error, 'rate_limited');
+    assert.equal(page.targetOrigin, '', 'a refused callback posts nothing to any window');
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+  }
+  assert.equal(tokenPosts(), postsBefore, 'no token request for any of them');
+});
+
+test('H7: over the callback limit, another IP still connects, and the refused callback lands when retried after the window', { timeout: TEST_TIMEOUT }, async () => {
+  clientIp = '203.0.113.8';
+  const started = await startFlow(stack, { user: 'usr_carol' });
+  assert.equal(started.res.status, 303, describe(started.res));
+  const back = await answerAtProvider(started.location, { user: BANK_ACCOUNT.usr_carol, redirectPrefix: redirectPrefix() });
+
+  await windowStart();
+  for (let i = 0; i < LIMITS.CONSENTRY_LIMIT_CALLBACK.limit; i += 1) await madeUpCallback();
+  const refused = await returnToWorker(stack, back, { jar: started.jar });
+  assert.equal(refused.status, 429, describe(refused));
+  assertRetryAfter(refused);
+
+  // Someone else, elsewhere, in the same window.
+  clientIp = '203.0.113.9';
+  const other = await grantConsent(stack, { user: 'usr_bob' });
+  assert.equal(other.outcome.status, 'granted');
+
+  // The refused callback spent nothing: retried in the next window, it lands.
+  clientIp = '203.0.113.8';
+  const pending = await stack.workerFetch(`/auth/outcome?state=${encodeURIComponent(started.state)}`, { headers: { 'X-Consentry': '1', Origin: stack.publicOrigin }, jar: started.jar });
+  assert.equal(pending.status, 404, `the flow is still pending: ${describe(pending)}`);
+  assert.equal(pending.json().code, 'outcome_pending');
+  await windowStart();
+  const landed = await returnToWorker(stack, back, { jar: started.jar });
+  assert.equal(landed.status, 200, describe(landed));
+  assert.equal(outcomePage(landed).outcome.status, 'granted');
+});
+
+test('H7: /auth/start over its limit per IP answers 429 and tells the opener rate_limited; /api is limited per session', { timeout: TEST_TIMEOUT }, async () => {
+  clientIp = '203.0.113.10';
+  await windowStart();
+  for (let i = 0; i < LIMITS.CONSENTRY_LIMIT_START.limit; i += 1) {
+    const { res } = await startFlow(stack, { user: 'usr_carol' });
+    assert.equal(res.status, 303, describe(res));
+  }
+  const over = await startFlow(stack, { user: 'usr_carol' });
+  assert.equal(over.res.status, 429, describe(over.res));
+  assertRetryAfter(over.res);
+  assert.equal(over.res.setCookies.length, 0, 'no binding cookie for a flow that did not start');
+  const page = outcomePage(over.res);
+  assert.equal(page.targetOrigin, stack.publicOrigin);
+  assert.deepEqual({ status: page.outcome.status, error: page.outcome.error, state: page.outcome.state }, { status: 'failed', error: 'rate_limited', state: over.state });
+
+  // /api: carol's session-less calls (her user reference) count together; bob's do not.
+  await windowStart();
+  const dataBefore = stack.issued.dataRequests.length;
+  for (let i = 0; i < LIMITS.CONSENTRY_LIMIT_API.limit; i += 1) {
+    const res = await accounts('usr_carol');
+    assert.equal(res.status, 200, describe(res));
+  }
+  const limited = await accounts('usr_carol');
+  await apiError(limited, 429, 'rate_limited');
+  assertRetryAfter(limited);
+  assert.equal(stack.issued.dataRequests.length - dataBefore, LIMITS.CONSENTRY_LIMIT_API.limit, 'the limited call reached no bank');
+  const bob = await accounts('usr_bob');
+  assert.equal(bob.status, 200, describe(bob));
+});
+
+test('F3: CONSENTRY_KEY rotated with CONSENTRY_KEY_PREVIOUS: old records open and move to the new key; a retired key or a flipped byte never opens', { timeout: TEST_TIMEOUT }, async () => {
+  clientIp = '198.51.100.1';
+  const oldKey = stack.secrets.consentryKey;
+  const newKey = randomToken(32);
+  const { outcome } = await grantConsent(stack, { user: 'usr_alice' });
+  const consent = outcome.consent.id;
+  const sealedOld = await sealedTokens(consent);
+  assert.ok(sealedOld.startsWith(`${keyId(oldKey)}.`), `sealed under the key it names: ${sealedOld.slice(0, 12)}`);
+  assert.ok(!sealedOld.includes(oldKey));
+
+  // The operator's rotation: the new key, the old one kept as the previous.
+  const rotated = await stack.startWorker({ vars: { CONSENTRY_KEY: newKey, CONSENTRY_KEY_PREVIOUS: oldKey } });
+  try {
+    const res = await accounts('usr_alice', rotated.url);
+    assert.equal(res.status, 200, `a record sealed under the previous key opens: ${describe(res)}`);
+    const resealed = await sealedTokens(consent);
+    assert.ok(resealed.startsWith(`${keyId(newKey)}.`), 'read once, it is sealed again under the new key');
+    // A Worker that has only the old key (a rollback) cannot open it, and says which key it needs.
+    const rolledBack = await accounts('usr_alice');
+    await apiError(rolledBack, 500, 'invalid_configuration');
+    assert.ok(rolledBack.json().description.includes(keyId(newKey)), describe(rolledBack));
+    assert.ok(!rolledBack.body.includes(newKey) && !rolledBack.body.includes(oldKey));
+  } finally {
+    await rotated.stop();
+  }
+
+  // The rotation done: CONSENTRY_KEY_PREVIOUS removed.
+  const done = await stack.startWorker({ vars: { CONSENTRY_KEY: newKey } });
+  try {
+    const res = await accounts('usr_alice', done.url);
+    assert.equal(res.status, 200, describe(res));
+
+    // A value from before key ids (no `id.` prefix) is tried with the current key.
+    const current = await sealedTokens(consent);
+    await setSealed(consent, current.slice(current.indexOf('.') + 1));
+    assert.equal((await accounts('usr_alice', done.url)).status, 200);
+    assert.ok((await sealedTokens(consent)).startsWith(`${keyId(newKey)}.`), 'and written back with its key id');
+
+    // One flipped byte: the record never opens (AES-GCM's tag), and nothing reaches the bank.
+    const sealed = await sealedTokens(consent);
+    const at = sealed.length - 10;
+    const flipped = `${sealed.slice(0, at)}${sealed[at] === 'A' ? 'B' : 'A'}${sealed.slice(at + 1)}`;
+    await setSealed(consent, flipped);
+    const dataBefore = stack.issued.dataRequests.length;
+    await apiError(await accounts('usr_alice', done.url), 503, 'storage_failed');
+    assert.equal(stack.issued.dataRequests.length, dataBefore);
+    assert.equal(await sealedTokens(consent), flipped, 'a record that does not open is left as it is');
+    await setSealed(consent, sealed);
+    assert.equal((await accounts('usr_alice', done.url)).status, 200);
+  } finally {
+    await done.stop();
+    await setSealed(consent, sealedOld); // the main Worker's key again, for what follows
+  }
+});
+
+test('storage down on every route: 503 with Retry-After or an outcome, nothing half-written, and all of it usable once storage is back', { timeout: TEST_TIMEOUT }, async () => {
+  clientIp = '198.51.100.2';
+  const granted = await grantConsent(stack, { user: 'usr_bob' });
+  const consentsBefore = await stack.d1("SELECT count(*) AS n FROM consents WHERE user_id = 'usr_bob'");
+  const pending = await startFlow(stack, { user: 'usr_bob' });
+  const back = await answerAtProvider(pending.location, { user: BANK_ACCOUNT.usr_bob, redirectPrefix: redirectPrefix() });
+  const json = { 'X-Consentry': '1', Origin: stack.publicOrigin };
+  const postsBefore = tokenPosts();
+
+  await stack.d1(TABLES.map((table) => `ALTER TABLE ${table} RENAME TO down_${table}`).join('; '));
+  try {
+    const started = await startFlow(stack, { user: 'usr_bob' });
+    const startPage = outcomePage(started.res);
+    assert.equal(startPage.outcome?.error, 'storage_failed', describe(started.res));
+    assert.equal(started.res.setCookies.length, 0);
+
+    const callback = await returnToWorker(stack, back, { jar: pending.jar });
+    assert.equal(outcomePage(callback).error, 'storage_failed', describe(callback));
+    assert.equal(callback.status, 503, describe(callback));
+    assertRetryAfter(callback);
+
+    const routes = [
+      ['GET', `/auth/outcome?state=${encodeURIComponent(pending.state)}`, pending.jar],
+      ['GET', '/auth/consents', granted.jar],
+      ['DELETE', `/auth/consents/${granted.outcome.consent.id}`, granted.jar],
+      ['POST', '/auth/logout', granted.jar],
+      ['GET', '/auth/demo/users', undefined],
+      ['GET', '/api/local-bank/accounts', granted.jar],
+    ];
+    for (const [method, route, jar] of routes) {
+      const res = await stack.workerFetch(route, { method, headers: json, jar });
+      await apiError(res, 503, 'storage_failed');
+      assertRetryAfter(res);
+    }
+  } finally {
+    await stack.d1(TABLES.map((table) => `ALTER TABLE down_${table} RENAME TO ${table}`).join('; '));
+  }
+  assert.equal(tokenPosts(), postsBefore, 'no code was spent while storage was down');
+  assert.deepEqual(await stack.d1("SELECT count(*) AS n FROM consents WHERE user_id = 'usr_bob'"), consentsBefore);
+
+  // Back: the session, the consent and the pending flow are as they were.
+  const list = await stack.workerFetch('/auth/consents', { headers: json, jar: granted.jar });
+  assert.equal(list.status, 200, describe(list));
+  assert.ok(list.json().consents.some((c) => c.id === granted.outcome.consent.id && c.status === 'active'), describe(list));
+  const landed = await returnToWorker(stack, back, { jar: pending.jar });
+  assert.equal(landed.status, 200, describe(landed));
+  assert.equal(outcomePage(landed).outcome.status, 'granted');
+});
+
+test('A15: a spoofed Host or X-Forwarded-Host never changes the redirect_uri', { timeout: TEST_TIMEOUT }, async () => {
+  const form = new URLSearchParams({ provider: 'local-bank', state: randomToken(), code_verifier: randomToken(), user: 'usr_alice' }).toString();
+  const res = await new Promise((resolve, reject) => {
+    const url = new URL(stack.workerUrl);
+    const req = httpRequest({
+      host: url.hostname,
+      port: url.port,
+      method: 'POST',
+      path: '/auth/start',
+      headers: {
+        Host: 'evil.example',
+        'X-Forwarded-Host': 'evil.example',
+        'X-Forwarded-Proto': 'https',
+        Origin: stack.publicOrigin,
+        'CF-Connecting-IP': '198.51.100.3',
+        'Content-Type': 'application/x-www-form-urlencoded',
+        'Content-Length': Buffer.byteLength(form),
+      },
+    }, (answer) => { answer.resume(); answer.on('end', () => resolve(answer)); });
+    req.on('error', reject);
+    req.end(form);
+  });
+  assert.equal(res.statusCode, 303);
+  const location = new URL(res.headers.location);
+  assert.equal(location.origin, stack.issuer);
+  assert.equal(location.searchParams.get('redirect_uri'), `${stack.publicOrigin}/auth/callback/local-bank`);
+  assert.ok(!res.headers.location.includes('evil.example'));
+});
+
+test('E8: logout without the anti-CSRF header is refused and ends nothing; with it, the session ends', { timeout: TEST_TIMEOUT }, async () => {
+  clientIp = '198.51.100.4';
+  const { jar } = await grantConsent(stack, { user: 'usr_carol' });
+  const list = () => stack.workerFetch('/auth/consents', { headers: { 'X-Consentry': '1', Origin: stack.publicOrigin }, jar });
+  const forged = await stack.workerFetch('/auth/logout', { method: 'POST', headers: { Origin: stack.publicOrigin }, jar });
+  await apiError(forged, 403, 'csrf_header_missing');
+  assert.equal(forged.setCookies.length, 0);
+  assert.equal((await list()).status, 200, 'the session still stands');
+  const logout = await stack.workerFetch('/auth/logout', { method: 'POST', headers: { 'X-Consentry': '1', Origin: stack.publicOrigin }, jar });
+  assert.equal(logout.status, 204, describe(logout));
+  await apiError(await list(), 401, 'session_required');
+});
