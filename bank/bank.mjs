@@ -24,8 +24,9 @@
 //                         POST /__test/rotation with `off` (or `on`) stops (or resumes)
 //                         rotating refresh tokens (not rotating, a refresh answers with no
 //                         refresh_token).
-//                         It also records what the bank hands out, on `issued` (see
-//                         `startBank`), so tests can check that none of it reaches a browser.
+//                         It also records what the bank hands out, and the client
+//                         assertions it was sent, on `issued` (see `startBank`), so tests
+//                         can check that none of it reaches a browser or a log.
 //
 // `startBank({ iss: false })` plays a provider that does not implement RFC 9207 (as TrueLayer
 // does not): no `iss` on its redirects, none advertised in its metadata.
@@ -130,7 +131,7 @@ export async function startBank({
   //   refreshes:   { presented, status, rotated } for every refresh token grant (the refresh
   //                token presented, the status, the new refresh token when it rotated)
   //   dataRequests: { method, path, token, status, mode, headers (names) } for every data API request
-  const issued = testControls ? { codes: [], tokens: [], exchanges: [], revocations: [], refreshes: [], dataRequests: [] } : null;
+  const issued = testControls ? { codes: [], tokens: [], exchanges: [], revocations: [], refreshes: [], dataRequests: [], assertions: [] } : null;
   provider.use(async (ctx, next) => {
     if (coop) ctx.set('Cross-Origin-Opener-Policy', coop);
     if (ctx.path === '/token' && ctx.method === 'POST' && tokenMode === 'slow') {
@@ -184,6 +185,7 @@ export async function startBank({
   function record(ctx) {
     const params = ctx.oidc?.params || {};
     const clientId = ctx.oidc?.client?.clientId;
+    if (typeof params.client_assertion === 'string') issued.assertions.push(params.client_assertion);
     if (ctx.path === '/token' && ctx.method === 'POST') {
       if (params.code) issued.exchanges.push({ code: params.code, client_id: clientId, status: ctx.status, mode: 'normal' });
       let body = ctx.body;

@@ -53,6 +53,7 @@ export type ConsentryErrorCode =
   | 'jwt_crit_unsupported'
   | 'jwt_signature_invalid'
   | 'jwk_not_found'
+  | 'jwk_not_yet_known'
   | 'jwk_invalid'
   | 'discovery_invalid'
   | 'pkce_not_supported'

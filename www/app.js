@@ -34,6 +34,7 @@ const MESSAGES = {
   jwt_crit_unsupported: ['bad', 'The bank\'s confirmation needs features we do not support.'],
   jwt_signature_invalid: ['bad', 'The bank\'s signature did not verify.'],
   jwk_not_found: ['bad', 'The bank\'s signing key could not be found.'],
+  jwk_not_yet_known: ['warn', 'The bank has just changed its signing key. Please try again in a minute.'],
   jwk_invalid: ['bad', 'The bank published an unusable signing key.'],
   discovery_invalid: ['bad', 'The bank\'s configuration could not be read.'],
   pkce_not_supported: ['bad', 'This bank does not support the secure sign-in we require.'],

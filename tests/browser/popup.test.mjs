@@ -27,6 +27,7 @@ const USERS = [
 // own scripts, so nothing is missed; an init script gives the page no user activation).
 const RECORDER = `addEventListener('consentry-granted', (event) => (window.__events ??= []).push({ type: 'granted', user: event.target.getAttribute('user'), consent: event.detail }));
 import('/vendor/consentry/consentry.js').then((module) => { window.__consentry = module; });
+addEventListener('securitypolicyviolation', (event) => (window.__violations ??= []).push(\`\${event.violatedDirective} \${event.blockedURI}\`));
 addEventListener('consentry-failed', (event) => (window.__events ??= []).push({ type: 'failed', user: event.target.getAttribute('user'), code: event.detail.code, description: event.detail.description, isConsentError: event.detail instanceof Error && event.detail.name === 'ConsentError' }));`;
 
 let stack;
@@ -304,7 +305,7 @@ test('connect() checks its fields in Wasm before any popup opens, and a second c
   await context.close();
 });
 
-test('messages not from our popup, from a foreign or the null origin, or not this flow\'s outcome, are ignored and the listener stays armed', { timeout: TEST_TIMEOUT }, async () => {
+test('messages not from our popup, from a foreign, look-alike or the null origin, or not this flow\'s outcome, are ignored and the listener stays armed', { timeout: TEST_TIMEOUT }, async () => {
   const { context, page } = await openDemo();
   const popup = await clickConnect(page, 'usr_alice');
   await popup.waitForSelector('form input[name="login"]');
@@ -347,16 +348,49 @@ test('messages not from our popup, from a foreign or the null origin, or not thi
       JSON.stringify(outcome),
     ]) window.opener.postMessage(message, '*');
   }, { outcome });
+  // D3: look-alikes of the Worker's origin (the same server by another name, a suffix, https,
+  // another port), each the popup's own page, posting the right outcome: exact origins only.
+  const { port } = new URL(stack.publicOrigin);
+  const lookAlikes = [`http://127.0.0.1:${port}`, `http://localhost.evil.example:${port}`, `https://localhost:${port}`, `http://localhost:${Number(port) + 1}`];
+  await context.route((url) => lookAlikes.includes(url.origin), (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>look-alike</title>' }));
+  for (const origin of lookAlikes) {
+    await popup.goto(`${origin}/`);
+    await popup.evaluate((message) => window.opener.postMessage(message, '*'), { ...outcome, status: 'denied' });
+  }
+  await page.waitForFunction((expected) => expected.every((origin) => window.__origins.includes(origin)), lookAlikes, { timeout: 5000 });
   await page.waitForTimeout(500);
   assert.equal(await eventCount(page), 0, 'nothing settled the flow');
-  await popup.goBack();
+  await popup.goBack({ waitUntil: 'commit' });
+  for (let i = 0; i < lookAlikes.length; i += 1) await popup.goBack({ waitUntil: 'commit' });
   await bankLogin(popup, { user: 'alice' });
   const event = await nextEvent(page, 0);
   assert.equal(event.type, 'granted', 'the listener stayed armed for the real outcome');
   await context.close();
 });
 
-test('after a grant, nothing the page can read holds a token, code or verifier', { timeout: TEST_TIMEOUT }, async () => {
+test('D7: our popup\'s outcome settles the flow once; what arrives after it, the same or another, is ignored', { timeout: TEST_TIMEOUT }, async () => {
+  const { context, page } = await openDemo();
+  const popup = await clickConnect(page, 'usr_bob');
+  await popup.waitForSelector('form input[name="login"]');
+  const state = states.at(-1);
+  const denied = { type: 'consentry:outcome', v: 1, state, status: 'denied', error: 'access_denied' };
+  // On the Worker's origin, as the outcome page is: three messages in a row, the first of
+  // which ends the flow; the other two arrive when no flow is pending.
+  await popup.goto(`${stack.publicOrigin}/app.css`);
+  await popup.evaluate((message) => {
+    window.opener.postMessage(message, '*');
+    window.opener.postMessage(message, '*');
+    window.opener.postMessage({ ...message, status: 'failed', error: 'server_error' }, '*');
+  }, denied);
+  const event = await nextEvent(page, 0);
+  assert.deepEqual({ type: event.type, code: event.code }, { type: 'failed', code: 'access_denied' });
+  await page.waitForTimeout(500);
+  assert.equal(await eventCount(page), 1, 'the flow settled once, by the first message');
+  assert.equal(await page.getAttribute(button('usr_bob'), 'status'), 'failed');
+  await context.close();
+});
+
+test('after a grant, nothing the page can read holds a token, code or verifier, no storage holds the state, and the page ran under its CSP', { timeout: TEST_TIMEOUT }, async () => {
   const { context, page, bodies } = await openDemo();
   const codesBefore = stack.issued.codes.length;
   const tokensBefore = stack.issued.tokens.length;
@@ -375,14 +409,25 @@ test('after a grant, nothing the page can read holds a token, code or verifier',
   ];
   assert.ok(stack.issued.codes.length > codesBefore && stack.issued.tokens.length > tokensBefore, 'the bank issued a code and tokens');
   assert.ok(verifiers.size > verifiersBefore.size, 'a verifier was sent');
-  const readable = await page.evaluate(() => ({
+  const readable = await page.evaluate(async () => ({
     cookie: document.cookie,
     local: JSON.stringify({ ...localStorage }),
     session: JSON.stringify({ ...sessionStorage }),
+    indexedDB: JSON.stringify(await indexedDB.databases()),
     events: JSON.stringify(window.__events),
     html: document.documentElement.outerHTML,
   }));
   assert.equal(readable.cookie, '', 'the page reads no cookie: both of consentry\'s are HttpOnly');
+  assert.equal(readable.indexedDB, '[]', 'no IndexedDB database');
+  // D14: the flow's state is in no storage either (the page and its events may name it).
+  const state = states.at(-1);
+  assert.ok(state, 'the flow\'s state was seen');
+  for (const where of ['cookie', 'local', 'session', 'indexedDB']) assert.ok(!readable[where].includes(state), `the state appears in ${where}`);
+  // D15: all of it ran under the demo's CSP: Wasm through 'wasm-unsafe-eval', no 'unsafe-eval'.
+  const policy = await page.getAttribute('meta[http-equiv="Content-Security-Policy"]', 'content');
+  assert.match(policy, /script-src 'self' 'wasm-unsafe-eval';/);
+  assert.ok(!policy.includes("'unsafe-eval'") && !policy.includes("'unsafe-inline'"), policy);
+  assert.deepEqual(await page.evaluate(() => window.__violations ?? []), [], 'no CSP violation');
   const received = await bodies();
   assert.ok(received.some((body) => body.url.includes('/auth/consents')), 'the page\'s responses were captured');
   assert.ok(received.some((body) => new URL(body.url).pathname === '/auth/callback/local-bank'), 'the popup\'s outcome page was captured');

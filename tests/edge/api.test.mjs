@@ -232,7 +232,7 @@ test('a crash between the bank\'s refresh answer and the store ends in one clean
   // stored: as if the Worker died right after the answer.
   await stack.d1("CREATE TRIGGER refuse_refresh BEFORE UPDATE OF sealed ON token_sets BEGIN SELECT RAISE(ABORT, 'injected crash before the store'); END");
   try {
-    await apiError(await api('/accounts', { consent }), 500, 'storage_failed');
+    await apiError(await api('/accounts', { consent }), 503, 'storage_failed');
   } finally {
     await stack.d1('DROP TRIGGER refuse_refresh');
   }
@@ -245,6 +245,55 @@ test('a crash between the bank\'s refresh answer and the store ends in one clean
   assert.equal(stack.issued.refreshes.at(-1).status, 400);
   for (let i = 0; i < 3; i += 1) await apiError(await api('/accounts', { consent }), 403, 'consent_expired');
   assert.equal(refreshes() - refreshesBefore, 2, 'no refresh is tried again');
+});
+
+test('F7: the same crash with a reusable refresh token (no rotation) recovers on the next call', { timeout: TEST_TIMEOUT }, async () => {
+  const { outcome } = await grantConsent(stack, { user: 'usr_alice' });
+  const consent = outcome.consent.id;
+  await expireAccessToken(consent);
+  const refreshesBefore = refreshes();
+  await setRotation('off');
+  try {
+    await stack.d1("CREATE TRIGGER refuse_refresh BEFORE UPDATE OF sealed ON token_sets BEGIN SELECT RAISE(ABORT, 'injected crash before the store'); END");
+    try {
+      await apiError(await api('/accounts', { consent }), 503, 'storage_failed');
+    } finally {
+      await stack.d1('DROP TRIGGER refuse_refresh');
+    }
+    assert.equal(stack.issued.refreshes.at(-1).status, 200, 'the bank did answer');
+    // The stored refresh token is still good: the next call refreshes with it and reads.
+    const res = await api('/accounts', { consent });
+    assert.equal(res.status, 200, describe(res));
+    assert.equal(refreshes() - refreshesBefore, 2, 'one refresh more, no loop');
+    assert.equal(stack.issued.refreshes.at(-1).status, 200);
+  } finally {
+    await setRotation('on');
+  }
+});
+
+test('G2: a 5xx from the token endpoint during a refresh fails that call with refresh_failed, lapses nothing, and is not retried on its own', { timeout: TEST_TIMEOUT }, async () => {
+  const { outcome } = await grantConsent(stack, { user: 'usr_carol' });
+  const consent = outcome.consent.id;
+  await expireAccessToken(consent);
+  const tokenPosts = () => stack.bankRequests.filter((req) => req.method === 'POST' && req.path === '/token').length;
+  const postsBefore = tokenPosts();
+  const dataBefore = dataRequests();
+  await setTokenMode('500');
+  let failed;
+  try {
+    failed = await api('/accounts', { user: 'usr_carol', consent });
+  } finally {
+    await setTokenMode('normal');
+  }
+  await apiError(failed, 502, 'refresh_failed');
+  assert.ok(!failed.body.includes('internal error'), 'the provider\'s body is not passed on');
+  assert.equal(tokenPosts() - postsBefore, 1, 'one refresh request, no retry');
+  assert.equal(dataRequests(), dataBefore, 'no data call without a live token');
+  const [row] = await stack.d1(`SELECT lapsed_at FROM consents WHERE id = ${sqlString(consent)}`);
+  assert.equal(row.lapsed_at, null, 'a provider error is not a refusal: the consent stands');
+  const res = await api('/accounts', { user: 'usr_carol', consent });
+  assert.equal(res.status, 200, describe(res));
+  assert.equal(tokenPosts() - postsBefore, 2);
 });
 
 test('a refreshed id_token for another end-user is refused and ends the consent (OIDC Core §12.2)', { timeout: TEST_TIMEOUT }, async () => {

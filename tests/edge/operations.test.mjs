@@ -176,6 +176,29 @@ test('F3: CONSENTRY_KEY rotated with CONSENTRY_KEY_PREVIOUS: old records open an
     await apiError(rolledBack, 500, 'invalid_configuration');
     assert.ok(rolledBack.json().description.includes(keyId(newKey)), describe(rolledBack));
     assert.ok(!rolledBack.body.includes(newKey) && !rolledBack.body.includes(oldKey));
+
+    // A5: one callback sent at once through two Worker processes (two workerd, one D1):
+    // exactly one token request, one grant.
+    const flow = await startFlow(stack, { user: 'usr_carol' });
+    const back = await answerAtProvider(flow.location, { user: BANK_ACCOUNT.usr_carol, redirectPrefix: redirectPrefix() });
+    const target = new URL(back.url);
+    const postsBefore = tokenPosts();
+    const pages = await Promise.all([
+      stack.workerFetch(back.url, { jar: flow.jar, crossSite: true }),
+      stack.workerFetch(`${rotated.url}${target.pathname}${target.search}`, { jar: flow.jar, crossSite: true }),
+    ]);
+    // Under wrangler dev the two processes share one SQLite file, and a write that meets the
+    // other's lock fails (production D1 has one primary): the loser may then read
+    // storage_failed (503, consuming nothing) rather than transaction_replayed, and a
+    // winner's grant that cannot be stored ends as storage_failed, its tokens revoked. What
+    // must hold either way: one code exchange, at most one grant.
+    const endings = pages.map((page) => `${page.status} ${outcomePage(page).error || outcomePage(page).outcome?.error || outcomePage(page).outcome?.status}`).join(', ');
+    assert.equal(tokenPosts() - postsBefore, 1, `one code exchange: ${endings}`);
+    assert.ok(pages.filter((page) => page.status === 200).length <= 1, endings);
+    for (const page of pages.filter((page) => page.status !== 200)) {
+      const { error, outcome } = outcomePage(page);
+      assert.ok(['transaction_replayed', 'storage_failed'].includes(error || outcome?.error), endings);
+    }
   } finally {
     await rotated.stop();
   }
@@ -203,6 +226,15 @@ test('F3: CONSENTRY_KEY rotated with CONSENTRY_KEY_PREVIOUS: old records open an
     assert.equal(await sealedTokens(consent), flipped, 'a record that does not open is left as it is');
     await setSealed(consent, sealed);
     assert.equal((await accounts('usr_alice', done.url)).status, 200);
+
+    // F2: a logout through one Worker process ends the session for every other at once.
+    const { jar } = await grantConsent(stack, { user: 'usr_carol' });
+    const cookie = jar.header({ method: 'GET' });
+    const json = { 'X-Consentry': '1', Origin: stack.publicOrigin, Cookie: cookie };
+    assert.equal((await stack.workerFetch(`${done.url}/auth/consents`, { headers: json })).status, 200);
+    const logout = await stack.workerFetch('/auth/logout', { method: 'POST', headers: { 'X-Consentry': '1', Origin: stack.publicOrigin }, jar });
+    assert.equal(logout.status, 204, describe(logout));
+    await apiError(await stack.workerFetch(`${done.url}/auth/consents`, { headers: json }), 401, 'session_required');
   } finally {
     await done.stop();
     await setSealed(consent, sealedOld); // the main Worker's key again, for what follows

@@ -251,6 +251,10 @@ sdk_error_codes! {
     JwtSignatureInvalid => "jwt_signature_invalid",
     /// No key in the JWKS fits the JWT (wrong or missing `kid`, wrong type).
     JwkNotFound => "jwk_not_found",
+    /// The JWT names a key the provider's JWKS lacks, and that JWKS was fetched under a
+    /// minute ago: it is fetched again at most once a minute, so the key cannot be known
+    /// yet. Not a verdict on the token (a rotation looks like this); try again shortly.
+    JwkNotYetKnown => "jwk_not_yet_known",
     /// A JWK or JWKS is not well formed.
     JwkInvalid => "jwk_invalid",
     /// Discovery metadata is malformed or does not fit the configured issuer.

@@ -2,11 +2,10 @@
 //! request and checked by the core. Secrets are read here and nowhere else, each wrapped in
 //! a redacting newtype on the line it is read (`worker::Secret`'s Debug prints its value).
 
+use consentry_core::sealing::{SealingKey, SealingKeys};
 use consentry_core::secret::{ClientSecret, PrivateKeyJwk, UserAssertionSecret};
 use consentry_core::{AllowedOrigins, Error, ErrorCode, ProviderConfig, Result, WebOrigin};
 use worker::Env;
-
-use consentry_core::sealing::{SealingKey, SealingKeys};
 
 use super::webcrypto::Sealer;
 

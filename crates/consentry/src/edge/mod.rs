@@ -56,8 +56,10 @@ pub async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<R
     // A callback route exists for each configured provider only; `/auth/callback` alone is
     // no route (404), so no response can arrive without naming its provider.
     let callback_provider = callback_provider_id(&path).and_then(|id| config.provider(id).ok());
+    // Each route's future is boxed rather than held inline in this one: measured, 0.66 KB
+    // less gzipped Wasm (issue 13).
     match (request.method(), path.as_str(), callback_provider) {
-        (Method::Post, "/auth/start", _) => start::handle(request, &env, &config).await,
+        (Method::Post, "/auth/start", _) => Box::pin(start::handle(request, &env, &config)).await,
         (Method::Get | Method::Post, _, Some(provider)) => {
             // Before the flow is looked up: a flood of made-up callbacks costs no D1 read.
             let ip = limits::client_ip(&request);
@@ -66,12 +68,12 @@ pub async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<R
                 log_ending("callback", Some(provider.id()), &page, Some(error.code()));
                 return respond::page(&page, &[]);
             }
-            callback::handle(request, &env, &config, provider, &ctx).await
+            Box::pin(callback::handle(request, &env, &config, provider, &ctx)).await
         }
         (_, path, _)
             if path.starts_with(api::API_PREFIX) && request.method() != Method::Options =>
         {
-            api::handle(request, &env, &config).await
+            Box::pin(api::handle(request, &env, &config)).await
         }
         (Method::Options, _, _) => {
             let origin = request.headers().get("Origin")?;
@@ -80,7 +82,7 @@ pub async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<R
                 Err(error) => respond::json_error(&error, None),
             }
         }
-        _ => account::handle(request, &env, &config).await,
+        _ => Box::pin(account::handle(request, &env, &config)).await,
     }
 }
 

@@ -373,19 +373,24 @@ impl<'a> ProviderClient<'a> {
                 "the provider issues id_tokens but names no jwks_uri",
             )
         })?;
-        let (mut jwks, fetched_at) = self.jwks(jwks_uri.as_str(), false, now).await?;
-        let key = match jwks.select(jwt.header()) {
-            // An unknown kid from a cached set: the provider may have rotated. Refetch once,
-            // and only a set at least a minute old (C10): a stream of tokens naming made-up
-            // keys must not become a stream of requests to the provider.
-            Err(error)
-                if error.code() == &ErrorCode::JwkNotFound
-                    && now >= fetched_at + JWKS_REFETCH_SECS =>
-            {
+        let (mut jwks, cached_at) = self.jwks(jwks_uri.as_str(), false, now).await?;
+        let key = match (jwks.select(jwt.header()), cached_at) {
+            // An unknown kid: the provider may have rotated. Refetch once, and only a set at
+            // least a minute old (C10), so that a stream of tokens naming made-up keys cannot
+            // become a stream of requests to the provider. Within the minute the token is
+            // refused, but not judged: a refresh that meets it fails and can be retried.
+            (Err(error), Some(cached_at)) if error.code() == &ErrorCode::JwkNotFound => {
+                if now < cached_at + JWKS_REFETCH_SECS {
+                    return Err(Error::new(
+                        ErrorCode::JwkNotYetKnown,
+                        "the token names a key the provider's JWKS, fetched under a minute \
+                         ago, does not hold; it is fetched again at most once a minute",
+                    ));
+                }
                 jwks = self.jwks(jwks_uri.as_str(), true, now).await?.0;
                 jwks.select(jwt.header())?
             }
-            selected => selected?,
+            (selected, _) => selected?,
         };
         let valid = webcrypto::verify(
             &key.public_json(),
@@ -397,11 +402,11 @@ impl<'a> ProviderClient<'a> {
         jwt.into_verified(valid)
     }
 
-    /// The JWKS at `uri`, and when it was fetched (`now` when just now).
-    async fn jwks(&self, uri: &str, refresh: bool, now: u64) -> Result<(JwkSet, u64)> {
+    /// The JWKS at `uri`, and when it was fetched if it comes from the cache.
+    async fn jwks(&self, uri: &str, refresh: bool, now: u64) -> Result<(JwkSet, Option<u64>)> {
         if !refresh {
-            if let Some(cached) = cached(&JWKS, uri, now) {
-                return Ok(cached);
+            if let Some((jwks, fetched_at)) = cached(&JWKS, uri, now) {
+                return Ok((jwks, Some(fetched_at)));
             }
         }
         let answer = self
@@ -419,7 +424,7 @@ impl<'a> ProviderClient<'a> {
         }
         let jwks = JwkSet::parse(&answer.body)?;
         remember(&JWKS, uri, now, &jwks);
-        Ok((jwks, now))
+        Ok((jwks, None))
     }
 
     async fn sign(&self, env: &Env, input: JwsSigningInput) -> Result<String> {
