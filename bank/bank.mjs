@@ -16,7 +16,8 @@
 //                         so that a person sees a refresh happen)
 //
 //   BANK_TEST_CONTROLS    `1` turns on fault injection for tests (off for the demo):
-//                         POST /__test/token-mode with a body of `normal`, `500`, `hang`,
+//                         POST /__test/token-mode with a body of `normal`, `500` (an HTML
+//                         page with Retry-After), `hang`,
 //                         `garbage` or `slow:<ms>` (answer normally, <ms> late) changes how the
 //                         token endpoint answers; POST /__test/data-mode with `normal`,
 //                         `401` (every data call), `401-once`, `redirect`, `set-cookie`, `hang`
@@ -155,8 +156,9 @@ export async function startBank({
         });
       }
       ctx.status = mode === 'garbage' ? 200 : 500;
-      ctx.type = mode === 'garbage' ? 'text/html' : 'text/plain';
-      ctx.body = mode === 'garbage' ? '<html>definitely not a token response</html>' : 'internal error';
+      ctx.type = 'text/html';
+      if (mode !== 'garbage') ctx.set('Retry-After', '30');
+      ctx.body = mode === 'garbage' ? '<html>definitely not a token response</html>' : '<html><body><h1>500 bank-internal-error-page</h1></body></html>';
       return;
     }
     await next();

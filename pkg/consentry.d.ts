@@ -85,6 +85,7 @@ export type ConsentryErrorCode =
   | 'revocation_failed'
   | 'provider_unreachable'
   | 'storage_failed'
+  | 'record_unreadable'
   | 'not_found';
 
 /** RFC 6749 / OpenID Connect error strings a provider may send, kept as sent. */

@@ -309,6 +309,7 @@ test('messages not from our popup, from a foreign, look-alike or the null origin
   const { context, page } = await openDemo();
   const popup = await clickConnect(page, 'usr_alice');
   await popup.waitForSelector('form input[name="login"]');
+  const atBank = popup.url();
   const state = states.at(-1);
   assert.ok(state, 'the popup POSTed the start form');
   const outcome = { type: 'consentry:outcome', v: 1, state, status: 'failed', error: 'access_denied' };
@@ -353,15 +354,21 @@ test('messages not from our popup, from a foreign, look-alike or the null origin
   const { port } = new URL(stack.publicOrigin);
   const lookAlikes = [`http://127.0.0.1:${port}`, `http://localhost.evil.example:${port}`, `https://localhost:${port}`, `http://localhost:${Number(port) + 1}`];
   await context.route((url) => lookAlikes.includes(url.origin), (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>look-alike</title>' }));
+  // The popup's own navigations (as a page's link would make them): one the browser started
+  // itself, to another site, would put the popup in a new browsing context group without
+  // its opener.
+  const navigate = (url) => Promise.all([
+    popup.waitForURL(url),
+    popup.evaluate((target) => { setTimeout(() => { window.location.href = target; }, 0); }, url),
+  ]);
   for (const origin of lookAlikes) {
-    await popup.goto(`${origin}/`);
+    await navigate(`${origin}/`);
     await popup.evaluate((message) => window.opener.postMessage(message, '*'), { ...outcome, status: 'denied' });
   }
   await page.waitForFunction((expected) => expected.every((origin) => window.__origins.includes(origin)), lookAlikes, { timeout: 5000 });
   await page.waitForTimeout(500);
   assert.equal(await eventCount(page), 0, 'nothing settled the flow');
-  await popup.goBack({ waitUntil: 'commit' });
-  for (let i = 0; i < lookAlikes.length; i += 1) await popup.goBack({ waitUntil: 'commit' });
+  await navigate(atBank);
   await bankLogin(popup, { user: 'alice' });
   const event = await nextEvent(page, 0);
   assert.equal(event.type, 'granted', 'the listener stayed armed for the real outcome');

@@ -271,7 +271,7 @@ test('F7: the same crash with a reusable refresh token (no rotation) recovers on
   }
 });
 
-test('G2: a 5xx from the token endpoint during a refresh fails that call with refresh_failed, lapses nothing, and is not retried on its own', { timeout: TEST_TIMEOUT }, async () => {
+test('G2: a 5xx HTML page from the token endpoint during a refresh fails that call with refresh_failed, is neither passed on nor logged, lapses nothing, and is not retried on its own', { timeout: TEST_TIMEOUT }, async () => {
   const { outcome } = await grantConsent(stack, { user: 'usr_carol' });
   const consent = outcome.consent.id;
   await expireAccessToken(consent);
@@ -286,7 +286,10 @@ test('G2: a 5xx from the token endpoint during a refresh fails that call with re
     await setTokenMode('normal');
   }
   await apiError(failed, 502, 'refresh_failed');
-  assert.ok(!failed.body.includes('internal error'), 'the provider\'s body is not passed on');
+  // The bank's HTML page (with Retry-After: 30) is neither passed on nor logged, and the
+  // Worker does not retry on its own: the next try is the app's, as Retry-After would have it.
+  assert.ok(!failed.body.includes('bank-internal-error-page'), 'the provider\'s body is not passed on');
+  assert.ok(!stack.logs().includes('bank-internal-error-page'), 'nor logged');
   assert.equal(tokenPosts() - postsBefore, 1, 'one refresh request, no retry');
   assert.equal(dataRequests(), dataBefore, 'no data call without a live token');
   const [row] = await stack.d1(`SELECT lapsed_at FROM consents WHERE id = ${sqlString(consent)}`);

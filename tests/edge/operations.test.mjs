@@ -2,8 +2,10 @@
 // local D1 and the local bank: rate limits (per client IP on the popup's pages, per session
 // on /api) with 429 and Retry-After, legitimate retries still landing; CONSENTRY_KEY rotated
 // with CONSENTRY_KEY_PREVIOUS (old records open, new seals and re-seals use the new key, a
-// tampered record never opens); storage (D1) down on every route (503 or an outcome, nothing
-// half-written, everything usable once it is back); a spoofed Host; logout's CSRF header.
+// tampered record never opens); one callback through two Worker processes at once, and a
+// logout seen by another process; storage (D1) down on every route (503 or an outcome,
+// nothing half-written, everything usable once it is back); a spoofed Host; logout's CSRF
+// header.
 //
 // Its own stack: the rate limits are set low and to 10-second windows, so that they can be
 // met and waited out. wrangler dev runs Cloudflare's rate-limiting binding in memory, with
@@ -34,6 +36,7 @@ const TABLES = ['users', 'transactions', 'consents', 'token_sets', 'sessions', '
 
 let stack;
 let clientIp = '192.0.2.1';
+let carolSession; // a browser with carol's session, from the second test
 
 before(async () => {
   stack = await startStack({ rateLimits: LIMITS });
@@ -122,9 +125,10 @@ test('H7: over the callback limit, another IP still connects, and the refused ca
   const landed = await returnToWorker(stack, back, { jar: started.jar });
   assert.equal(landed.status, 200, describe(landed));
   assert.equal(outcomePage(landed).outcome.status, 'granted');
+  carolSession = started.jar;
 });
 
-test('H7: /auth/start over its limit per IP answers 429 and tells the opener rate_limited; /api is limited per session', { timeout: TEST_TIMEOUT }, async () => {
+test('H7: /auth/start over its limit per IP answers 429 and tells the opener rate_limited; /api is limited per session and per user reference, made-up ones not counted', { timeout: TEST_TIMEOUT }, async () => {
   clientIp = '203.0.113.10';
   await windowStart();
   for (let i = 0; i < LIMITS.CONSENTRY_LIMIT_START.limit; i += 1) {
@@ -152,53 +156,49 @@ test('H7: /auth/start over its limit per IP answers 429 and tells the opener rat
   assert.equal(stack.issued.dataRequests.length - dataBefore, LIMITS.CONSENTRY_LIMIT_API.limit, 'the limited call reached no bank');
   const bob = await accounts('usr_bob');
   assert.equal(bob.status, 200, describe(bob));
+
+  // Carol's session counts apart from her user reference; made-up sessions get no bucket of
+  // their own: they are refused as unknown (401), never counted.
+  assert.ok(carolSession, 'the second test left carol a session');
+  const json = { 'X-Consentry': '1', Origin: stack.publicOrigin };
+  const bySession = () => stack.workerFetch('/api/local-bank/accounts', { headers: json, jar: carolSession });
+  for (let i = 0; i < LIMITS.CONSENTRY_LIMIT_API.limit; i += 1) {
+    const res = await bySession();
+    assert.equal(res.status, 200, describe(res));
+  }
+  await apiError(await bySession(), 429, 'rate_limited');
+  for (let i = 0; i < 2 * LIMITS.CONSENTRY_LIMIT_API.limit; i += 1) {
+    const res = await stack.workerFetch('/api/local-bank/accounts', { headers: { ...json, Cookie: `__Host-consentry-session=${randomToken()}` } });
+    await apiError(res, 401, 'session_required');
+  }
 });
 
 test('F3: CONSENTRY_KEY rotated with CONSENTRY_KEY_PREVIOUS: old records open and move to the new key; a retired key or a flipped byte never opens', { timeout: TEST_TIMEOUT }, async () => {
   clientIp = '198.51.100.1';
   const oldKey = stack.secrets.consentryKey;
   const newKey = randomToken(32);
-  const { outcome } = await grantConsent(stack, { user: 'usr_alice' });
-  const consent = outcome.consent.id;
-  const sealedOld = await sealedTokens(consent);
-  assert.ok(sealedOld.startsWith(`${keyId(oldKey)}.`), `sealed under the key it names: ${sealedOld.slice(0, 12)}`);
-  assert.ok(!sealedOld.includes(oldKey));
+  const alice = (await grantConsent(stack, { user: 'usr_alice' })).outcome.consent.id;
+  const bob = (await grantConsent(stack, { user: 'usr_bob' })).outcome.consent.id;
+  const aliceOld = await sealedTokens(alice);
+  const bobOld = await sealedTokens(bob);
+  assert.ok(aliceOld.startsWith(`${keyId(oldKey)}.`), `sealed under the key it names: ${aliceOld.slice(0, 12)}`);
+  assert.ok(!aliceOld.includes(oldKey));
+  // Bob's set as a Worker from before key ids wrote it: no `id.` prefix.
+  await setSealed(bob, bobOld.slice(bobOld.indexOf('.') + 1));
 
   // The operator's rotation: the new key, the old one kept as the previous.
   const rotated = await stack.startWorker({ vars: { CONSENTRY_KEY: newKey, CONSENTRY_KEY_PREVIOUS: oldKey } });
   try {
-    const res = await accounts('usr_alice', rotated.url);
-    assert.equal(res.status, 200, `a record sealed under the previous key opens: ${describe(res)}`);
-    const resealed = await sealedTokens(consent);
-    assert.ok(resealed.startsWith(`${keyId(newKey)}.`), 'read once, it is sealed again under the new key');
+    for (const [user, consent] of [['usr_alice', alice], ['usr_bob', bob]]) {
+      const res = await accounts(user, rotated.url);
+      assert.equal(res.status, 200, `${user}: a record sealed under the previous key opens: ${describe(res)}`);
+      assert.ok((await sealedTokens(consent)).startsWith(`${keyId(newKey)}.`), `${user}: read once, it is sealed again under the new key`);
+    }
     // A Worker that has only the old key (a rollback) cannot open it, and says which key it needs.
     const rolledBack = await accounts('usr_alice');
     await apiError(rolledBack, 500, 'invalid_configuration');
     assert.ok(rolledBack.json().description.includes(keyId(newKey)), describe(rolledBack));
     assert.ok(!rolledBack.body.includes(newKey) && !rolledBack.body.includes(oldKey));
-
-    // A5: one callback sent at once through two Worker processes (two workerd, one D1):
-    // exactly one token request, one grant.
-    const flow = await startFlow(stack, { user: 'usr_carol' });
-    const back = await answerAtProvider(flow.location, { user: BANK_ACCOUNT.usr_carol, redirectPrefix: redirectPrefix() });
-    const target = new URL(back.url);
-    const postsBefore = tokenPosts();
-    const pages = await Promise.all([
-      stack.workerFetch(back.url, { jar: flow.jar, crossSite: true }),
-      stack.workerFetch(`${rotated.url}${target.pathname}${target.search}`, { jar: flow.jar, crossSite: true }),
-    ]);
-    // Under wrangler dev the two processes share one SQLite file, and a write that meets the
-    // other's lock fails (production D1 has one primary): the loser may then read
-    // storage_failed (503, consuming nothing) rather than transaction_replayed, and a
-    // winner's grant that cannot be stored ends as storage_failed, its tokens revoked. What
-    // must hold either way: one code exchange, at most one grant.
-    const endings = pages.map((page) => `${page.status} ${outcomePage(page).error || outcomePage(page).outcome?.error || outcomePage(page).outcome?.status}`).join(', ');
-    assert.equal(tokenPosts() - postsBefore, 1, `one code exchange: ${endings}`);
-    assert.ok(pages.filter((page) => page.status === 200).length <= 1, endings);
-    for (const page of pages.filter((page) => page.status !== 200)) {
-      const { error, outcome } = outcomePage(page);
-      assert.ok(['transaction_replayed', 'storage_failed'].includes(error || outcome?.error), endings);
-    }
   } finally {
     await rotated.stop();
   }
@@ -206,38 +206,79 @@ test('F3: CONSENTRY_KEY rotated with CONSENTRY_KEY_PREVIOUS: old records open an
   // The rotation done: CONSENTRY_KEY_PREVIOUS removed.
   const done = await stack.startWorker({ vars: { CONSENTRY_KEY: newKey } });
   try {
-    const res = await accounts('usr_alice', done.url);
-    assert.equal(res.status, 200, describe(res));
-
-    // A value from before key ids (no `id.` prefix) is tried with the current key.
-    const current = await sealedTokens(consent);
-    await setSealed(consent, current.slice(current.indexOf('.') + 1));
     assert.equal((await accounts('usr_alice', done.url)).status, 200);
-    assert.ok((await sealedTokens(consent)).startsWith(`${keyId(newKey)}.`), 'and written back with its key id');
+
+    // A value from before key ids that the current key opens is read, and left as it is.
+    const current = await sealedTokens(alice);
+    const legacy = current.slice(current.indexOf('.') + 1);
+    await setSealed(alice, legacy);
+    assert.equal((await accounts('usr_alice', done.url)).status, 200);
+    assert.equal(await sealedTokens(alice), legacy, 'no write without a rotation');
 
     // One flipped byte: the record never opens (AES-GCM's tag), and nothing reaches the bank.
-    const sealed = await sealedTokens(consent);
-    const at = sealed.length - 10;
-    const flipped = `${sealed.slice(0, at)}${sealed[at] === 'A' ? 'B' : 'A'}${sealed.slice(at + 1)}`;
-    await setSealed(consent, flipped);
+    const at = current.length - 10;
+    const flipped = `${current.slice(0, at)}${current[at] === 'A' ? 'B' : 'A'}${current.slice(at + 1)}`;
+    await setSealed(alice, flipped);
     const dataBefore = stack.issued.dataRequests.length;
-    await apiError(await accounts('usr_alice', done.url), 503, 'storage_failed');
+    const refused = await accounts('usr_alice', done.url);
+    await apiError(refused, 500, 'record_unreadable');
+    assert.equal(refused.headers.get('retry-after'), null, 'retrying does not help');
     assert.equal(stack.issued.dataRequests.length, dataBefore);
-    assert.equal(await sealedTokens(consent), flipped, 'a record that does not open is left as it is');
-    await setSealed(consent, sealed);
+    assert.equal(await sealedTokens(alice), flipped, 'a record that does not open is left as it is');
+    await setSealed(alice, current);
     assert.equal((await accounts('usr_alice', done.url)).status, 200);
-
-    // F2: a logout through one Worker process ends the session for every other at once.
-    const { jar } = await grantConsent(stack, { user: 'usr_carol' });
-    const cookie = jar.header({ method: 'GET' });
-    const json = { 'X-Consentry': '1', Origin: stack.publicOrigin, Cookie: cookie };
-    assert.equal((await stack.workerFetch(`${done.url}/auth/consents`, { headers: json })).status, 200);
-    const logout = await stack.workerFetch('/auth/logout', { method: 'POST', headers: { 'X-Consentry': '1', Origin: stack.publicOrigin }, jar });
-    assert.equal(logout.status, 204, describe(logout));
-    await apiError(await stack.workerFetch(`${done.url}/auth/consents`, { headers: json }), 401, 'session_required');
   } finally {
     await done.stop();
-    await setSealed(consent, sealedOld); // the main Worker's key again, for what follows
+    // The main Worker's key again, for what follows.
+    await setSealed(alice, aliceOld);
+    await setSealed(bob, bobOld);
+  }
+});
+
+test('A5: one callback sent at once through two Worker processes on one D1 makes one code exchange, never two', { timeout: TEST_TIMEOUT }, async () => {
+  clientIp = '198.51.100.5';
+  const second = await stack.startWorker();
+  try {
+    for (let round = 0; round < 3; round += 1) {
+      const flow = await startFlow(stack, { user: 'usr_carol' });
+      const back = await answerAtProvider(flow.location, { user: BANK_ACCOUNT.usr_carol, redirectPrefix: redirectPrefix() });
+      const target = new URL(back.url);
+      const postsBefore = tokenPosts();
+      const pages = await Promise.all([
+        stack.workerFetch(back.url, { jar: flow.jar, crossSite: true }),
+        stack.workerFetch(`${second.url}${target.pathname}${target.search}`, { jar: flow.jar, crossSite: true }),
+      ]);
+      // Under wrangler dev the two processes share one SQLite file, and a write that meets
+      // the other's lock fails (production D1 has one primary): the loser may then read
+      // storage_failed (503, consuming nothing) rather than transaction_replayed, and a
+      // winner's grant that cannot be stored ends as storage_failed, its tokens revoked.
+      // What must hold either way: one code exchange, at most one grant.
+      const endings = pages.map((page) => `${page.status} ${outcomePage(page).error || outcomePage(page).outcome?.error || outcomePage(page).outcome?.status}`).join(', ');
+      assert.equal(tokenPosts() - postsBefore, 1, `one code exchange: ${endings}`);
+      assert.ok(pages.filter((page) => page.status === 200).length <= 1, endings);
+      for (const page of pages.filter((page) => page.status !== 200)) {
+        const { error, outcome } = outcomePage(page);
+        assert.ok(['transaction_replayed', 'storage_failed'].includes(error || outcome?.error), endings);
+      }
+    }
+  } finally {
+    await second.stop();
+  }
+});
+
+test('F2: a logout through one Worker process ends the session at once for an /api call through another', { timeout: TEST_TIMEOUT }, async () => {
+  clientIp = '198.51.100.6';
+  const second = await stack.startWorker();
+  try {
+    const { jar } = await grantConsent(stack, { user: 'usr_carol' });
+    const headers = { 'X-Consentry': '1', Origin: stack.publicOrigin, Cookie: jar.header({ method: 'GET' }) };
+    const before = await stack.workerFetch(`${second.url}/api/local-bank/accounts`, { headers });
+    assert.notEqual(before.status, 401, `the session works there first: ${describe(before)}`);
+    const logout = await stack.workerFetch('/auth/logout', { method: 'POST', headers: { 'X-Consentry': '1', Origin: stack.publicOrigin }, jar });
+    assert.equal(logout.status, 204, describe(logout));
+    await apiError(await stack.workerFetch(`${second.url}/api/local-bank/accounts`, { headers }), 401, 'session_required');
+  } finally {
+    await second.stop();
   }
 });
 
@@ -290,33 +331,41 @@ test('storage down on every route: 503 with Retry-After or an outcome, nothing h
   assert.equal(outcomePage(landed).outcome.status, 'granted');
 });
 
-test('A15: a spoofed Host or X-Forwarded-Host never changes the redirect_uri', { timeout: TEST_TIMEOUT }, async () => {
-  const form = new URLSearchParams({ provider: 'local-bank', state: randomToken(), code_verifier: randomToken(), user: 'usr_alice' }).toString();
-  const res = await new Promise((resolve, reject) => {
-    const url = new URL(stack.workerUrl);
-    const req = httpRequest({
-      host: url.hostname,
-      port: url.port,
-      method: 'POST',
-      path: '/auth/start',
-      headers: {
-        Host: 'evil.example',
-        'X-Forwarded-Host': 'evil.example',
-        'X-Forwarded-Proto': 'https',
-        Origin: stack.publicOrigin,
-        'CF-Connecting-IP': '198.51.100.3',
-        'Content-Type': 'application/x-www-form-urlencoded',
-        'Content-Length': Buffer.byteLength(form),
-      },
-    }, (answer) => { answer.resume(); answer.on('end', () => resolve(answer)); });
+/** A request to the Worker with headers fetch would not send as given (Host). */
+function rawRequest({ method = 'GET', path, headers, body = '' }) {
+  const url = new URL(stack.workerUrl);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: url.hostname, port: url.port, method, path, headers: { ...headers, 'Content-Length': Buffer.byteLength(body) } }, (answer) => {
+      const chunks = [];
+      answer.on('data', (chunk) => chunks.push(chunk));
+      answer.on('end', () => resolve({ status: answer.statusCode, headers: answer.headers, body: Buffer.concat(chunks).toString('utf8') }));
+    });
     req.on('error', reject);
-    req.end(form);
+    req.end(body);
   });
-  assert.equal(res.statusCode, 303);
+}
+
+test('A15: a spoofed Host or X-Forwarded-Host changes neither the redirect_uri sent at the start nor the one the callback exchanges the code with', { timeout: TEST_TIMEOUT }, async () => {
+  clientIp = '198.51.100.3';
+  const spoofed = { Host: 'evil.example', 'X-Forwarded-Host': 'evil.example', 'X-Forwarded-Proto': 'https', 'CF-Connecting-IP': clientIp };
+  const form = new URLSearchParams({ provider: 'local-bank', state: randomToken(), code_verifier: randomToken(), user: 'usr_alice' }).toString();
+  const res = await rawRequest({ method: 'POST', path: '/auth/start', headers: { ...spoofed, Origin: stack.publicOrigin, 'Content-Type': 'application/x-www-form-urlencoded' }, body: form });
+  assert.equal(res.status, 303, res.body);
   const location = new URL(res.headers.location);
   assert.equal(location.origin, stack.issuer);
   assert.equal(location.searchParams.get('redirect_uri'), `${stack.publicOrigin}/auth/callback/local-bank`);
   assert.ok(!res.headers.location.includes('evil.example'));
+
+  // The callback too: the code is exchanged with the configured redirect_uri (the bank would
+  // refuse any other), and the outcome goes to the flow's own origin.
+  const flow = await startFlow(stack, { user: 'usr_alice' });
+  const back = await answerAtProvider(flow.location, { user: BANK_ACCOUNT.usr_alice, redirectPrefix: redirectPrefix() });
+  const target = new URL(back.url);
+  const page = await rawRequest({ path: `${target.pathname}${target.search}`, headers: { ...spoofed, Cookie: flow.jar.header({ crossSite: true, method: 'GET' }) } });
+  assert.equal(page.status, 200, page.body.slice(0, 300));
+  const { outcome, targetOrigin } = outcomePage(page);
+  assert.equal(outcome.status, 'granted');
+  assert.equal(targetOrigin, stack.publicOrigin);
 });
 
 test('E8: logout without the anti-CSRF header is refused and ends nothing; with it, the session ends', { timeout: TEST_TIMEOUT }, async () => {

@@ -422,23 +422,40 @@ test('connect: userinfo through /api; refresh rotates the refresh token, and a r
   }
 });
 
-test('connect-rs256: a refreshed token that cannot be checked just now (a new key, the JWKS down) fails the refresh but keeps the rotated refresh token', { timeout: 2 * TEST_TIMEOUT }, async () => {
+/** Waits until `condition()` holds, checking every 50 ms, for at most `ms`. */
+async function waitFor(condition, ms, what) {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((resolve) => { setTimeout(resolve, 50); });
+  }
+}
+
+test('connect-rs256: a refreshed token that cannot be checked just now (a new key within the JWKS cooldown, then the JWKS down) fails the refresh but keeps the rotated refresh token', { timeout: 2 * TEST_TIMEOUT }, async () => {
   const emulation = stack.connectRs256;
   const { outcome } = await grantConsent(stack, { user: 'usr_bob', provider: 'connect-rs256' });
   const consent = outcome.consent.id;
   assert.equal((await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent })).status, 200);
-  // The Worker refetches a JWKS for an unknown key only once its copy is a minute old (C10):
-  // let it age, so that the refresh below does try the JWKS, and finds it down.
-  await new Promise((resolve) => { setTimeout(resolve, 61_000); });
   await testControl(emulation.issuer, 'rotate-key', '');
   await testControl(emulation.issuer, 'jwks', 'down');
+  const failedWith = (code) => new RegExp(`consentry: refresh provider=connect-rs256 failed code=${code}\\b`).test(stack.logs());
   try {
-    const before = connectTokenRequests(emulation, 'refresh_token').length;
+    // The Worker fetched the JWKS at the grant, under a minute ago: it does not fetch it
+    // again for the new key (C10), and the token cannot be checked yet.
+    let before = connectTokenRequests(emulation, 'refresh_token').length;
     await expireAccessToken(consent);
     await apiError(await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent }), 502, 'refresh_failed');
     assert.equal(connectTokenRequests(emulation, 'refresh_token').length, before + 1, 'the refresh was made; its token could not be checked');
     assert.equal(emulation.issued.idTokens.length, 0, '(the setup: no id_token, so the access token was what could not be checked)');
     assert.equal((await consentOf('usr_bob', consent)).status, 'active', 'not lapsed: nothing was wrong with the token');
+    await waitFor(() => failedWith('jwk_not_yet_known'), 5000, 'the refresh failed as jwk_not_yet_known');
+    // A minute on, the Worker tries the JWKS again, and finds it down (503): the same.
+    await new Promise((resolve) => { setTimeout(resolve, 61_000); });
+    before = connectTokenRequests(emulation, 'refresh_token').length;
+    await apiError(await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent }), 502, 'refresh_failed');
+    assert.equal(connectTokenRequests(emulation, 'refresh_token').length, before + 1);
+    assert.equal((await consentOf('usr_bob', consent)).status, 'active');
+    await waitFor(() => failedWith('jwk_invalid'), 5000, 'the refresh failed as jwk_invalid (the JWKS answered 503)');
   } finally {
     await testControl(emulation.issuer, 'jwks', 'up');
   }

@@ -781,6 +781,7 @@ test('a private_key_jwt (ES256) client completes a flow', { timeout: TEST_TIMEOU
 
 test('a private_key_jwt client signing with a key the bank does not know fails as invalid_client', { timeout: TEST_TIMEOUT }, async () => {
   const stored = await storedCounts();
+  const assertionsBefore = stack.issued.assertions.length;
   const jar = new CookieJar();
   const flow = await startOk(jar, { user: 'usr_carol', provider: 'local-bank-pkjwt-wrongkey' });
   assert.equal(new URL(flow.location).searchParams.get('client_id'), 'consentry-pkjwt');
@@ -796,7 +797,7 @@ test('a private_key_jwt client signing with a key the bank does not know fails a
   assert.deepEqual(res.json(), cb.outcome);
   // B7: the operator sees it, by code (the leak scan below holds the logs to no assertion).
   await waitFor(() => /consentry: callback provider=local-bank-pkjwt-wrongkey http=400 code=invalid_client\b/.test(stack.logs()), 5000, 'the log line of the refused client');
-  assert.ok(stack.issued.assertions.length > 0, 'the bank saw client assertions');
+  assert.equal(stack.issued.assertions.length - assertionsBefore, 1, 'the bank saw the refused client\'s assertion (held to no log by the leak scan)');
 });
 
 test('/auth/outcome answers only the browser that started the flow, and only when there is one', { timeout: TEST_TIMEOUT }, async () => {

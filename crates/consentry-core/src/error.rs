@@ -323,6 +323,9 @@ sdk_error_codes! {
     /// consentry's own storage failed or is unavailable; nothing was half-written. Try
     /// again later.
     StorageFailed => "storage_failed",
+    /// A record at rest does not open for its row: altered, moved to another row, or sealed
+    /// under a key the Worker no longer has. Nothing is sent with it; retrying does not help.
+    RecordUnreadable => "record_unreadable",
     /// Too many requests from this client (per IP on the popup's pages, per session on
     /// `/api`); try again after `Retry-After` seconds.
     RateLimited => "rate_limited",
@@ -371,7 +374,9 @@ impl ErrorCode {
             | ErrorCode::UpstreamTooLarge
             | ErrorCode::UpstreamError
             | ErrorCode::RefreshFailed => 502,
-            ErrorCode::InvalidConfiguration | ErrorCode::ExchangeInterrupted => 500,
+            ErrorCode::InvalidConfiguration
+            | ErrorCode::ExchangeInterrupted
+            | ErrorCode::RecordUnreadable => 500,
             ErrorCode::StorageFailed => 503,
             ErrorCode::ProviderUnreachable
             | ErrorCode::RevocationFailed
@@ -704,6 +709,23 @@ mod tests {
     }
 
     #[test]
+    fn a_key_not_known_yet_is_no_verdict_on_the_token() {
+        for code in [
+            "jwt_malformed",
+            "jwt_alg_not_allowed",
+            "jwt_crit_unsupported",
+            "jwt_signature_invalid",
+            "jwk_not_found",
+        ] {
+            assert!(ErrorCode::parse(code).is_jwt_rejection(), "{code}");
+        }
+        // Within the JWKS cooldown, or with the JWKS unreachable: refused now, judged later.
+        for code in ["jwk_not_yet_known", "jwk_invalid", "provider_unreachable"] {
+            assert!(!ErrorCode::parse(code).is_jwt_rejection(), "{code}");
+        }
+    }
+
+    #[test]
     fn json_route_statuses_follow_who_is_at_fault() {
         let status = |code: &str| ErrorCode::parse(code).http_status();
         assert_eq!(status("session_required"), 401);
@@ -714,6 +736,7 @@ mod tests {
         assert_eq!(status("storage_failed"), 503);
         assert_eq!(status("rate_limited"), 429);
         assert_eq!(status("invalid_configuration"), 500);
+        assert_eq!(status("record_unreadable"), 500);
         assert_eq!(status("provider_unreachable"), 502);
         assert_eq!(status("server_error"), 502);
         assert_eq!(status("invalid_verifier"), 400);

@@ -84,10 +84,11 @@ impl SealingKeys {
     /// The keys to try, in order, for a stored value, and its sealed bytes. A value naming
     /// a key that is neither the current nor the previous one is `invalid_configuration`
     /// (sealed under a key that was retired too soon); a value that is not one of ours is
-    /// `storage_failed`.
+    /// `record_unreadable`.
     pub fn to_open(&self, stored: &str) -> Result<(Vec<&SealingKey>, Vec<u8>)> {
         let (id, sealed) = match stored.split_once('.') {
-            Some((id, sealed)) => (Some(id), sealed),
+            Some((id, sealed)) if is_key_id(id) => (Some(id), sealed),
+            Some(_) => return Err(unreadable()),
             None => (None, stored),
         };
         let sealed = base64url_decode(sealed).ok_or_else(unreadable)?;
@@ -99,21 +100,31 @@ impl SealingKeys {
             Some(id) if keys.is_empty() => Err(Error::new(
                 ErrorCode::InvalidConfiguration,
                 format!(
-                    "a stored value is sealed under key {}, which is neither CONSENTRY_KEY \
-                     nor CONSENTRY_KEY_PREVIOUS",
-                    crate::encoding::log_field(id)
+                    "a stored value is sealed under key {id}, which is neither CONSENTRY_KEY \
+                     nor CONSENTRY_KEY_PREVIOUS"
                 ),
             )),
             _ => Ok((keys, sealed)),
         }
     }
+
 }
 
-/// A stored value that does not open for its record: altered, moved or not ours.
+/// Whether `id` can be a key id: [`KEY_ID_LEN`] base64url characters.
+fn is_key_id(id: &str) -> bool {
+    id.len() == KEY_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A stored value that does not open for its record: altered, moved, not ours, or (one from
+/// before key ids) sealed under a key the Worker no longer has.
 pub fn unreadable() -> Error {
     Error::new(
-        ErrorCode::StorageFailed,
-        "a sealed value does not decrypt for its record",
+        ErrorCode::RecordUnreadable,
+        "a sealed value does not decrypt for its record (altered, moved, or sealed under a \
+         retired key)",
     )
 }
 
@@ -130,9 +141,11 @@ mod tests {
         assert_eq!(key(1).id().len(), 8);
         assert_eq!(key(1).id(), key(1).id());
         assert_ne!(key(1).id(), key(2).id());
-        assert!(key(1).id().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        let debug = format!("{:?}", key(1));
-        assert!(debug.contains(key(1).id()) && !debug.contains(&base64url_encode(&[1; 32])));
+        assert!(is_key_id(key(1).id()));
+        assert_eq!(
+            format!("{:?}", key(1)),
+            format!("SealingKey({}, [redacted])", key(1).id())
+        );
     }
 
     #[test]
@@ -173,12 +186,11 @@ mod tests {
         let error = keys.to_open(&key(1).label(b"x")).expect_err("retired key");
         assert_eq!(error.code(), &ErrorCode::InvalidConfiguration);
         assert!(error.description().contains(key(1).id()));
-        for garbage in ["abc.!!!", ".", "x.y.z"] {
+        let long_id = format!("{}.AAAA", base64url_encode(&[7; 32]));
+        for garbage in ["abc.AAAA", "Ab3_xY9z.!!!", ".", "x.y.z", "!!!", &long_id] {
             let error = keys.to_open(garbage).expect_err(garbage);
-            assert!(
-                matches!(error.code(), ErrorCode::StorageFailed | ErrorCode::InvalidConfiguration),
-                "{garbage}: {error:?}"
-            );
+            assert_eq!(error.code(), &ErrorCode::RecordUnreadable, "{garbage}");
+            assert!(!error.description().contains(&base64url_encode(&[7; 32])));
         }
     }
 

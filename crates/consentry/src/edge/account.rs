@@ -281,7 +281,7 @@ impl Call<'_> {
             ProviderClient::connect(provider, self.config.http_timeout_ms, self.now).await?;
         let tokens = match sealed {
             Some(sealed) if !connection_known && client.metadata.revocation_endpoint.is_some() => {
-                let plaintext = config::sealing_key(self.env)?
+                let (plaintext, _) = config::sealing_key(self.env)?
                     .open(&consent.id, sealed)
                     .await?;
                 Some(TokenSet::parse(&plaintext)?)

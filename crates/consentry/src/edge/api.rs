@@ -91,7 +91,6 @@ async fn call(
     caller: &Caller,
 ) -> Result<ProviderResponse, Refused> {
     caller.guard(config)?;
-    limits::check(env, limits::API, &caller.limit_key(request)).await?;
     let path = request.path();
     let (provider_id, raw_path) = path
         .strip_prefix(API_PREFIX)
@@ -118,6 +117,8 @@ async fn call(
     let consents = caller
         .consents_with_tokens(env, config, &store, provider.id(), now)
         .await?;
+    // Counted once the caller is known: made-up credentials get no bucket of their own.
+    limits::check(env, limits::API, &caller.limit_key()).await?;
     let (consent, token_set) = choose(consents, request, now)?;
     let tokens = TokenSource {
         env,

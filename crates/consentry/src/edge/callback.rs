@@ -403,7 +403,7 @@ async fn exchange(
     )?;
     let sealing_key = config::sealing_key(env)?;
     let verifier = match transaction.sealed_verifier.as_deref() {
-        Some(sealed) => sealing_key.open(key.as_str(), sealed).await?,
+        Some(sealed) => sealing_key.open(key.as_str(), sealed).await?.0,
         None => {
             return Err(Error::new(ErrorCode::StorageFailed, "the flow's verifier is gone").into())
         }
@@ -411,7 +411,7 @@ async fn exchange(
     let verifier = String::from_utf8(verifier)
         .map_err(|_| {
             Error::new(
-                ErrorCode::StorageFailed,
+                ErrorCode::RecordUnreadable,
                 "the flow's verifier is unreadable",
             )
         })
@@ -533,12 +533,12 @@ async fn open_dpop_key(
         .sealed_dpop_key
         .as_deref()
         .ok_or_else(|| Error::new(ErrorCode::StorageFailed, "the flow's DPoP key is gone"))?;
-    let private = config::sealing_key(env)?
+    let (private, _) = config::sealing_key(env)?
         .open(&dpop_key_aad(key), sealed)
         .await?;
     let private = String::from_utf8(private).map_err(|_| {
         Error::new(
-            ErrorCode::StorageFailed,
+            ErrorCode::RecordUnreadable,
             "the flow's DPoP key is unreadable",
         )
     })?;

@@ -12,7 +12,6 @@ use consentry_core::{Error, ErrorCode, Result, WebOrigin};
 use worker::{Env, Request};
 
 use super::config::Config;
-use super::limits;
 use super::start::{no_demo_user, trusted_user};
 use super::store::{ConsentWithTokens, Store, UserLookup, UserRow};
 
@@ -58,13 +57,14 @@ impl Caller {
         Ok(())
     }
 
-    /// What `/api`'s rate limit counts under: a hash of the user reference or the session
-    /// cookie (never the value itself), else the client's IP.
-    pub(crate) fn limit_key(&self, request: &Request) -> String {
+    /// What `/api`'s rate limit counts a known caller under: a hash of its user reference or
+    /// session cookie, never the value itself.
+    pub(crate) fn limit_key(&self) -> String {
         self.authorization
             .as_deref()
             .or_else(|| cookie_value(&self.cookies, SESSION_COOKIE))
-            .map_or_else(|| limits::client_ip(request), stored_hash)
+            .map(stored_hash)
+            .unwrap_or_default()
     }
 
     /// The user the call acts for: the one `Authorization: Bearer` names, else the

@@ -41,7 +41,12 @@ impl DpopKey {
 
     /// The key from its private JWK, as unsealed.
     pub(crate) fn from_private(alg: JwsAlgorithm, private: PrivateKeyJwk) -> Result<DpopKey> {
-        let unreadable = || Error::new(ErrorCode::StorageFailed, "a stored DPoP key is unreadable");
+        let unreadable = || {
+            Error::new(
+                ErrorCode::RecordUnreadable,
+                "a stored DPoP key is unreadable",
+            )
+        };
         let jwk: Value =
             serde_json::from_slice(private.secret().as_bytes()).map_err(|_| unreadable())?;
         let public = public_jwk(jwk.as_object().ok_or_else(unreadable)?)?;
@@ -79,8 +84,13 @@ impl DpopKey {
             proof = proof.with_access_token(access_token);
         }
         let input = proof.into_signing_input();
-        let jwk: Value = serde_json::from_slice(self.private.secret().as_bytes())
-            .map_err(|_| Error::new(ErrorCode::StorageFailed, "a stored DPoP key is unreadable"))?;
+        let jwk: Value =
+            serde_json::from_slice(self.private.secret().as_bytes()).map_err(|_| {
+                Error::new(
+                    ErrorCode::RecordUnreadable,
+                    "a stored DPoP key is unreadable",
+                )
+            })?;
         let signature = webcrypto::sign(&jwk, self.alg, input.as_bytes()).await?;
         Ok(input.assemble(&signature))
     }

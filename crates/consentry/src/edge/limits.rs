@@ -1,7 +1,9 @@
 //! Rate limits, on Cloudflare's rate-limiting bindings (`[[ratelimits]]` in wrangler.toml;
 //! `wrangler dev` runs them locally, in memory): `/auth/start` and `/auth/callback/{provider}`
-//! per client IP, `/api` per session (or per user reference). A request over its limit is
-//! answered 429 `rate_limited` with `Retry-After` before it reads or writes anything.
+//! per client IP, before they read or write anything; `/api` per session (or per user
+//! reference) once the caller is known, so that made-up credentials get no bucket of their
+//! own, and before any refresh or call upstream. Over its limit a request is answered 429
+//! `rate_limited` with `Retry-After`.
 //!
 //! The bindings count per Cloudflare location and are permissive by design: they blunt
 //! floods (random callbacks, start storms), they are not a quota. A Worker deployed without
@@ -21,7 +23,8 @@ pub(crate) const CALLBACK: &str = "CONSENTRY_LIMIT_CALLBACK";
 /// The binding that limits `/api`, per session.
 pub(crate) const API: &str = "CONSENTRY_LIMIT_API";
 
-/// `Retry-After` on a 429: the longest period a rate-limiting binding can have.
+/// `Retry-After` on a 429 (the longest period a rate-limiting binding can have), and on a
+/// 503 (storage down).
 pub(crate) const RETRY_AFTER_SECS: &str = "60";
 
 #[wasm_bindgen]
@@ -64,7 +67,7 @@ pub(crate) async fn check(env: &Env, binding: &str, key: &str) -> Result<()> {
         Some(true) => Ok(()),
         Some(false) => Err(Error::new(
             ErrorCode::RateLimited,
-            format!("too many requests; try again in {RETRY_AFTER_SECS} seconds"),
+            "too many requests; try again in a minute",
         )),
         None => {
             worker::console_warn!("consentry: rate limit binding={binding} failed; not limited");

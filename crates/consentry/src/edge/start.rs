@@ -69,7 +69,13 @@ pub(super) async fn handle(
                 Some(state) => {
                     OutcomePage::for_outcome(&Outcome::from_error(state, &error), &origin)
                 }
-                None => OutcomePage::for_error(&error, 400),
+                None => OutcomePage::for_error(
+                    &error,
+                    match error.code() {
+                        ErrorCode::RateLimited => 429,
+                        _ => 400,
+                    },
+                ),
             };
             log_ending("start", None, &page, Some(error.code()));
             respond::page(&page, &[])

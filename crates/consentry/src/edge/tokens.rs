@@ -227,7 +227,7 @@ impl TokenSource<'_> {
                     .release_refresh_lease(&consent.id, lease, Some(now_ms))
                     .await?;
                 Err(NoToken::Failed(match error.code() {
-                    ErrorCode::StorageFailed => error,
+                    ErrorCode::StorageFailed | ErrorCode::RecordUnreadable => error,
                     _ => refresh_failed("the provider could not refresh the token; try again"),
                 }))
             }
@@ -501,16 +501,24 @@ impl TokenSource<'_> {
         }
     }
 
-    /// Opens a consent's sealed set. One sealed under `CONSENTRY_KEY_PREVIOUS` is sealed again
-    /// under the current key and written back, unless the set changed meanwhile, so that a
-    /// rotation moves every set in use; a failed write only leaves it for the next read.
+    /// Opens a consent's sealed set. One that only `CONSENTRY_KEY_PREVIOUS` opens is sealed
+    /// again under the current key and written back, unless the set changed meanwhile, so
+    /// that a rotation moves every set in use. Best effort: if that fails, the next read
+    /// tries again.
     async fn open(&self, consent: &ConsentRow, sealed: &str) -> Result<TokenSet> {
         let sealer = config::sealing_key(self.env)?;
-        let plaintext = sealer.open(&consent.id, sealed).await?;
-        if !sealer.is_current(sealed) {
-            let resealed = sealer.seal(&consent.id, &plaintext).await?;
-            if let Err(error) = self.store.reseal(&consent.id, sealed, &resealed).await {
-                log_refresh(consent, "reseal failed", &error);
+        let (plaintext, key) = sealer.open(&consent.id, sealed).await?;
+        if key.id() != sealer.0.current().id() {
+            let moved = match sealer.seal(&consent.id, &plaintext).await {
+                Ok(resealed) => self.store.reseal(&consent.id, sealed, &resealed).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = moved {
+                worker::console_warn!(
+                    "consentry: token set left under the previous key provider={} code={}",
+                    consent.provider,
+                    log_field(error.code().as_str())
+                );
             }
         }
         TokenSet::parse(&plaintext)

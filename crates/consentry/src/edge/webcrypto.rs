@@ -118,9 +118,10 @@ impl Sealer {
         Ok(current.label(&[&iv[..], &ciphertext].concat()))
     }
 
-    /// Decrypts what [`seal`](Self::seal) made for the same `aad`, under the key it names;
-    /// a ciphertext moved to another row (another `aad`) or altered fails.
-    pub(crate) async fn open(&self, aad: &str, stored: &str) -> Result<Vec<u8>> {
+    /// Decrypts what [`seal`](Self::seal) made for the same `aad`, under the key it names,
+    /// and says which key that was; a ciphertext moved to another row (another `aad`) or
+    /// altered fails.
+    pub(crate) async fn open(&self, aad: &str, stored: &str) -> Result<(Vec<u8>, &SealingKey)> {
         let (keys, sealed) = self.0.to_open(stored)?;
         if sealed.len() <= IV_LEN {
             return Err(unreadable());
@@ -128,23 +129,16 @@ impl Sealer {
         let (iv, ciphertext) = sealed.split_at(IV_LEN);
         let params = aes_gcm_params(iv, aad)?;
         for key in keys {
-            let key = Self::crypto_key(key).await?;
-            let promise =
-                SUBTLE.with(|subtle| subtle.decrypt(&params, &key, &Uint8Array::from(ciphertext)));
+            let crypto_key = Self::crypto_key(key).await?;
+            let promise = SUBTLE
+                .with(|subtle| subtle.decrypt(&params, &crypto_key, &Uint8Array::from(ciphertext)));
             if let Ok(promise) = promise {
                 if let Ok(plaintext) = JsFuture::from(promise).await {
-                    return Ok(Uint8Array::new(&plaintext).to_vec());
+                    return Ok((Uint8Array::new(&plaintext).to_vec(), key));
                 }
             }
         }
         Err(unreadable())
-    }
-
-    /// Whether a stored value is sealed under the current key (else a write should move it).
-    pub(crate) fn is_current(&self, stored: &str) -> bool {
-        stored
-            .strip_prefix(self.0.current().id())
-            .is_some_and(|rest| rest.starts_with('.'))
     }
 }
 
