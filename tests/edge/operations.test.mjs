@@ -76,7 +76,7 @@ async function sealedTokens(consentId) {
 
 const setSealed = (consentId, sealed) => stack.d1(`UPDATE token_sets SET sealed = ${sqlString(sealed)} WHERE consent_id = ${sqlString(consentId)}`);
 
-const accounts = (user, base = '') => stack.workerFetch(`${base}/api/local-bank/accounts`, { headers: userHeaders(stack, user) });
+const accounts = (user, base = '', consent = undefined) => stack.workerFetch(`${base}/api/local-bank/accounts`, { headers: userHeaders(stack, user, consent ? { 'X-Consentry-Consent': consent } : {}) });
 
 test('A17: a flood of made-up callbacks from one IP is cut off with 429 and Retry-After, and sends nothing to the bank', { timeout: TEST_TIMEOUT }, async () => {
   clientIp = '203.0.113.7';
@@ -190,12 +190,12 @@ test('F3: CONSENTRY_KEY rotated with CONSENTRY_KEY_PREVIOUS: old records open an
   const rotated = await stack.startWorker({ vars: { CONSENTRY_KEY: newKey, CONSENTRY_KEY_PREVIOUS: oldKey } });
   try {
     for (const [user, consent] of [['usr_alice', alice], ['usr_bob', bob]]) {
-      const res = await accounts(user, rotated.url);
+      const res = await accounts(user, rotated.url, consent);
       assert.equal(res.status, 200, `${user}: a record sealed under the previous key opens: ${describe(res)}`);
       assert.ok((await sealedTokens(consent)).startsWith(`${keyId(newKey)}.`), `${user}: read once, it is sealed again under the new key`);
     }
     // A Worker that has only the old key (a rollback) cannot open it, and says which key it needs.
-    const rolledBack = await accounts('usr_alice');
+    const rolledBack = await accounts('usr_alice', '', alice);
     await apiError(rolledBack, 500, 'invalid_configuration');
     assert.ok(rolledBack.json().description.includes(keyId(newKey)), describe(rolledBack));
     assert.ok(!rolledBack.body.includes(newKey) && !rolledBack.body.includes(oldKey));
@@ -206,13 +206,13 @@ test('F3: CONSENTRY_KEY rotated with CONSENTRY_KEY_PREVIOUS: old records open an
   // The rotation done: CONSENTRY_KEY_PREVIOUS removed.
   const done = await stack.startWorker({ vars: { CONSENTRY_KEY: newKey } });
   try {
-    assert.equal((await accounts('usr_alice', done.url)).status, 200);
+    assert.equal((await accounts('usr_alice', done.url, alice)).status, 200);
 
     // A value from before key ids that the current key opens is read, and left as it is.
     const current = await sealedTokens(alice);
     const legacy = current.slice(current.indexOf('.') + 1);
     await setSealed(alice, legacy);
-    assert.equal((await accounts('usr_alice', done.url)).status, 200);
+    assert.equal((await accounts('usr_alice', done.url, alice)).status, 200);
     assert.equal(await sealedTokens(alice), legacy, 'no write without a rotation');
 
     // One flipped byte: the record never opens (AES-GCM's tag), and nothing reaches the bank.
@@ -220,13 +220,13 @@ test('F3: CONSENTRY_KEY rotated with CONSENTRY_KEY_PREVIOUS: old records open an
     const flipped = `${current.slice(0, at)}${current[at] === 'A' ? 'B' : 'A'}${current.slice(at + 1)}`;
     await setSealed(alice, flipped);
     const dataBefore = stack.issued.dataRequests.length;
-    const refused = await accounts('usr_alice', done.url);
+    const refused = await accounts('usr_alice', done.url, alice);
     await apiError(refused, 500, 'record_unreadable');
     assert.equal(refused.headers.get('retry-after'), null, 'retrying does not help');
     assert.equal(stack.issued.dataRequests.length, dataBefore);
     assert.equal(await sealedTokens(alice), flipped, 'a record that does not open is left as it is');
     await setSealed(alice, current);
-    assert.equal((await accounts('usr_alice', done.url)).status, 200);
+    assert.equal((await accounts('usr_alice', done.url, alice)).status, 200);
   } finally {
     await done.stop();
     // The main Worker's key again, for what follows.

@@ -751,7 +751,7 @@ test('a sealed verifier moved to another flow\'s row does not decrypt there', { 
   // B's code (and fail there as invalid_grant).
   const stored = await storedCounts();
   const cb = await callback(jarB, urlB);
-  assertNotGranted(cb, { error: 'storage_failed', state: b.state, outcome: 'required' });
+  assertNotGranted(cb, { error: 'record_unreadable', state: b.state, outcome: 'required' });
   assert.equal(exchangesOf(codeOf(urlB)).length, 0, 'no token request was made');
   assert.deepEqual(await storedCounts(), stored, 'no consent or token set stored');
 
