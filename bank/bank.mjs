@@ -78,6 +78,8 @@ export async function startBank({
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
     scope: 'openid profile accounts balance transactions offline_access',
+    // Every id_token names the authentication it comes from, refreshed ones included.
+    require_auth_time: true,
   }];
   if (pkjwtJwks) {
     clients.push({

@@ -234,7 +234,7 @@ export async function startConnect({
   const refreshTokens = new Map(); // token -> { grantId, expiresAt, rotated }
   const accessTokenGrants = new Map(); // jti -> grant id
   const { requests } = recording(testControls, ['requests']);
-  const issued = recording(testControls, ['codes', 'accessTokens', 'refreshTokens', 'idTokens']);
+  const issued = recording(testControls, ['codes', 'accessTokens', 'refreshTokens', 'idTokens', 'jwksFetches']);
   let nextFault = 'normal';
   let jwksDown = false;
 
@@ -654,6 +654,7 @@ ${error ? `<p class="error">${escapeHtml(error)}</p>` : ''}<form method="post" a
     } else if (pathname === '/.well-known/openid-configuration' && req.method === 'GET') {
       sendJson(res, 200, discovery());
     } else if (pathname === '/.well-known/jwks.json' && req.method === 'GET' && signer.jwks) {
+      issued.jwksFetches.push({ at: Date.now(), status: jwksDown ? 503 : 200 });
       if (jwksDown) sendText(res, 503, 'unavailable');
       else sendJson(res, 200, signer.jwks);
     } else if (testControls && req.method === 'POST' && ['/__test/next-access-token', '/__test/expire-refresh'].includes(pathname)) {

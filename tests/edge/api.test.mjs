@@ -6,6 +6,7 @@
 //   node --test tests/edge/api.test.mjs
 
 import assert from 'node:assert/strict';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { after, before, test } from 'node:test';
 
@@ -297,6 +298,51 @@ test('G2: a 5xx HTML page from the token endpoint during a refresh fails that ca
   const res = await api('/accounts', { user: 'usr_carol', consent });
   assert.equal(res.status, 200, describe(res));
   assert.equal(tokenPosts() - postsBefore, 2);
+});
+
+/**
+ * Rewrites a consent's sealed token set as the Worker would seal it (AES-256-GCM under
+ * CONSENTRY_KEY, the consent id as associated data): `change` gets the plaintext set and
+ * gives the new one. Gives the set as it was.
+ */
+async function resealTokens(consentId, change) {
+  const [{ sealed }] = await stack.d1(`SELECT sealed FROM token_sets WHERE consent_id = ${sqlString(consentId)}`);
+  const [keyId, payload] = sealed.split('.');
+  const bytes = Buffer.from(payload, 'base64url');
+  const key = Buffer.from(stack.secrets.consentryKey, 'base64url');
+  const decipher = createDecipheriv('aes-256-gcm', key, bytes.subarray(0, 12));
+  decipher.setAAD(Buffer.from(consentId));
+  decipher.setAuthTag(bytes.subarray(bytes.length - 16));
+  const set = JSON.parse(Buffer.concat([decipher.update(bytes.subarray(12, bytes.length - 16)), decipher.final()]).toString('utf8'));
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(Buffer.from(consentId));
+  const sealedAgain = Buffer.concat([iv, cipher.update(JSON.stringify(change(set))), cipher.final(), cipher.getAuthTag()]);
+  await stack.d1(`UPDATE token_sets SET sealed = ${sqlString(`${keyId}.${sealedAgain.toString('base64url')}`)} WHERE consent_id = ${sqlString(consentId)}`);
+  return set;
+}
+
+test('B11: a refreshed id_token from another authentication (an auth_time not the first id_token\'s) is refused and ends the consent (OIDC Core §12.2)', { timeout: TEST_TIMEOUT }, async () => {
+  const { outcome } = await grantConsent(stack, { user: 'usr_carol' });
+  const consent = outcome.consent.id;
+  const idToken = stack.issued.tokens.filter((token) => token.type === 'id_token').at(-1).value;
+  const first = JSON.parse(Buffer.from(idToken.split('.')[1], 'base64url').toString('utf8')).auth_time;
+  assert.equal(typeof first, 'number', 'the bank names auth_time (require_auth_time)');
+  // The Worker kept the first auth_time with the tokens; as if the grant had come from a
+  // login an hour earlier, the refreshed id_token's (the bank's session's) no longer fits.
+  const kept = await resealTokens(consent, (set) => ({ ...set, auth_time: first - 3600 }));
+  assert.equal(kept.auth_time, first, 'sealed with the tokens at the grant');
+  await expireAccessToken(consent);
+  const refreshesBefore = refreshes();
+  const dataBefore = dataRequests();
+  await apiError(await api('/accounts', { user: 'usr_carol', consent }), 401, 'consent_expired');
+  assert.equal(refreshes() - refreshesBefore, 1);
+  assert.equal(stack.issued.refreshes.at(-1).status, 200, 'the bank did answer');
+  assert.equal(dataRequests(), dataBefore, 'the new tokens were never used');
+  // Refused for its auth_time: the log says which check, by code.
+  const deadline = Date.now() + 5000;
+  while (!/consentry: refresh provider=local-bank lapsed code=id_token_invalid\b/.test(stack.logs()) && Date.now() < deadline) await sleep(50);
+  assert.match(stack.logs(), /consentry: refresh provider=local-bank lapsed code=id_token_invalid\b/);
 });
 
 test('a refreshed id_token for another end-user is refused and ends the consent (OIDC Core §12.2)', { timeout: TEST_TIMEOUT }, async () => {

@@ -431,29 +431,44 @@ async function waitFor(condition, ms, what) {
   }
 }
 
-test('connect-rs256: a refreshed token that cannot be checked just now (a new key within the JWKS cooldown, then the JWKS down) fails the refresh but keeps the rotated refresh token', { timeout: 2 * TEST_TIMEOUT }, async () => {
+test('connect-rs256: a refreshed token that cannot be checked just now (a new key within the JWKS cooldown, then the JWKS down) fails the refresh but keeps the rotated refresh token', { timeout: 3 * TEST_TIMEOUT }, async () => {
   const emulation = stack.connectRs256;
+  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+  // When the Worker last fetched this JWKS successfully, and a wait until a minute after it.
+  const lastFetch = () => emulation.issued.jwksFetches.filter((fetch) => fetch.status === 200).at(-1)?.at ?? 0;
+  const cooledDown = () => sleep(Math.max(0, lastFetch() + 61_000 - Date.now()));
+  const refreshed = () => connectTokenRequests(emulation, 'refresh_token').length;
+  const failedWith = (code) => new RegExp(`consentry: refresh provider=connect-rs256 failed code=${code}\\b`).test(stack.logs());
   const { outcome } = await grantConsent(stack, { user: 'usr_bob', provider: 'connect-rs256' });
   const consent = outcome.consent.id;
   assert.equal((await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent })).status, 200);
+  // A new key met with a JWKS copy over a minute old: fetched again, and the refresh lands.
+  await cooledDown();
+  await testControl(emulation.issuer, 'rotate-key', '');
+  await expireAccessToken(consent);
+  let fetches = emulation.issued.jwksFetches.length;
+  assert.equal((await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent })).status, 200);
+  assert.equal(emulation.issued.jwksFetches.length - fetches, 1, 'one refetch for the new key');
   await testControl(emulation.issuer, 'rotate-key', '');
   await testControl(emulation.issuer, 'jwks', 'down');
-  const failedWith = (code) => new RegExp(`consentry: refresh provider=connect-rs256 failed code=${code}\\b`).test(stack.logs());
   try {
-    // The Worker fetched the JWKS at the grant, under a minute ago: it does not fetch it
-    // again for the new key (C10), and the token cannot be checked yet.
-    let before = connectTokenRequests(emulation, 'refresh_token').length;
+    // Another new key within the minute: not fetched again (C10), so the token cannot be
+    // checked yet; the refresh fails, and the consent stands.
+    fetches = emulation.issued.jwksFetches.length;
+    let before = refreshed();
     await expireAccessToken(consent);
     await apiError(await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent }), 502, 'refresh_failed');
-    assert.equal(connectTokenRequests(emulation, 'refresh_token').length, before + 1, 'the refresh was made; its token could not be checked');
+    assert.equal(refreshed(), before + 1, 'the refresh was made; its token could not be checked');
+    assert.equal(emulation.issued.jwksFetches.length, fetches, 'no fetch within the minute');
     assert.equal(emulation.issued.idTokens.length, 0, '(the setup: no id_token, so the access token was what could not be checked)');
     assert.equal((await consentOf('usr_bob', consent)).status, 'active', 'not lapsed: nothing was wrong with the token');
     await waitFor(() => failedWith('jwk_not_yet_known'), 5000, 'the refresh failed as jwk_not_yet_known');
     // A minute on, the Worker tries the JWKS again, and finds it down (503): the same.
-    await new Promise((resolve) => { setTimeout(resolve, 61_000); });
-    before = connectTokenRequests(emulation, 'refresh_token').length;
+    await cooledDown();
+    before = refreshed();
     await apiError(await api('connect-rs256', '/userinfo', { user: 'usr_bob', consent }), 502, 'refresh_failed');
-    assert.equal(connectTokenRequests(emulation, 'refresh_token').length, before + 1);
+    assert.equal(refreshed(), before + 1);
+    assert.equal(emulation.issued.jwksFetches.at(-1).status, 503, 'the JWKS was tried');
     assert.equal((await consentOf('usr_bob', consent)).status, 'active');
     await waitFor(() => failedWith('jwk_invalid'), 5000, 'the refresh failed as jwk_invalid (the JWKS answered 503)');
   } finally {

@@ -31,6 +31,7 @@ pub struct IdTokenValidation<'a> {
     nonce: Option<&'a Nonce>,
     no_nonce_sent: bool,
     subject: Option<&'a str>,
+    first_auth_time: Option<u64>,
     max_age: Option<u64>,
     now: u64,
     clock_tolerance: u64,
@@ -46,6 +47,7 @@ impl<'a> IdTokenValidation<'a> {
             nonce: None,
             no_nonce_sent: false,
             subject: None,
+            first_auth_time: None,
             max_age: None,
             now,
             clock_tolerance: DEFAULT_CLOCK_TOLERANCE,
@@ -73,6 +75,14 @@ impl<'a> IdTokenValidation<'a> {
     /// grant carried ([Core §12.2](https://openid.net/specs/openid-connect-core-1_0.html#RefreshTokenResponse)).
     pub fn with_subject(mut self, subject: &'a str) -> Self {
         self.subject = Some(subject);
+        self
+    }
+
+    /// A refresh of a grant whose first id_token said the end-user authenticated at
+    /// `auth_time`: an id_token that names an `auth_time` must name that one (Core §12.2: it
+    /// represents the original authentication, not the refresh).
+    pub fn with_first_auth_time(mut self, auth_time: u64) -> Self {
+        self.first_auth_time = Some(auth_time);
         self
     }
 
@@ -204,6 +214,11 @@ pub fn validate_id_token_claims(
     let sub = check_subject(&claims, expected.subject)?;
     let nonce = check_nonce(&claims, expected.nonce, expected.no_nonce_sent)?;
     let auth_time = check_auth_time(&claims, expected.max_age, window)?;
+    if let (Some(auth_time), Some(first)) = (auth_time, expected.first_auth_time) {
+        if auth_time != first {
+            return Err(claims.invalid("auth_time is not the first authentication's"));
+        }
+    }
     Ok(IdTokenClaims {
         iss: iss.to_owned(),
         sub: sub.to_owned(),
@@ -666,6 +681,23 @@ mod tests {
         assert_eq!(refresh.expect("a refresh may repeat it").nonce(), Some(NONCE));
         let none = validate_with(&without("nonce"), None, |expected| expected.with_no_nonce_sent());
         assert_eq!(none.expect("no nonce, none sent").nonce(), None);
+    }
+
+    #[test]
+    fn a_refreshed_id_token_must_keep_the_grants_iss_aud_azp_sub_and_auth_time() {
+        // As the Worker checks a refresh: no nonce, the grant's sub and first auth_time.
+        let refresh = |claims: &Value| {
+            validate_with(claims, None, |expected| {
+                expected.with_subject(SUB).with_first_auth_time(NOW - 20)
+            })
+        };
+        assert!(refresh(&valid_claims()).is_ok());
+        assert!(refresh(&without("auth_time")).is_ok(), "auth_time is optional");
+        assert_rejected(refresh(&with("auth_time", json!(NOW - 5))), "auth_time is not the first");
+        assert_rejected(refresh(&with("iss", json!(format!("{ISSUER}/")))), "iss");
+        assert_rejected(refresh(&with("aud", json!("another-client"))), "aud");
+        assert_rejected(refresh(&with("azp", json!("another-client"))), "azp");
+        assert_rejected(refresh(&with("sub", json!("someone-else"))), "sub");
     }
 
     #[test]

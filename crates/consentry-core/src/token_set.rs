@@ -18,6 +18,7 @@ pub struct TokenSet {
     refresh_token: Option<RefreshToken>,
     scopes: Scopes,
     dpop_key: Option<PrivateKeyJwk>,
+    auth_time: Option<u64>,
 }
 
 impl TokenSet {
@@ -34,6 +35,7 @@ impl TokenSet {
             refresh_token,
             scopes,
             dpop_key: None,
+            auth_time: None,
         }
     }
 
@@ -50,6 +52,17 @@ impl TokenSet {
         }
         self.dpop_key = Some(key);
         Ok(self)
+    }
+
+    /// Keeps the first id_token's `auth_time` with the tokens: every refreshed id_token that
+    /// names one must name the same ([OpenID Connect Core §12.2](https://openid.net/specs/openid-connect-core-1_0.html#RefreshTokenResponse)).
+    pub fn set_auth_time(&mut self, auth_time: Option<u64>) {
+        self.auth_time = auth_time;
+    }
+
+    /// The grant's first id_token's `auth_time`, when it had one.
+    pub fn auth_time(&self) -> Option<u64> {
+        self.auth_time
     }
 
     /// The private DPoP key (a JWK), when the grant is DPoP-bound.
@@ -71,6 +84,7 @@ impl TokenSet {
                 .cloned(),
             scopes: response.scopes().clone(),
             dpop_key: self.dpop_key.clone(),
+            auth_time: self.auth_time,
         }
     }
 
@@ -82,6 +96,7 @@ impl TokenSet {
             refresh_token: response.refresh_token().cloned(),
             scopes: response.scopes().clone(),
             dpop_key: None,
+            auth_time: None,
         }
     }
 
@@ -102,6 +117,7 @@ impl TokenSet {
             refresh_token: text("refresh_token").map(RefreshToken::new),
             scopes: Scopes::default(),
             dpop_key: None,
+            auth_time: None,
         })
     }
 
@@ -115,6 +131,9 @@ impl TokenSet {
         if let Some(refresh_token) = &self.refresh_token {
             plaintext["refresh_token"] = refresh_token.secret().into();
         }
+        if let Some(auth_time) = self.auth_time {
+            plaintext["auth_time"] = auth_time.into();
+        }
         if let Some(key) = &self.dpop_key {
             // A JSON object: checked by with_dpop_key.
             plaintext["dpop_key"] = serde_json::from_slice(key.secret().as_bytes()).unwrap_or(Value::Null);
@@ -125,7 +144,7 @@ impl TokenSet {
     /// Reads back what [`to_plaintext`](Self::to_plaintext) wrote, once unsealed.
     pub fn parse(plaintext: &[u8]) -> Result<Self> {
         let unreadable =
-            || Error::new(ErrorCode::StorageFailed, "a stored token set is unreadable");
+            || Error::new(ErrorCode::RecordUnreadable, "a stored token set is unreadable");
         let value: Value = serde_json::from_slice(plaintext).map_err(|_| unreadable())?;
         let text = |name: &str| value.get(name).and_then(Value::as_str);
         Ok(TokenSet {
@@ -137,6 +156,10 @@ impl TokenSet {
                 None => None,
                 Some(key @ Value::Object(_)) => Some(PrivateKeyJwk::new(key.to_string())),
                 Some(_) => return Err(unreadable()),
+            },
+            auth_time: match value.get("auth_time") {
+                None => None,
+                Some(auth_time) => Some(auth_time.as_u64().ok_or_else(unreadable)?),
             },
         })
     }
@@ -255,6 +278,25 @@ mod tests {
     }
 
     #[test]
+    fn the_first_auth_time_is_sealed_with_the_tokens_and_kept_by_refreshes() {
+        let mut set = TokenSet::from_response(&response(
+            r#"{"access_token":"at-1","token_type":"Bearer","refresh_token":"rt-1"}"#,
+        ));
+        assert_eq!(set.auth_time(), None);
+        set.set_auth_time(Some(1_700_000_000));
+        let read = TokenSet::parse(set.to_plaintext().as_bytes()).expect("readable");
+        assert_eq!(read.auth_time(), Some(1_700_000_000));
+        let refreshed = read.refreshed(&response(r#"{"access_token":"at-2","token_type":"Bearer"}"#));
+        assert_eq!(refreshed.auth_time(), Some(1_700_000_000));
+        // A set written before auth_time was kept reads as having none; a damaged one fails.
+        let old = br#"{"access_token":"at","token_type":"Bearer","scope":""}"#;
+        assert_eq!(TokenSet::parse(old).expect("readable").auth_time(), None);
+        let bad = br#"{"access_token":"at","token_type":"Bearer","auth_time":"soon"}"#;
+        let error = TokenSet::parse(bad).expect_err("not a number");
+        assert_eq!(error.code(), &ErrorCode::RecordUnreadable);
+    }
+
+    #[test]
     fn without_a_refresh_token_the_access_token_is_revoked() {
         let set = TokenSet::from_response(&response(
             r#"{"access_token":"at-2","token_type":"Bearer"}"#,
@@ -265,6 +307,6 @@ mod tests {
             matches!(read.revocable(), RevocableToken::Access(token) if token.secret() == "at-2")
         );
         let error = TokenSet::parse(b"{\"token_type\":\"Bearer\"}").expect_err("no access token");
-        assert_eq!(error.code(), &ErrorCode::StorageFailed);
+        assert_eq!(error.code(), &ErrorCode::RecordUnreadable);
     }
 }

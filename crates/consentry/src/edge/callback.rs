@@ -505,7 +505,7 @@ async fn exchange(
                 &client,
                 transaction,
                 &tokens,
-                &token_set,
+                &mut token_set,
                 &sealing_key,
                 now,
             )
@@ -599,7 +599,7 @@ async fn verify_grant(
     client: &ProviderClient<'_>,
     transaction: &Transaction,
     tokens: &consentry_core::TokenResponse,
-    token_set: &TokenSet,
+    token_set: &mut TokenSet,
     sealing_key: &super::webcrypto::Sealer,
     now: u64,
 ) -> Result<Verified> {
@@ -612,6 +612,7 @@ async fn verify_grant(
                 nonce: nonce.as_ref(),
                 subject: expected_subject,
                 fresh_login: true,
+                first_auth_time: None,
             };
             Some(
                 client
@@ -651,6 +652,7 @@ async fn verify_grant(
         _ => authorization_details::GrantedDetails::default(),
     };
     let consent_id = format!("cns_{}", base64url_encode(&random_bytes::<16>()?));
+    token_set.set_auth_time(claims.as_ref().and_then(|claims| claims.auth_time()));
     let sealed_tokens = sealing_key
         .seal(&consent_id, token_set.to_plaintext().as_bytes())
         .await?;

@@ -52,6 +52,9 @@ pub(crate) struct ExpectedIdToken<'a> {
     /// Whether it answers a login just made, so that the configured `max_age` applies to its
     /// `auth_time` (not on a refresh).
     pub fresh_login: bool,
+    /// On a refresh, the grant's first id_token's `auth_time`, which any `auth_time` must
+    /// repeat (OpenID Connect Core §12.2).
+    pub first_auth_time: Option<u64>,
 }
 
 /// A grant as the provider keeps it, to end it there ([`ProviderClient::end_grant`]).
@@ -263,6 +266,9 @@ impl<'a> ProviderClient<'a> {
         }
         if let Some(subject) = expected.subject {
             validation = validation.with_subject(subject);
+        }
+        if let Some(auth_time) = expected.first_auth_time {
+            validation = validation.with_first_auth_time(auth_time);
         }
         validate_id_token_claims(&verified, &validation)
     }

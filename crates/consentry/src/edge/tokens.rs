@@ -264,23 +264,25 @@ impl TokenSource<'_> {
             _ => Refusal::Failed(error),
         })?;
         let refreshed = tokens.refreshed(&response);
-        let (access_expires_at, unchecked) =
-            match self.check_refreshed(client, consent, &response, now).await {
-                Ok(token_exp) => (access_expiry(response.expires_in(), token_exp, now), None),
-                // Not checkable just now (a JWKS unreachable): a rotated refresh token must
-                // not be lost with the answer, so the set is stored with its unchecked access
-                // token expired at once (never used: the next call refreshes again), and this
-                // refresh fails, its waiters told so.
-                Err(Refusal::Failed(error)) if response.refresh_token().is_some() => {
-                    (Some(now), Some(error))
-                }
-                // The consent ends: the tokens just issued for it are nobody's.
-                Err(refusal @ Refusal::Lapse(_)) => {
-                    self.revoke_orphan(consent, &refreshed).await;
-                    return Err(refusal);
-                }
-                Err(refusal) => return Err(refusal),
-            };
+        let (access_expires_at, unchecked) = match self
+            .check_refreshed(client, consent, &tokens, &response, now)
+            .await
+        {
+            Ok(token_exp) => (access_expiry(response.expires_in(), token_exp, now), None),
+            // Not checkable just now (a JWKS unreachable): a rotated refresh token must
+            // not be lost with the answer, so the set is stored with its unchecked access
+            // token expired at once (never used: the next call refreshes again), and this
+            // refresh fails, its waiters told so.
+            Err(Refusal::Failed(error)) if response.refresh_token().is_some() => {
+                (Some(now), Some(error))
+            }
+            // The consent ends: the tokens just issued for it are nobody's.
+            Err(refusal @ Refusal::Lapse(_)) => {
+                self.revoke_orphan(consent, &refreshed).await;
+                return Err(refusal);
+            }
+            Err(refusal) => return Err(refusal),
+        };
         let sealed = config::sealing_key(self.env)?
             .seal(&consent.id, refreshed.to_plaintext().as_bytes())
             .await?;
@@ -392,7 +394,8 @@ impl TokenSource<'_> {
     }
 
     /// What a refreshed grant must still say: the platform still authorizes it (RFC 9396 §7),
-    /// a refreshed id_token is the same end-user's (OpenID Connect Core §12.2), and a JWT
+    /// a refreshed id_token is the same end-user's, from the same authentication (OpenID
+    /// Connect Core §12.2: `sub`, and `auth_time` when it names one), and a JWT
     /// access token checks out (Connect). One that does not ends the consent, since its
     /// refresh token may already have been rotated away; one that could not be checked (a
     /// JWKS unreachable after a key rotation) fails the refresh. Gives the verified JWT
@@ -401,6 +404,7 @@ impl TokenSource<'_> {
         &self,
         client: &ProviderClient<'_>,
         consent: &ConsentRow,
+        tokens: &TokenSet,
         response: &TokenResponse,
         now: u64,
     ) -> Result<Option<u64>, Refusal> {
@@ -426,6 +430,7 @@ impl TokenSource<'_> {
                 nonce: None,
                 subject: consent.provider_subject.as_deref(),
                 fresh_login: false,
+                first_auth_time: tokens.auth_time(),
             };
             client
                 .verify_id_token(self.env, id_token, &expected, now)
