@@ -454,7 +454,7 @@ test('mix-up (RFC 9700 §4.4): an attacker\'s authorization server cannot get an
   assert.ok(victim.location.startsWith(`${attacker.issuer}/authorize?`), victim.location);
   const url = await consentAtBank(victim.location, { user: 'alice', redirectPrefix: `${stack.publicOrigin}/auth/callback` });
   const code = codeOf(url);
-  assert.ok(code, 'the honest bank issued the victim a code');
+  assert.ok(code, `the honest bank issued the victim a code: ${url}`);
   seenCodes.add(code);
   assert.equal(new URL(url).searchParams.get('iss'), null, 'the honest bank sends no iss');
   const cb = await callback(victimJar, url);

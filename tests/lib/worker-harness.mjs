@@ -304,6 +304,7 @@ export async function startStack({
       testControls: true,
       pkjwtJwks,
       coop: bankCoop,
+      requireAuthTime: true, // its every provider asks for openid
     };
     const bankRequests = [];
     const watchBank = (started) => {
