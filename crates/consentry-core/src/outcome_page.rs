@@ -85,6 +85,17 @@ impl OutcomePage {
         }
     }
 
+    /// The status of a page for a request that claimed no flow ([`for_error`](Self::for_error)):
+    /// `429` over a rate limit and `503` with storage down, which the same request may get
+    /// past later (the Worker adds `Retry-After`), else `400`.
+    pub fn status_without_flow(error: &Error) -> u16 {
+        match error.code() {
+            ErrorCode::RateLimited => 429,
+            ErrorCode::StorageFailed => 503,
+            _ => 400,
+        }
+    }
+
     /// The HTTP status to answer with.
     pub fn status(&self) -> u16 {
         self.status
@@ -246,6 +257,15 @@ mod tests {
         let other = Error::new(ErrorCode::StateMismatch, "no");
         let page = OutcomePage::for_outcome(&Outcome::from_error(state(), &other), &origin());
         assert_eq!(page.status(), 400);
+    }
+
+    #[test]
+    fn a_request_that_claimed_no_flow_says_when_retrying_can_help() {
+        let status = |code| OutcomePage::status_without_flow(&Error::new(code, "x"));
+        assert_eq!(status(ErrorCode::RateLimited), 429);
+        assert_eq!(status(ErrorCode::StorageFailed), 503);
+        assert_eq!(status(ErrorCode::UnknownTransaction), 400);
+        assert_eq!(status(ErrorCode::RecordUnreadable), 400);
     }
 
     #[test]

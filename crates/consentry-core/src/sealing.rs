@@ -107,7 +107,6 @@ impl SealingKeys {
             _ => Ok((keys, sealed)),
         }
     }
-
 }
 
 /// Whether `id` can be a key id: [`KEY_ID_LEN`] base64url characters.

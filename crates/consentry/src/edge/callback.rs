@@ -115,13 +115,7 @@ async fn run(
         // Nothing was consumed: no outcome to post, nothing recorded. Storage that is down
         // says so (503, Retry-After): the same callback can land once it is back.
         Err(error) => Ending {
-            page: OutcomePage::for_error(
-                &error,
-                match error.code() {
-                    ErrorCode::StorageFailed => 503,
-                    _ => 400,
-                },
-            ),
+            page: OutcomePage::for_error(&error, OutcomePage::status_without_flow(&error)),
             code: Some(error.code().clone()),
             set_cookies: Vec::new(),
         },

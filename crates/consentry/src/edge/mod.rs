@@ -64,7 +64,7 @@ pub async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<R
             // Before the flow is looked up: a flood of made-up callbacks costs no D1 read.
             let ip = limits::client_ip(&request);
             if let Err(error) = limits::check(&env, limits::CALLBACK, &ip).await {
-                let page = OutcomePage::for_error(&error, 429);
+                let page = OutcomePage::for_error(&error, OutcomePage::status_without_flow(&error));
                 log_ending("callback", Some(provider.id()), &page, Some(error.code()));
                 return respond::page(&page, &[]);
             }

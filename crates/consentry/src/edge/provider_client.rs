@@ -34,7 +34,7 @@ use crate::random::random_bytes;
 const CACHE_SECS: u64 = 600;
 
 /// How old a cached JWKS must be before a token naming a key it lacks makes the Worker fetch
-/// it again (per isolate and provider).
+/// it again (per isolate and JWKS URI).
 const JWKS_REFETCH_SECS: u64 = 60;
 
 thread_local! {

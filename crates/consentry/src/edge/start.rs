@@ -69,13 +69,7 @@ pub(super) async fn handle(
                 Some(state) => {
                     OutcomePage::for_outcome(&Outcome::from_error(state, &error), &origin)
                 }
-                None => OutcomePage::for_error(
-                    &error,
-                    match error.code() {
-                        ErrorCode::RateLimited => 429,
-                        _ => 400,
-                    },
-                ),
+                None => OutcomePage::for_error(&error, OutcomePage::status_without_flow(&error)),
             };
             log_ending("start", None, &page, Some(error.code()));
             respond::page(&page, &[])

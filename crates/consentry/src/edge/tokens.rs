@@ -498,10 +498,10 @@ impl TokenSource<'_> {
             Err(error) => Err(error),
         };
         if let Err(error) = revoked {
-            worker::console_warn!(
-                "consentry: refreshed tokens of a revoked consent not revoked provider={} code={}",
-                consent.provider,
-                log_field(error.code().as_str())
+            warn(
+                consent,
+                "refreshed tokens of a revoked consent not revoked",
+                &error,
             );
         }
     }
@@ -519,11 +519,7 @@ impl TokenSource<'_> {
                 Err(error) => Err(error),
             };
             if let Err(error) = moved {
-                worker::console_warn!(
-                    "consentry: token set left under the previous key provider={} code={}",
-                    consent.provider,
-                    log_field(error.code().as_str())
-                );
+                warn(consent, "token set left under the previous key", &error);
             }
         }
         TokenSet::parse(&plaintext)
@@ -553,6 +549,15 @@ impl From<Error> for Refusal {
 fn log_refresh(consent: &ConsentRow, how: &str, error: &Error) {
     worker::console_warn!(
         "consentry: refresh provider={} {how} code={}",
+        consent.provider,
+        log_field(error.code().as_str())
+    );
+}
+
+/// Logs what went wrong with a consent's tokens, best effort: provider and code, never a value.
+fn warn(consent: &ConsentRow, what: &str, error: &Error) {
+    worker::console_warn!(
+        "consentry: {what} provider={} code={}",
         consent.provider,
         log_field(error.code().as_str())
     );
