@@ -26,7 +26,7 @@ CREATE TABLE transactions (
   nonce            TEXT,
   sealed_verifier  TEXT,                      -- AES-GCM(code_verifier), AAD = state_key; NULL once used
   created_at       INTEGER NOT NULL,
-  expires_at       INTEGER NOT NULL,          -- created_at + 15 minutes
+  expires_at       INTEGER NOT NULL,          -- created_at + 10 minutes
   consumed_at      INTEGER,                   -- set by the one callback that consumed it
   outcome          TEXT                       -- the outcome JSON: never a code or a token
 );

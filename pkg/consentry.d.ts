@@ -174,7 +174,10 @@ export interface ClientOptions {
   authBase?: string;
   /** The Worker's data API base, on the same origin; default `/api`. */
   apiBase?: string;
-  /** How long a flow may take, in milliseconds; default 600000 (10 minutes). */
+  /**
+   * How long a flow may take, in milliseconds; default 600000 (10 minutes), which is also how
+   * long the Worker keeps a flow open: a longer timeout cannot outlast it.
+   */
   timeoutMs?: number;
   popup?: PopupOptions;
 }

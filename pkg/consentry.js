@@ -248,11 +248,15 @@ export class ConsentClient {
 
   #watch(popup, state, resolve, reject) {
     const openedAt = Date.now();
+    // A cross-origin isolated page has COOP same-origin: its popup is severed the moment it
+    // leaves this origin, so a closed popup is taken for severed, whenever it reads closed.
+    const isolated = globalThis.crossOriginIsolated === true;
     let closedAt = 0;
     let severed = false;
     let focusedAt = 0;
     let lastAsked = 0;
     let asking = false;
+    let messaged = false;
     let done = false;
 
     const finish = (error, consent) => {
@@ -269,20 +273,23 @@ export class ConsentClient {
     const settle = (outcome) => finish(outcome.error, outcome.consent);
     const closed = () => finish(new ConsentError('popup_closed', 'the popup was closed before the provider answered'));
 
+    // The popup's message only says the flow has ended: it settles on the Worker's record,
+    // which only this browser's binding cookie reads, never on what a window posted.
     const onMessage = (event) => {
-      if (event.origin !== this.#origin || event.source !== popup) return;
-      const outcome = readOutcome(event.data, state);
-      if (outcome) settle(outcome);
+      if (event.origin !== this.#origin || event.source !== popup || !readOutcome(event.data, state)) return;
+      messaged = true;
+      lastAsked = 0;
+      tick();
     };
     const onFocus = () => {
       focusedAt = Date.now();
     };
     const tick = async () => {
       const now = Date.now();
-      if (!closedAt) {
+      if (!closedAt && !messaged) {
         if (!popup.closed) return;
         closedAt = now;
-        severed = closedAt - openedAt < SEVERANCE_WINDOW_MS;
+        severed = isolated || closedAt - openedAt < SEVERANCE_WINDOW_MS;
       }
       if (asking || now - lastAsked < OUTCOME_POLL_MS) return;
       asking = true;
@@ -291,7 +298,9 @@ export class ConsentClient {
       asking = false;
       if (done) return;
       if (answer.outcome) return settle(answer.outcome);
-      if (answer.gone) return closed();
+      if (answer.gone) return messaged ? finish(answer.gone) : closed();
+      // After the message the record is there: a miss is the network, asked again until the timeout.
+      if (messaged) return;
       const closeFocused = focusedAt >= closedAt - FOCUS_SLACK_MS;
       const waitingSince = !severed ? closedAt : closeFocused ? Math.max(focusedAt, closedAt) : 0;
       if (waitingSince && Date.now() - waitingSince >= CLOSE_GRACE_MS) closed();
@@ -318,15 +327,15 @@ export class ConsentClient {
     };
   }
 
-  // The Worker's record of a flow: { outcome }, { gone } when it never reached the Worker
-  // from this browser, or {} while pending or unreachable.
+  // The Worker's record of a flow: { outcome }, { gone: the Worker's error } when it never
+  // reached the Worker from this browser, or {} while pending or unreachable.
   async #askOutcome(state) {
     try {
       const body = await this.#call('GET', `/outcome?state=${encodeURIComponent(state)}`);
       const outcome = readOutcome(body, state);
       return outcome ? { outcome } : {};
     } catch (error) {
-      if (error.code === 'unknown_transaction' || error.code === 'transaction_not_bound') return { gone: true };
+      if (error.code === 'unknown_transaction' || error.code === 'transaction_not_bound') return { gone: error };
       return {};
     }
   }

@@ -375,24 +375,44 @@ test('messages not from our popup, from a foreign, look-alike or the null origin
   await context.close();
 });
 
-test('D7: our popup\'s outcome settles the flow once; what arrives after it, the same or another, is ignored', { timeout: TEST_TIMEOUT }, async () => {
+test('D6, D7: a message from our popup only wakes the flow, which settles once on the Worker\'s record; a forged outcome, and what arrives after, settle nothing', { timeout: TEST_TIMEOUT }, async () => {
   const { context, page } = await openDemo();
+  // The outcome page closes its popup; here it stays open, so that it can post again after.
+  await context.addInitScript(() => { window.close = () => {}; });
+  const outcomeAsks = [];
+  page.on('request', (request) => {
+    if (new URL(request.url()).pathname === '/auth/outcome') outcomeAsks.push(Date.now());
+  });
   const popup = await clickConnect(page, 'usr_bob');
   await popup.waitForSelector('form input[name="login"]');
+  const atBank = popup.url();
   const state = states.at(-1);
+  const consent = { id: 'forged', provider: 'local-bank', user: 'usr_bob', scopes: ['accounts'], granted_at: '2026-01-01T00:00:00Z', expires_at: null };
+  const granted = { type: 'consentry:outcome', v: 1, state, status: 'granted', consent };
   const denied = { type: 'consentry:outcome', v: 1, state, status: 'denied', error: 'access_denied' };
-  // On the Worker's origin, as the outcome page is: three messages in a row, the first of
-  // which ends the flow; the other two arrive when no flow is pending.
+  // D6: on the Worker's origin, as the outcome page is, well-formed outcomes of this flow
+  // that the Worker has not recorded: each makes the SDK ask, none settles the flow.
   await popup.goto(`${stack.publicOrigin}/app.css`);
-  await popup.evaluate((message) => {
-    window.opener.postMessage(message, '*');
-    window.opener.postMessage(message, '*');
-    window.opener.postMessage({ ...message, status: 'failed', error: 'server_error' }, '*');
-  }, denied);
+  const asksBefore = outcomeAsks.length;
+  await popup.evaluate(([one, two]) => {
+    window.opener.postMessage(one, '*');
+    window.opener.postMessage(two, '*');
+  }, [granted, denied]);
+  await page.waitForTimeout(1_500);
+  assert.ok(outcomeAsks.length > asksBefore, 'the message made the SDK ask the Worker');
+  assert.equal(await eventCount(page), 0, 'a message the Worker has no record of settles nothing');
+  // The real ending: a denial at the bank, recorded by the Worker, posted by its page.
+  await popup.goto(atBank);
+  await bankLogin(popup, { user: 'bob', decision: 'deny' });
   const event = await nextEvent(page, 0);
   assert.deepEqual({ type: event.type, code: event.code }, { type: 'failed', code: 'access_denied' });
-  await page.waitForTimeout(500);
-  assert.equal(await eventCount(page), 1, 'the flow settled once, by the first message');
+  // D7: the outcome page is still open on the Worker's origin; what it posts now (the same
+  // outcome, another, a grant) arrives when no flow is pending.
+  await popup.evaluate(([one, two, three]) => {
+    for (const message of [one, two, three]) window.opener.postMessage(message, '*');
+  }, [denied, { ...denied, status: 'failed', error: 'server_error' }, granted]);
+  await page.waitForTimeout(1_000);
+  assert.equal(await eventCount(page), 1, 'the flow settled once');
   assert.equal(await page.getAttribute(button('usr_bob'), 'status'), 'failed');
   await context.close();
 });
@@ -498,6 +518,42 @@ test('one popup flow per provider from the demo page, each with its bank picker:
   assert.deepEqual([...carol.connections.values()].map((connection) => connection.bankId), ['1ffe704d39629a929c8e293880fb449a']);
   await mkdir(OUTPUT, { recursive: true });
   await page.screenshot({ path: path.join(OUTPUT, 'demo-providers.png'), fullPage: true });
+  await context.close();
+});
+
+test('D9: an app page served with COOP same-origin (cross-origin isolated) has its popup severed, and the flow resolves through /auth/outcome', { timeout: TEST_TIMEOUT }, async () => {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  // The demo page, as an app that isolates itself serves it.
+  await context.route(`${stack.publicOrigin}/`, async (route) => {
+    const response = await route.fetch();
+    await route.fulfill({ response, headers: { ...response.headers(), 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } });
+  });
+  const page = await context.newPage();
+  await page.addInitScript(RECORDER);
+  await page.goto(`${stack.publicOrigin}/`);
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+  assert.equal(await page.evaluate(() => window.crossOriginIsolated), true, 'the page is cross-origin isolated');
+  const outcomeAsks = [];
+  page.on('request', (request) => {
+    if (new URL(request.url()).pathname === '/auth/outcome') outcomeAsks.push(request.url());
+  });
+  // The start held back past the SDK's window for guessing a severance from timing: the
+  // popup reads closed only then, so only the page's isolation tells the SDK it was severed.
+  await context.route(`${stack.publicOrigin}/auth/start`, async (route) => {
+    await new Promise((resolve) => setTimeout(resolve, 11_000));
+    await route.continue();
+  });
+  const popup = await clickConnect(page, 'usr_carol');
+  await popup.waitForSelector('form input[name="login"]', { timeout: 30_000 });
+  assert.equal(await popup.evaluate(() => window.opener), null, 'the app\'s COOP severed the popup');
+  // Longer than the SDK's grace for a popup that was really closed: a severed one is not.
+  await page.waitForTimeout(3_000);
+  assert.equal(await eventCount(page), 0, 'no false popup_closed while the user is at the bank');
+  await bankLogin(popup, { user: 'carol' });
+  const event = await nextEvent(page, 0, 30_000);
+  assert.equal(event.type, 'granted', `resolved: ${JSON.stringify(event)}`);
+  assert.equal(event.consent.user, 'usr_carol');
+  assert.ok(outcomeAsks.length >= 1, 'the outcome came from /auth/outcome');
   await context.close();
 });
 

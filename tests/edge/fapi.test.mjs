@@ -7,14 +7,16 @@
 
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, createHash, randomUUID, sign as rsaSign } from 'node:crypto';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { consentAtBank } from '../lib/bank-user.mjs';
 import {
-  describe, expireAccessToken as expireAccessTokenOf, findLeaks, outcomePage, storedFiles, testControl, userHeaders,
+  describe, expireAccessToken as expireAccessTokenOf, findLeaks, outcomePage, storedFiles, testControl, userHeaders, workerdCpuMs,
 } from '../lib/edge.mjs';
 import { BANK_ACCOUNT, grantConsent, startFlow } from '../lib/flow.mjs';
-import { CookieJar, randomToken, startStack } from '../lib/worker-harness.mjs';
+import { CookieJar, randomToken, ROOT, startStack } from '../lib/worker-harness.mjs';
 
 const TEST_TIMEOUT = 120_000;
 
@@ -178,6 +180,67 @@ test('a Bearer answer to a DPoP-proved token request is refused, and its tokens 
   const refreshToken = fapi().tokens.filter((token) => token.type === 'refresh_token').at(-1).value;
   const revoked = fapi().revocations.slice(revocationsBefore);
   assert.deepEqual(revoked.map(({ token, status }) => ({ token, status })), [{ token: refreshToken, status: 200 }]);
+});
+
+test('H5: the worst /api path, a FAPI refresh in a cold isolate, stays within the Free plan: 50 subrequests, 6 open connections, 50 D1 statements (counted around the Worker); its CPU is printed', { timeout: 4 * TEST_TIMEOUT }, async () => {
+  const user = 'usr_carol';
+  const { outcome } = await grantConsent(stack, { user, provider: 'open-finance', hint: 'harbour-bank' });
+  const consent = outcome.consent.id;
+  // A new wrangler dev: nothing cached (discovery, JWKS, DPoP nonces), the built Worker
+  // wrapped in tests/lib/counting-worker.mjs.
+  const counting = await stack.startWorker({ main: path.join(ROOT, 'tests', 'lib', 'counting-worker.mjs') });
+  try {
+    const tally = async () => (await stack.workerFetch(`${counting.url}/auth/__counts`)).json();
+    const worstCall = async () => {
+      await expireAccessToken(consent);
+      await tally(); // a fresh tally for this call only
+      const res = await stack.workerFetch(`${counting.url}/api/open-finance/accounts`, { headers: headers(user, { 'X-Consentry-Consent': consent }) });
+      assert.equal(res.status, 200, describe(res));
+      await sleep(300); // what runs under waitUntil after the answer
+      return tally();
+    };
+    const cold = await worstCall();
+    console.log(`worst /api path, cold isolate: ${cold.fetches.length} subrequests (${cold.fetches.join(', ')}), at most ${cold.maxOpen} open at once, ${cold.d1.length} D1 statements`);
+    assert.ok(cold.fetches.some((line) => line.startsWith('POST') && line.endsWith('/token')), `a refresh was made: ${cold.fetches}`);
+    assert.ok(cold.fetches.some((line) => line.includes('/data/v1/accounts')), `the data API was called: ${cold.fetches}`);
+    assert.ok(cold.fetches.some((line) => line.includes('openid-configuration')), `discovery ran (a cold isolate): ${cold.fetches}`);
+    assert.ok(cold.fetches.length <= 50, `subrequests: ${cold.fetches.length}`);
+    assert.ok(cold.maxOpen >= 1 && cold.maxOpen <= 6, `open connections: ${cold.maxOpen}`);
+    assert.ok(cold.d1.length >= 1 && cold.d1.length <= 50, `D1 statements: ${cold.d1.length} (${cold.d1})`);
+    // CPU, as figures: workerd's CPU time a request, warm (the runtime compiles hot Wasm
+    // functions again, optimized, in the background, and that counts too). It holds the
+    // runtime, wrangler's dev proxy and miniflare's JavaScript simulators of D1 and the rate
+    // limits, none of which production bills to the Worker; so the same process is timed
+    // doing only the platform's part of the worst path (a request that does no work, as
+    // many D1 statements, as many fetches of the bank), and the difference estimates the
+    // Worker's own CPU.
+    const rounds = 20;
+    const warmTallies = [];
+    for (let i = 0; i < rounds; i += 1) warmTallies.push(await worstCall());
+    const statements = Math.round(warmTallies.reduce((sum, t) => sum + t.d1.length, 0) / rounds);
+    const fetches = Math.round(warmTallies.reduce((sum, t) => sum + t.fetches.length, 0) / rounds);
+    const cpuOf = async (call) => {
+      const before = await workerdCpuMs(counting.pgid);
+      for (let i = 0; i < rounds; i += 1) await call();
+      return ((await workerdCpuMs(counting.pgid)) - before) / rounds;
+    };
+    const probe = (route) => async () => {
+      const res = await stack.workerFetch(`${counting.url}/auth/${route}`);
+      assert.equal(res.status, 204, describe(res));
+    };
+    const worst = await cpuOf(async () => {
+      const warm = await worstCall();
+      assert.ok(warm.fetches.length <= 50 && warm.maxOpen <= 6 && warm.d1.length <= 50, JSON.stringify(warm));
+    });
+    const platform = await cpuOf(async () => {
+      await tally(); // the worst call's two tally reads
+      await probe(`__d1?n=${statements}`)();
+      await probe(`__fetch?n=${fetches}&url=${encodeURIComponent(`${stack.fapiBank.issuer}/.well-known/openid-configuration`)}`)();
+    });
+    console.log(`workerd CPU a request, warm, over ${rounds} each: the worst /api path (${fetches} fetches, ${statements} D1 statements) ${worst.toFixed(1)} ms; the platform doing as many, with no Worker, ${platform.toFixed(1)} ms; the Worker's own, estimated, ${(worst - platform).toFixed(1)} ms (Free plan: 10 ms)`);
+  } finally {
+    await counting.stop();
+  }
 });
 
 test('leak scan: no token, code or private key (DPoP or client) in any answer, log or row in clear', async () => {

@@ -18,7 +18,7 @@ import {
   apiError, describe, expireAccessToken as expireAccessTokenOf, findLeaks, outcomePage, testControl, userHeaders,
 } from '../lib/edge.mjs';
 import { BANK_ACCOUNT, grantConsent, returnToWorker, startFlow } from '../lib/flow.mjs';
-import { CookieJar, randomToken, sqlString, startStack } from '../lib/worker-harness.mjs';
+import { CookieJar, parseSetCookie, randomToken, sqlString, startStack } from '../lib/worker-harness.mjs';
 
 const TEST_TIMEOUT = 120_000;
 const DAY = 86_400;
@@ -106,6 +106,10 @@ test('truelayer: a form_post flow for each demo user, the auth link TrueLayer ta
 test('truelayer: a form_post callback without the binding cookie is refused and consumes nothing', { timeout: TEST_TIMEOUT }, async () => {
   const flow = await start({ provider: 'truelayer', hint: 'ob-monzo' });
   assert.equal(flow.res.status, 303, describe(flow.res));
+  // E2: a form_post provider's binding cookie is SameSite=None (Lax would not come back on
+  // its cross-site POST), and lives the flow's 10 minutes.
+  const binding = flow.res.setCookies.map(parseSetCookie).find((cookie) => cookie.name.startsWith('__Host-consentry-tx-'));
+  assert.deepEqual([binding?.sameSite, binding?.attributes['max-age']], ['none', '600']);
   const back = await answerAtProvider(flow.location, { user: 'alice', redirectPrefix: `${stack.publicOrigin}/auth/callback/` });
   assert.equal(back.method, 'POST', 'form_post: a cross-site POST');
   const exchanges = truelayerTokenRequests('authorization_code').length;

@@ -27,11 +27,10 @@ const BINDING_NAME = /^__Host-consentry-tx-[A-Za-z0-9_-]{16}$/;
 const SESSION = '__Host-consentry-session';
 const EVIL_ORIGIN = 'https://evil.example';
 const TEST_TIMEOUT = 90_000;
-const TRANSACTION_SECS = 15 * 60; // a flow's deadline after /auth/start
-const OUTCOME_RETENTION_SECS = 3600; // how long an ended or lapsed flow's row is kept after it
-// The binding cookie outlives the flow by the retention, so a late callback still proves its
-// browser (and is told transaction_expired) and the SPA can still read the outcome.
-const BINDING_MAX_AGE = String(TRANSACTION_SECS + OUTCOME_RETENTION_SECS);
+const TRANSACTION_SECS = 10 * 60; // a flow's deadline after /auth/start
+// E2: the binding cookie lapses with the flow (at most 10 minutes), and the callback sets it
+// again for as long, so that the SPA can read the outcome.
+const BINDING_MAX_AGE = String(TRANSACTION_SECS);
 
 let stack;
 const sentVerifiers = new Set(); // every code_verifier a test sent to /auth/start
@@ -105,7 +104,9 @@ async function startOk(jar, options) {
   assert.equal(flow.binding.attributes['max-age'], BINDING_MAX_AGE);
   assert.ok('httponly' in flow.binding.attributes, 'binding cookie is HttpOnly');
   assert.ok('secure' in flow.binding.attributes, 'binding cookie is Secure');
-  assert.equal(flow.binding.sameSite, 'none');
+  // E2: Lax, which the bank's redirect (a top-level GET) carries; None only for form_post
+  // providers (providers.test.mjs, TrueLayer).
+  assert.equal(flow.binding.sameSite, 'lax');
   return flow;
 }
 
@@ -685,23 +686,36 @@ test('a failing token endpoint fails the flow, stores nothing, and spends the st
   }
 });
 
-test('a callback after the flow\'s deadline is refused as expired, and /auth/outcome reports a lapsed flow', { timeout: TEST_TIMEOUT }, async () => {
+test('a callback after the flow\'s deadline is refused as expired, with or without its lapsed binding cookie, and /auth/outcome reports a lapsed flow', { timeout: TEST_TIMEOUT }, async () => {
   const stored = await storedCounts();
   const jar = new CookieJar();
   const flow = await startOk(jar, { user: 'usr_alice' });
   const url = await atBank(flow);
   const idle = await startOk(jar, { user: 'usr_alice' }); // never comes back from the bank
+  const lateJar = new CookieJar();
+  const late = await startOk(lateJar, { user: 'usr_alice' }); // comes back when its cookie has lapsed
+  const lateUrl = await atBank(late);
   await apiError(await outcomeOf(jar, flow.state), 404, 'outcome_pending');
   await apiError(await outcomeOf(jar, idle.state), 404, 'outcome_pending');
 
-  // Both flows a minute past their deadline, written into the Worker's D1 from outside. Not
-  // further back: the next /auth/start purges rows an hour past expires_at. A real browser
-  // still holds the binding cookie then (this jar does not age cookies, so say it here).
-  assert.ok(Number(flow.binding.attributes['max-age']) >= TRANSACTION_SECS + 60, 'the binding cookie is still sent a minute after the deadline');
-  const keys = [flow.state, idle.state].map(stateKey);
+  // The flows a minute past their deadline, written into the Worker's D1 from outside. Not
+  // further back: the next /auth/start purges rows an hour past expires_at. The binding
+  // cookie lapses with the flow (Max-Age is its lifetime; this jar does not age cookies): a
+  // browser whose clock is behind the Worker's may still send it, and `late`'s browser no
+  // longer does.
+  assert.equal(Number(flow.binding.attributes['max-age']), TRANSACTION_SECS);
+  const keys = [flow.state, idle.state, late.state].map(stateKey);
   const past = Math.floor(Date.now() / 1000) - 60;
   const updated = await stack.d1(`UPDATE transactions SET expires_at = ${past} WHERE state_key IN (${keys.map(sqlString).join(', ')}) AND consumed_at IS NULL RETURNING state_key`);
-  assert.deepEqual(updated.map((row) => row.state_key).sort(), [...keys].sort(), 'both rows moved past their deadline');
+  assert.deepEqual(updated.map((row) => row.state_key).sort(), [...keys].sort(), 'the rows moved past their deadline');
+  lateJar.delete(late.binding.name);
+
+  // Without the cookie: told expired (not "another browser"), nothing consumed or exchanged.
+  const lateCb = await callback(lateJar, lateUrl);
+  assertNotGranted(lateCb, { error: 'transaction_expired', outcome: 'absent' });
+  assert.equal(exchangesOf(codeOf(lateUrl)).length, 0, 'the late code was not exchanged');
+  const [lateRow] = await stack.d1(`SELECT consumed_at FROM transactions WHERE state_key = ${sqlString(keys[2])}`);
+  assert.equal(lateRow.consumed_at, null, 'a callback without the binding consumes nothing');
 
   // The Worker sees the write: the flow that never came back now reads as expired, not pending.
   const lapsed = await outcomeOf(jar, idle.state);
@@ -760,14 +774,20 @@ test('a sealed verifier moved to another flow\'s row does not decrypt there', { 
   assertGranted(cbA, a);
 });
 
-test('a callback POSTed as form_post is handled like the GET one', { timeout: TEST_TIMEOUT }, async () => {
+test('E2: a cross-site POST to the callback of a provider that redirects with a GET finds no Lax binding cookie and consumes nothing; the redirect then lands and sets the cookie again', { timeout: TEST_TIMEOUT }, async () => {
   const jar = new CookieJar();
   const flow = await startOk(jar, { user: 'usr_carol' });
   const url = await atBank(flow);
-  const cb = await callback(jar, url, { formPost: true });
+  const posted = await callback(jar, url, { formPost: true });
+  assertNotGranted(posted, { error: 'transaction_not_bound', outcome: 'absent' });
+  assert.equal(exchangesOf(codeOf(url)).length, 0, 'no token request was made');
+  const cb = await callback(jar, url);
   assertGranted(cb, flow);
-  const replay = await callback(jar, url, { formPost: true });
-  assertNotGranted(replay, { error: 'transaction_replayed', outcome: 'absent' });
+  const again = cb.res.setCookies.map(parseSetCookie).find((cookie) => cookie.name === flow.binding.name);
+  assert.ok(again, 'the callback sets the binding cookie again');
+  assert.equal(again.value, flow.binding.value);
+  assert.equal(again.attributes['max-age'], BINDING_MAX_AGE);
+  assert.equal(again.sameSite, 'lax');
 });
 
 test('a private_key_jwt (ES256) client completes a flow', { timeout: TEST_TIMEOUT }, async () => {

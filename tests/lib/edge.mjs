@@ -59,6 +59,26 @@ export async function expireAccessToken(stack, consentId) {
   await stack.d1(`UPDATE token_sets SET access_expires_at = ${Math.floor(Date.now() / 1000) - 1} WHERE consent_id = ${sqlString(consentId)}`);
 }
 
+/**
+ * The CPU time (user and system, ms) the workerd processes of a wrangler process group have
+ * used so far, from /proc (Linux): a figure for scripts and test output, never an assertion.
+ */
+export async function workerdCpuMs(pgid) {
+  const ticksPerMs = 100 / 1000; // USER_HZ is 100 on Linux
+  let ticks = 0;
+  for (const pid of await readdir('/proc').catch(() => [])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    // pid (comm) state ppid pgrp ...: the name may hold spaces, so split after its ')'.
+    const close = stat.lastIndexOf(')');
+    if (close < 0 || !stat.slice(stat.indexOf('(') + 1, close).startsWith('workerd')) continue;
+    const fields = stat.slice(close + 2).split(' ');
+    if (Number(fields[2]) !== pgid) continue;
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks / ticksPerMs;
+}
+
 /** A provider's test control: `POST {base}/__test/{name}` with `body`, which must be taken. */
 export async function testControl(base, name, body = '') {
   const res = await fetch(`${base}/__test/${name}`, { method: 'POST', body });

@@ -382,11 +382,11 @@ export async function startStack({
     // A second one on the same persisted D1 (startSecondWorker) is another set of isolates
     // that shares nothing with the first but D1.
     const append = (chunk) => { output += chunk.toString('utf8'); };
-    const serveWorker = async (port, file = envFile) => {
-      const wrangler = spawnWrangler({ configPath, port, persistDir, envFile: file, logLevel, env: childEnv, onOutput: append, tmpDir });
+    const serveWorker = async (port, file = envFile, config = configPath) => {
+      const wrangler = spawnWrangler({ configPath: config, port, persistDir, envFile: file, logLevel, env: childEnv, onOutput: append, tmpDir });
       cleanups.push(wrangler.stop);
       await waitUntilServed({ workerUrl: `http://127.0.0.1:${port}`, isRunning: wrangler.isRunning, readyTimeoutMs });
-      return wrangler.stop;
+      return wrangler;
     };
     await serveWorker(workerPort);
 
@@ -460,9 +460,11 @@ export async function startStack({
       /**
        * Another `wrangler dev` on the same persisted D1 and configuration at `port`, its
        * vars and secrets changed by `vars` (a value of null leaves one out), as an operator
-       * redeploying would. Resolves to `{ url, stop }`.
+       * redeploying would; `main` serves another entry module (tests/lib/counting-worker.mjs
+       * wraps the built Worker). Resolves to `{ url, stop, pgid }` (`pgid`: the process
+       * group of its wrangler and workerd).
        */
-      async startWorker({ port = workerPort + 1, vars: changed = {} } = {}) {
+      async startWorker({ port = workerPort + 1, vars: changed = {}, main } = {}) {
         if (await portTaken(port)) throw new Error(`port ${port} is already in use`);
         let file = envFile;
         if (Object.keys(changed).length) {
@@ -470,8 +472,13 @@ export async function startStack({
           const lines = Object.entries({ ...vars, ...changed }).filter(([, value]) => value !== null);
           await writeFile(file, `${lines.map(([name, value]) => dotenvLine(name, value)).join('\n')}\n`, { mode: 0o600 });
         }
-        const stop = await serveWorker(port, file);
-        return { url: `http://127.0.0.1:${port}`, stop };
+        let config = configPath;
+        if (main) {
+          config = path.join(tmpDir, `wrangler-${port}.json`);
+          await writeFile(config, JSON.stringify({ ...JSON.parse(await readFile(configPath, 'utf8')), main }, null, 2));
+        }
+        const { stop, pgid } = await serveWorker(port, file, config);
+        return { url: `http://127.0.0.1:${port}`, stop, pgid };
       },
       /**
        * Another Worker (`main`, JavaScript) under the same wrangler and settings, with a D1
@@ -522,7 +529,7 @@ export async function startStack({
   }
 }
 
-// Starts `wrangler dev` in its own process group. `{ isRunning, stop }`: stop() ends the
+// Starts `wrangler dev` in its own process group. `{ isRunning, stop, pgid }`: stop() ends the
 // whole group (wrangler and workerd), and a test process that dies without stop() takes the
 // group down with it (and the temporary directory) rather than leave the port held.
 function spawnWrangler({ configPath, port, persistDir, envFile, logLevel, env, onOutput, tmpDir }) {
@@ -568,7 +575,7 @@ function spawnWrangler({ configPath, port, persistDir, envFile, logLevel, env, o
       await sleep(100);
     }
   };
-  return { isRunning: () => running, stop };
+  return { isRunning: () => running, stop, pgid: child.pid };
 }
 
 function groupAlive(pgid) {

@@ -3,10 +3,12 @@
 //! shadow them) and HttpOnly (no script reads them).
 //!
 //! * The **binding cookie**, one per flow, ties a transaction to the browser that started it.
-//!   `SameSite=None`, because it must come back on the provider's redirect, and a
-//!   `response_mode=form_post` callback is a cross-site `POST`, which `Lax` would strip. It
-//!   lives as long as the transaction (15 minutes) and is named after the state's storage
-//!   key, so two flows in one browser do not overwrite each other's binding.
+//!   `SameSite=Lax`, which the provider's redirect (a top-level `GET`) carries, or `None`
+//!   for a provider that answers with `response_mode=form_post`, a cross-site `POST` that
+//!   `Lax` would strip ([`crate::ProviderConfig::binding_same_site`]). It lives
+//!   [`BINDING_SECS`], the transaction's own lifetime, and the callback that ends the flow
+//!   sets it again for as long, so that the SPA can read the outcome. It is named after the
+//!   state's storage key, so two flows in one browser do not overwrite each other's binding.
 //! * The **session cookie** names the app user whose consents the browser may list and
 //!   revoke. `SameSite=Strict`: only the app's own same-site requests carry it, so no other
 //!   site can make the browser act on a consent.
@@ -19,6 +21,9 @@ use crate::state::StateKey;
 pub const SESSION_COOKIE: &str = "__Host-consentry-session";
 /// The prefix of each flow's binding cookie name.
 pub const BINDING_COOKIE_PREFIX: &str = "__Host-consentry-tx-";
+/// The binding cookie's `Max-Age`: 10 minutes, the transaction's lifetime, and again from
+/// the callback for reading the outcome.
+pub const BINDING_SECS: u64 = 10 * 60;
 /// How much of the state's storage key goes into the binding cookie's name.
 const BINDING_NAME_KEY_CHARS: usize = 16;
 
@@ -28,6 +33,8 @@ const BINDING_NAME_KEY_CHARS: usize = 16;
 pub enum SameSite {
     /// Only same-site requests carry the cookie.
     Strict,
+    /// Same-site requests and cross-site top-level `GET` navigations carry the cookie.
+    Lax,
     /// Every request (requires `Secure`).
     None,
 }
@@ -36,6 +43,7 @@ impl SameSite {
     fn as_str(self) -> &'static str {
         match self {
             SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
             SameSite::None => "None",
         }
     }
@@ -91,8 +99,12 @@ mod tests {
         assert_eq!(name.len(), BINDING_COOKIE_PREFIX.len() + 16);
         assert_ne!(name, binding_cookie_name(&two));
         assert_eq!(
-            set_cookie(&name, "v", 900, SameSite::None),
-            format!("{name}=v; Path=/; Max-Age=900; HttpOnly; Secure; SameSite=None")
+            set_cookie(&name, "v", BINDING_SECS, SameSite::Lax),
+            format!("{name}=v; Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Lax")
+        );
+        assert_eq!(
+            set_cookie(&name, "v", BINDING_SECS, SameSite::None),
+            format!("{name}=v; Path=/; Max-Age=600; HttpOnly; Secure; SameSite=None")
         );
         assert_eq!(
             clear_cookie(SESSION_COOKIE, SameSite::Strict),

@@ -216,7 +216,7 @@ sdk_error_codes! {
     UnknownTransaction => "unknown_transaction",
     /// The transaction is not bound to this browser (binding cookie absent or wrong).
     TransactionNotBound => "transaction_not_bound",
-    /// The transaction's 15 minutes ran out before the provider redirected back.
+    /// The transaction's 10 minutes ran out before the provider redirected back.
     TransactionExpired => "transaction_expired",
     /// The transaction was already consumed: a replayed or concurrent callback.
     TransactionReplayed => "transaction_replayed",

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::authorization_request::AuthorizationRequest;
 use crate::client_auth::{ClientAuthMethod, ClientId};
+use crate::cookie::SameSite;
 use crate::discovery::ProviderMetadata;
 use crate::error::{Error, ErrorCode, Result};
 use crate::jws::JwsAlgorithm;
@@ -528,6 +529,25 @@ impl ProviderConfig {
             .and_then(|(_, value)| value.parse().ok())
     }
 
+    /// Whether the provider answers with a cross-site `POST` (`response_mode=form_post`,
+    /// or `form_post.jwt`) rather than a redirect: then only a `SameSite=None` binding cookie
+    /// comes back on the callback.
+    pub fn callback_is_post(&self) -> bool {
+        self.authorization_params
+            .iter()
+            .any(|(name, value)| name == "response_mode" && value.starts_with("form_post"))
+    }
+
+    /// The `SameSite` of this provider's binding cookie: `None` when its callback is a
+    /// cross-site `POST`, else `Lax`, which a top-level `GET` from the provider carries.
+    pub fn binding_same_site(&self) -> SameSite {
+        if self.callback_is_post() {
+            SameSite::None
+        } else {
+            SameSite::Lax
+        }
+    }
+
     /// The algorithm for client assertions, request objects and DPoP proofs.
     pub fn signing_alg(&self) -> JwsAlgorithm {
         self.signing_alg
@@ -1043,6 +1063,7 @@ mod tests {
         assert_eq!(request.param("providers"), Some("uk-ob-all uk-oauth-all"));
         assert_eq!(request.param("provider_id"), Some("ob-monzo"));
         assert_eq!(request.param("response_mode"), Some("form_post"));
+        assert_eq!(truelayer.binding_same_site(), SameSite::None);
 
         assert!(
             truelayer.sends_nonce(&Scopes::parse("info").expect("valid")),
@@ -1107,6 +1128,7 @@ mod tests {
         let fapi = one(r#"{"id":"ofp","profile":"fapi2","issuer":"https://ofp.example","client_id":"c","scopes":["openid","accounts"],"signing_alg":"ES256","key_id":"k1"}"#).expect("valid");
         assert!(fapi.uses_par() && fapi.uses_request_object() && fapi.uses_dpop());
         assert_eq!(fapi.consent_id_claim(), None);
+        assert_eq!(fapi.binding_same_site(), SameSite::Lax, "its redirect is a GET");
         assert_eq!(fapi.auth_method(), ClientAuthMethod::PrivateKeyJwt);
         assert_eq!(
             fapi.id_token_signing_algs(),

@@ -10,7 +10,8 @@
 
 use consentry_core::api::access_expiry;
 use consentry_core::cookie::{
-    binding_cookie_name, cookie_value, set_cookie, stored_hash, SameSite, SESSION_COOKIE,
+    binding_cookie_name, cookie_value, set_cookie, stored_hash, SameSite, BINDING_SECS,
+    SESSION_COOKIE,
 };
 use consentry_core::encoding::{base64url_encode, log_field};
 use consentry_core::outcome::format_rfc3339;
@@ -111,7 +112,12 @@ async fn run(
         (Err(error), _) | (_, Err(error)) => Err(error),
     };
     match claimed {
-        Ok(claimed) => end_flow(env, config, claimed).await,
+        Ok(claimed) => {
+            let binding_cookie = claimed.binding_cookie.clone();
+            let mut ending = end_flow(env, config, claimed).await;
+            ending.set_cookies.push(binding_cookie);
+            ending
+        }
         // Nothing was consumed: no outcome to post, nothing recorded. Storage that is down
         // says so (503, Retry-After): the same callback can land once it is back.
         Err(error) => Ending {
@@ -131,6 +137,9 @@ struct Claimed {
     transaction: Transaction,
     /// The session cookie's hash, when this callback carries it (only a same-site redirect).
     callback_session: Option<String>,
+    /// The binding cookie set again for [`BINDING_SECS`] from now, so that the SPA can read
+    /// the outcome after a callback that came late in the flow's 10 minutes.
+    binding_cookie: String,
     now: u64,
 }
 
@@ -154,7 +163,9 @@ async fn claim_flow(
         .state()
         .ok_or_else(|| Error::new(ErrorCode::MissingParameter, "the callback carries no state"))?;
     let key = state.storage_key();
-    let binding_hash = cookie_value(cookies, &binding_cookie_name(&key)).map(stored_hash);
+    let binding_name = binding_cookie_name(&key);
+    let binding = cookie_value(cookies, &binding_name);
+    let binding_hash = binding.map(stored_hash);
     let store = open_store(env)?;
     let now = now();
     let transaction = match store
@@ -174,6 +185,7 @@ async fn claim_flow(
                 "this flow was started in another browser (its binding cookie is missing)",
             ))
         }
+        Consumed::Expired => return Err(transaction_expired()),
         Consumed::ProviderMismatch => {
             return Err(Error::new(
                 ErrorCode::ProviderMismatch,
@@ -198,6 +210,13 @@ async fn claim_flow(
         key,
         transaction,
         callback_session: cookie_value(cookies, SESSION_COOKIE).map(stored_hash),
+        // Taken means the request held the binding cookie.
+        binding_cookie: set_cookie(
+            &binding_name,
+            binding.unwrap_or_default(),
+            BINDING_SECS,
+            provider.binding_same_site(),
+        ),
         now,
     })
 }
@@ -212,6 +231,7 @@ async fn end_flow(env: Env, config: Config, claimed: Claimed) -> Ending {
         key,
         transaction,
         callback_session,
+        binding_cookie: _,
         now,
     } = claimed;
     let origin = match WebOrigin::parse(&transaction.origin) {

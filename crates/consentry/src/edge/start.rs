@@ -1,9 +1,9 @@
 //! `POST /auth/start` (DESIGN.md flow step 3): the form the SPA submits into the popup.
 //! Checks `Origin` and every field, stores the transaction under the hash of `state` for
-//! 15 minutes, binds it to this browser with a cookie, and sends the popup to the provider.
+//! 10 minutes, binds it to this browser with a cookie, and sends the popup to the provider.
 
 use consentry_core::cookie::{
-    binding_cookie_name, cookie_value, set_cookie, stored_hash, SameSite, SESSION_COOKIE,
+    binding_cookie_name, cookie_value, set_cookie, stored_hash, BINDING_SECS, SESSION_COOKIE,
 };
 use consentry_core::encoding::form_value;
 use consentry_core::start::FIELD_STATE;
@@ -17,13 +17,14 @@ use worker::{Env, Request, Response};
 use super::config::{self, Config};
 use super::dpop::DpopKey;
 use super::provider_client::ProviderClient;
-use super::store::{NewTransaction, Store, UserRow, OUTCOME_RETENTION_SECS};
+use super::store::{NewTransaction, Store, UserRow};
 use super::{limits, moneyhub};
 use super::{log_ending, now, open_store, random_token, read_form, respond};
 use crate::random::random_bytes;
 
-/// A transaction's lifetime: the provider must send the user back within it.
-pub(crate) const TRANSACTION_SECS: u64 = 15 * 60;
+/// A transaction's lifetime: the provider must send the user back within it. The binding
+/// cookie lapses with it, and the SDK's default timeout is as long.
+pub(crate) const TRANSACTION_SECS: u64 = BINDING_SECS;
 
 /// The error of a flow whose transaction outlived [`TRANSACTION_SECS`].
 pub(crate) fn transaction_expired() -> Error {
@@ -158,14 +159,13 @@ async fn start(
             expires_at: now + TRANSACTION_SECS,
         })
         .await?;
-    // The cookie outlives the transaction by the outcome's retention, so that a late
-    // callback is told `transaction_expired` (not "another browser") and the SPA can still
-    // read the outcome; the 15 minutes are enforced by the stored `expires_at`.
+    // The cookie lapses with the transaction (the stored `expires_at` is what counts); the
+    // callback sets it again so the SPA can read the outcome.
     let cookie = set_cookie(
         &binding_cookie_name(&key),
         &binding,
-        TRANSACTION_SECS + OUTCOME_RETENTION_SECS,
-        SameSite::None,
+        TRANSACTION_SECS,
+        provider.binding_same_site(),
     );
     Ok((location, cookie))
 }

@@ -60,6 +60,9 @@ pub(crate) enum Consumed {
     Unknown,
     /// It exists, but this browser does not hold its binding cookie.
     NotBound,
+    /// It was never consumed and is past its deadline, and this browser no longer holds its
+    /// binding cookie, which lapses with it. Not consumed.
+    Expired,
     /// It was started with another provider than the one whose redirect URI the response
     /// came back on: a mix-up. Not consumed.
     ProviderMismatch,
@@ -157,6 +160,13 @@ pub(crate) enum UserLookup<'a> {
 pub(crate) type ConsentWithTokens = (ConsentRow, Option<TokenRow>);
 
 /// An app user.
+/// A row of one text column, named `text` in the query: one decoder for every such read
+/// (each row type's decoder weighs about a kilobyte).
+#[derive(Deserialize)]
+struct Text {
+    text: String,
+}
+
 #[derive(Deserialize)]
 pub(crate) struct UserRow {
     pub id: String,
@@ -287,25 +297,30 @@ impl Store {
                 return Ok(Consumed::Taken(transaction));
             }
         }
-        // Not taken: tell why. A bound row of this provider the UPDATE did not take was
-        // consumed already.
-        #[derive(Deserialize)]
-        struct Seen {
-            binding_hash: String,
-            provider: String,
-        }
+        // Not taken: tell why, in one read. A bound row of this provider the UPDATE did not
+        // take was consumed already; one whose binding this request lacks and that lapsed
+        // unconsumed took its binding cookie with it (the cookie lives as long).
         let seen = self
             .statement(
-                "SELECT binding_hash, provider FROM transactions WHERE state_key = ?1",
-                &[state_key.into()],
+                "SELECT CASE WHEN binding_hash IS NOT ?2 THEN \
+                 CASE WHEN consumed_at IS NULL AND expires_at <= ?4 THEN 'expired' ELSE 'unbound' END \
+                 WHEN provider <> ?3 THEN 'provider' ELSE 'replayed' END AS text \
+                 FROM transactions WHERE state_key = ?1",
+                &[
+                    state_key.into(),
+                    binding_hash.map_or(JsValue::NULL, JsValue::from),
+                    provider.into(),
+                    number(now),
+                ],
             )?
-            .first_read::<Seen>()
+            .first_read::<Text>()
             .await?;
-        Ok(match seen {
+        Ok(match seen.as_ref().map(|seen| seen.text.as_str()) {
             None => Consumed::Unknown,
-            Some(seen) if Some(seen.binding_hash.as_str()) != binding_hash => Consumed::NotBound,
-            Some(seen) if seen.provider != provider => Consumed::ProviderMismatch,
-            Some(_) => Consumed::Replayed,
+            Some("expired") => Consumed::Expired,
+            Some("unbound") => Consumed::NotBound,
+            Some("provider") => Consumed::ProviderMismatch,
+            _ => Consumed::Replayed,
         })
     }
 
@@ -349,17 +364,12 @@ impl Store {
 
     /// Whether a consent with this id is stored.
     pub(crate) async fn consent_stored(&self, consent_id: &str) -> Result<bool> {
-        #[derive(Deserialize)]
-        struct Found {
-            #[allow(dead_code)]
-            id: String,
-        }
         let found = self
             .statement(
-                "SELECT id FROM consents WHERE id = ?1",
+                "SELECT id AS text FROM consents WHERE id = ?1",
                 &[consent_id.into()],
             )?
-            .first_read::<Found>()
+            .first_read::<Text>()
             .await?;
         Ok(found.is_some())
     }
@@ -465,18 +475,14 @@ impl Store {
         user_id: &str,
         provider: &str,
     ) -> Result<Option<String>> {
-        #[derive(Deserialize)]
-        struct Row {
-            subject: String,
-        }
         let row = self
             .statement(
-                "SELECT subject FROM provider_users WHERE user_id = ?1 AND provider = ?2",
+                "SELECT subject AS text FROM provider_users WHERE user_id = ?1 AND provider = ?2",
                 &[user_id.into(), provider.into()],
             )?
-            .first_read::<Row>()
+            .first_read::<Text>()
             .await?;
-        Ok(row.map(|row| row.subject))
+        Ok(row.map(|row| row.text))
     }
 
     /// Claims the making of the app user's profile at a provider until `until_ms`, if no one
