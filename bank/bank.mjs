@@ -36,6 +36,11 @@ import { createServer } from 'node:http';
 import { pathToFileURL } from 'node:url';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
+// oidc-provider's own in-memory store, made larger: its default keeps 1,000 entries (sessions,
+// interactions, codes, grants and tokens share them), so 1,000 flows at once (scripts/load)
+// evicted codes still in use: "authorization code not found".
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
+import LRU from 'oidc-provider/lib/helpers/lru.js';
 
 import { answerDataRequest, buildLedger } from './data-api.mjs';
 import { escapeHtml, listen, providerPage } from './server.mjs';
@@ -96,7 +101,9 @@ export async function startBank({
     });
   }
 
+  const store = new LRU({ maxSize: 200_000 });
   const provider = new Provider(issuer, {
+    adapter: (model) => new MemoryAdapter(model, store),
     clients,
     jwks: { keys: [signingKey] },
     pkce: { required: () => true },
@@ -130,13 +137,16 @@ export async function startBank({
   // With test controls on, what the bank hands out (never read by the demo):
   //   codes:       { code, client_id, state } for every authorization code sent to a client
   //   tokens:      { type: 'access_token' | 'refresh_token' | 'id_token', value, grant_type, client_id }
-  //   exchanges:   { code, client_id, status, mode } for every token request with a code
+  //   exchanges:   { code, client_id, status, mode, error_description } for every token request
+  //                with a code (why the bank refused it, when it did)
   //                (mode is the token mode it met; status 200 with mode `normal` = success)
   //   revocations: { token, status } for every revocation request
   //   refreshes:   { presented, status, rotated } for every refresh token grant (the refresh
   //                token presented, the status, the new refresh token when it rotated)
   //   dataRequests: { method, path, token, status, mode, headers (names) } for every data API request
   const issued = testControls ? { codes: [], tokens: [], exchanges: [], revocations: [], refreshes: [], dataRequests: [], assertions: [] } : null;
+  // oidc-provider says why it refused a grant only here (`invalid_grant` is all the client hears).
+  provider.on('grant.error', (ctx, error) => { ctx.state.grantError = error.error_detail; });
   provider.use(async (ctx, next) => {
     if (coop) ctx.set('Cross-Origin-Opener-Policy', coop);
     if (ctx.path === '/token' && ctx.method === 'POST' && tokenMode === 'slow') {
@@ -193,11 +203,11 @@ export async function startBank({
     const clientId = ctx.oidc?.client?.clientId;
     if (typeof params.client_assertion === 'string') issued.assertions.push(params.client_assertion);
     if (ctx.path === '/token' && ctx.method === 'POST') {
-      if (params.code) issued.exchanges.push({ code: params.code, client_id: clientId, status: ctx.status, mode: 'normal' });
       let body = ctx.body;
       if (typeof body === 'string' || Buffer.isBuffer(body)) {
         try { body = JSON.parse(String(body)); } catch { body = null; }
       }
+      if (params.code) issued.exchanges.push({ code: params.code, client_id: clientId, status: ctx.status, mode: 'normal', error_description: ctx.status === 200 ? undefined : ctx.state.grantError ?? body?.error_description });
       if (params.grant_type === 'refresh_token') {
         issued.refreshes.push({ presented: params.refresh_token, status: ctx.status, rotated: ctx.status === 200 && body ? body.refresh_token : undefined });
       }

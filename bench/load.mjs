@@ -55,7 +55,11 @@ async function flow(index) {
   const api = await timed('api', `${stack.workerUrl}/api/local-bank/accounts`, {
     headers: { 'X-Consentry': '1', Origin: stack.publicOrigin, Authorization: `Bearer ${user}`, 'X-Consentry-Consent': outcome.consent.id },
   });
-  if (api.status !== 200) throw new Error(`/api: HTTP ${api.status}`);
+  if (api.status !== 200) {
+    let code = '';
+    try { code = JSON.parse(api.body).code ?? ''; } catch { /* not the Worker's JSON */ }
+    throw new Error(`/api: HTTP ${api.status} ${code}`.trim());
+  }
 }
 
 let exitCode = 0;
@@ -69,7 +73,7 @@ try {
       try {
         await flow(index);
       } catch (error) {
-        failures.push(`flow ${index}: ${error.message.split('\n')[0]}`);
+        failures.push(error.message.split('\n')[0]);
       }
     }
   }));
@@ -103,7 +107,17 @@ try {
   }
   console.log(`  lost ${lost}, duplicated ${duplicated}, crossed ${crossed}, 5xx ${serverErrors}`);
   console.log(`  statuses: ${[...statuses].sort(([a], [b]) => a - b).map(([status, count]) => `${status}: ${count}`).join(', ')}`);
-  for (const failure of failures.slice(0, 10)) console.log(`  ${failure}`);
+  // Why flows failed, most common first (a flow fails at its first wrong answer).
+  const reasons = new Map();
+  for (const failure of failures) reasons.set(failure, (reasons.get(failure) ?? 0) + 1);
+  for (const [reason, count] of [...reasons].sort(([, a], [, b]) => b - a)) console.log(`  ${count} failed: ${reason}`);
+  // The bank's own word on the code exchanges it refused.
+  const refused = new Map();
+  for (const exchange of stack.issued.exchanges.filter((e) => e.status !== 200)) {
+    const why = exchange.error_description ?? `HTTP ${exchange.status}`;
+    refused.set(why, (refused.get(why) ?? 0) + 1);
+  }
+  for (const [why, count] of refused) console.log(`  ${count} code exchanges refused by the bank: ${why}`);
   if (lost || duplicated || crossed || serverErrors || failures.length) exitCode = 1;
 } finally {
   await stack.stop();
