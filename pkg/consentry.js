@@ -22,6 +22,9 @@ const FOCUS_SLACK_MS = 1_000;
 // A popup that was really closed: the Worker is asked for this long (a grant may just have
 // landed) before the flow ends with popup_closed.
 const CLOSE_GRACE_MS = 2_000;
+// After the popup's message, how long the Worker is asked to confirm it (its record exists
+// before the page that posts it is served: only the network delays it).
+const CONFIRM_MS = 10_000;
 const ELEMENT_NAME = 'consentry-connect';
 const LOOPBACK_HOSTS = ['localhost', '127.0.0.1', '::1'];
 
@@ -256,7 +259,8 @@ export class ConsentClient {
     let focusedAt = 0;
     let lastAsked = 0;
     let asking = false;
-    let messaged = false;
+    let posted = null; // the outcome our popup's last message carried
+    let postedAt = 0;
     let done = false;
 
     const finish = (error, consent) => {
@@ -273,11 +277,16 @@ export class ConsentClient {
     const settle = (outcome) => finish(outcome.error, outcome.consent);
     const closed = () => finish(new ConsentError('popup_closed', 'the popup was closed before the provider answered'));
 
-    // The popup's message only says the flow has ended: it settles on the Worker's record,
-    // which only this browser's binding cookie reads, never on what a window posted.
+    // The popup's message says the flow has ended, and it settles on the Worker's record,
+    // which only this browser's binding cookie reads: a posted grant is never believed. A
+    // posted error may settle the flow where the Worker has no record to give (a start it
+    // refused stores nothing), or none within CONFIRM_MS: an error can only fail a flow.
     const onMessage = (event) => {
-      if (event.origin !== this.#origin || event.source !== popup || !readOutcome(event.data, state)) return;
-      messaged = true;
+      if (event.origin !== this.#origin || event.source !== popup) return;
+      const outcome = readOutcome(event.data, state);
+      if (!outcome) return;
+      posted = outcome;
+      postedAt = Date.now();
       lastAsked = 0;
       tick();
     };
@@ -286,7 +295,7 @@ export class ConsentClient {
     };
     const tick = async () => {
       const now = Date.now();
-      if (!closedAt && !messaged) {
+      if (!closedAt && !posted) {
         if (!popup.closed) return;
         closedAt = now;
         severed = isolated || closedAt - openedAt < SEVERANCE_WINDOW_MS;
@@ -298,9 +307,12 @@ export class ConsentClient {
       asking = false;
       if (done) return;
       if (answer.outcome) return settle(answer.outcome);
-      if (answer.gone) return messaged ? finish(answer.gone) : closed();
-      // After the message the record is there: a miss is the network, asked again until the timeout.
-      if (messaged) return;
+      if (posted) {
+        if (answer.gone) return posted.error ? settle(posted) : finish(answer.gone);
+        if (Date.now() - postedAt < CONFIRM_MS) return;
+        return posted.error ? settle(posted) : finish(new ConsentError('network_error', 'the Worker did not confirm the grant its popup posted'));
+      }
+      if (answer.gone) return closed();
       const closeFocused = focusedAt >= closedAt - FOCUS_SLACK_MS;
       const waitingSince = !severed ? closedAt : closeFocused ? Math.max(focusedAt, closedAt) : 0;
       if (waitingSince && Date.now() - waitingSince >= CLOSE_GRACE_MS) closed();

@@ -521,6 +521,31 @@ test('one popup flow per provider from the demo page, each with its bank picker:
   await context.close();
 });
 
+test('a start the Worker refuses rejects with the code its popup posted, which the Worker has no flow to confirm', { timeout: TEST_TIMEOUT }, async () => {
+  const { context, page } = await openDemo();
+  // Well-formed, so the module lets it through; the Worker does not know it, stores nothing
+  // and posts its error from the popup (page.evaluate carries a user gesture).
+  const code = await page.evaluate(async () => {
+    const { ConsentClient } = await import('/vendor/consentry/consentry.js');
+    return new ConsentClient().connect({ provider: 'no-such-bank', user: 'usr_alice' }).then(() => 'resolved', (error) => error.code);
+  });
+  assert.equal(code, 'unknown_provider');
+  await context.close();
+});
+
+test('D6: a grant the popup posts but the Worker does not confirm is not believed: network_error, not a consent', { timeout: TEST_TIMEOUT }, async () => {
+  const { context, page } = await openDemo();
+  // The Worker's record, as a network that loses it would leave the page: never there.
+  await context.route(`${stack.publicOrigin}/auth/outcome?*`, (route) => route.fulfill({ status: 404, contentType: 'application/json', body: JSON.stringify({ code: 'outcome_pending', description: 'withheld by the test' }) }));
+  const popup = await clickConnect(page, 'usr_bob');
+  await bankLogin(popup, { user: 'bob' });
+  const granted = stack.issued.exchanges.at(-1);
+  assert.equal(granted.status, 200, 'the bank granted and the Worker recorded it');
+  const event = await nextEvent(page, 0, 30_000);
+  assert.deepEqual({ type: event.type, code: event.code }, { type: 'failed', code: 'network_error' });
+  await context.close();
+});
+
 test('D9: an app page served with COOP same-origin (cross-origin isolated) has its popup severed, and the flow resolves through /auth/outcome', { timeout: TEST_TIMEOUT }, async () => {
   const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
   // The demo page, as an app that isolates itself serves it.

@@ -196,8 +196,20 @@ test('H5: the worst /api path, a FAPI refresh in a cold isolate, stays within th
       await tally(); // a fresh tally for this call only
       const res = await stack.workerFetch(`${counting.url}/api/open-finance/accounts`, { headers: headers(user, { 'X-Consentry-Consent': consent }) });
       assert.equal(res.status, 200, describe(res));
-      await sleep(300); // what runs under waitUntil after the answer
-      return tally();
+      // What runs under waitUntil after the answer counts too: the tally is read once nothing
+      // is open and it has stopped changing.
+      let last = '';
+      let peeks = 0;
+      while (peeks < 40) {
+        await sleep(100);
+        peeks += 1;
+        const peek = await (await stack.workerFetch(`${counting.url}/auth/__counts?peek`)).json();
+        const now = JSON.stringify(peek);
+        if (peek.open === 0 && now === last) break;
+        last = now;
+      }
+      // `requests`: how many requests the call made of the tally, the /api call aside.
+      return { ...(await tally()), requests: peeks + 2 };
     };
     const cold = await worstCall();
     console.log(`worst /api path, cold isolate: ${cold.fetches.length} subrequests (${cold.fetches.join(', ')}), at most ${cold.maxOpen} open at once, ${cold.d1.length} D1 statements`);
@@ -219,6 +231,7 @@ test('H5: the worst /api path, a FAPI refresh in a cold isolate, stays within th
     for (let i = 0; i < rounds; i += 1) warmTallies.push(await worstCall());
     const statements = Math.round(warmTallies.reduce((sum, t) => sum + t.d1.length, 0) / rounds);
     const fetches = Math.round(warmTallies.reduce((sum, t) => sum + t.fetches.length, 0) / rounds);
+    const requests = Math.round(warmTallies.reduce((sum, t) => sum + t.requests, 0) / rounds);
     const cpuOf = async (call) => {
       const before = await workerdCpuMs(counting.pgid);
       for (let i = 0; i < rounds; i += 1) await call();
@@ -232,8 +245,10 @@ test('H5: the worst /api path, a FAPI refresh in a cold isolate, stays within th
       const warm = await worstCall();
       assert.ok(warm.fetches.length <= 50 && warm.maxOpen <= 6 && warm.d1.length <= 50, JSON.stringify(warm));
     });
+    // As many requests as the worst call makes: its tally reads less one, and two probes
+    // in place of its /api call.
     const platform = await cpuOf(async () => {
-      await tally(); // the worst call's two tally reads
+      for (let i = 1; i < requests; i += 1) await tally();
       await probe(`__d1?n=${statements}`)();
       await probe(`__fetch?n=${fetches}&url=${encodeURIComponent(`${stack.fapiBank.issuer}/.well-known/openid-configuration`)}`)();
     });

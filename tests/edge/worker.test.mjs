@@ -716,6 +716,11 @@ test('a callback after the flow\'s deadline is refused as expired, with or witho
   assert.equal(exchangesOf(codeOf(lateUrl)).length, 0, 'the late code was not exchanged');
   const [lateRow] = await stack.d1(`SELECT consumed_at FROM transactions WHERE state_key = ${sqlString(keys[2])}`);
   assert.equal(lateRow.consumed_at, null, 'a callback without the binding consumes nothing');
+  // Its browser, the cookie gone, still hears why from /auth/outcome (as would anyone
+  // naming the state: a flow that never came back says nothing else).
+  const lateOutcome = await outcomeOf(lateJar, late.state);
+  assert.equal(lateOutcome.status, 200, describe(lateOutcome));
+  assert.deepEqual([lateOutcome.json().status, lateOutcome.json().error], ['failed', 'transaction_expired']);
 
   // The Worker sees the write: the flow that never came back now reads as expired, not pending.
   const lapsed = await outcomeOf(jar, idle.state);

@@ -6,6 +6,7 @@
 // it with `startWorker({ main: COUNTING_WORKER })`, beside the real one.
 //
 //   GET /auth/__counts            the tally since the last read, as JSON, and a fresh one
+//                                 (`?peek`: the tally, kept)
 //   GET /auth/__d1?n=N            N trivial D1 statements, uncounted: what the platform's
 //                                 side of a statement costs, to set beside the Worker's
 //   GET /auth/__fetch?url=U&n=N   N fetches of U, each body read, uncounted: likewise
@@ -41,7 +42,8 @@ globalThis.fetch = async function countedFetch(input, init) {
     close();
     throw error;
   }
-  if (!response.body) {
+  // A body that cannot be wrapped (none, or a status that must have none) is done with.
+  if (!response.body || [101, 204, 205, 304].includes(response.status)) {
     close();
     return response;
   }
@@ -84,7 +86,7 @@ export default class CountingWorker extends WorkerEntrypoint {
     const n = Number(url.searchParams.get('n') ?? 0);
     if (url.pathname === '/auth/__counts') {
       const counts = tally;
-      tally = freshTally();
+      if (!url.searchParams.has('peek')) tally = freshTally();
       return Response.json(counts);
     }
     if (url.pathname === '/auth/__d1') {

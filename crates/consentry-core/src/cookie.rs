@@ -6,9 +6,10 @@
 //!   `SameSite=Lax`, which the provider's redirect (a top-level `GET`) carries, or `None`
 //!   for a provider that answers with `response_mode=form_post`, a cross-site `POST` that
 //!   `Lax` would strip ([`crate::ProviderConfig::binding_same_site`]). It lives
-//!   [`BINDING_SECS`], the transaction's own lifetime, and the callback that ends the flow
-//!   sets it again for as long, so that the SPA can read the outcome. It is named after the
-//!   state's storage key, so two flows in one browser do not overwrite each other's binding.
+//!   [`BINDING_SECS`], the transaction's own lifetime, and the callback that consumes the
+//!   flow sets it again on its answer for as long, so that the SPA can read the outcome. It
+//!   is named after the state's storage key, so two flows in one browser do not overwrite
+//!   each other's binding.
 //! * The **session cookie** names the app user whose consents the browser may list and
 //!   revoke. `SameSite=Strict`: only the app's own same-site requests carry it, so no other
 //!   site can make the browser act on a consent.

@@ -117,7 +117,8 @@ async fn serve(
 
 impl Call<'_> {
     /// `GET /auth/outcome?state=...`: the outcome of a flow this browser started (its
-    /// binding cookie proves it), `outcome_pending` while the provider has not answered.
+    /// binding cookie proves it), `outcome_pending` while the provider has not answered;
+    /// `transaction_expired` for a flow that never came back, cookie or not.
     async fn outcome(&self, query: &str) -> Result<Outcome> {
         let state = form_value(query, "state")
             .ok_or_else(|| Error::new(ErrorCode::MissingParameter, "outcome needs one ?state="))?;
@@ -134,13 +135,19 @@ impl Call<'_> {
             .recorded_flow(key.as_str())
             .await?
             .ok_or_else(|| Error::new(ErrorCode::UnknownTransaction, "no flow has this state"))?;
-        let binding =
-            cookie_value(&self.caller.cookies, &binding_cookie_name(&key)).ok_or_else(not_bound)?;
-        if !constant_time_eq(
-            stored_hash(binding).as_bytes(),
-            flow.binding_hash.as_bytes(),
-        ) {
-            return Err(not_bound());
+        // A flow that never came back and is past its deadline is read as expired by whoever
+        // names it: its binding cookie lapsed with it, and its record says nothing else.
+        let lapsed =
+            flow.outcome.is_none() && flow.consumed_at.is_none() && flow.expires_at <= self.now;
+        if !lapsed {
+            let binding = cookie_value(&self.caller.cookies, &binding_cookie_name(&key))
+                .ok_or_else(not_bound)?;
+            if !constant_time_eq(
+                stored_hash(binding).as_bytes(),
+                flow.binding_hash.as_bytes(),
+            ) {
+                return Err(not_bound());
+            }
         }
         match flow.outcome {
             // Read back through the wire schema: a damaged row is an error, not a message.

@@ -60,8 +60,8 @@ pub(crate) enum Consumed {
     Unknown,
     /// It exists, but this browser does not hold its binding cookie.
     NotBound,
-    /// It was never consumed and is past its deadline, and this browser no longer holds its
-    /// binding cookie, which lapses with it. Not consumed.
+    /// It was never consumed and is past its deadline, and this request does not hold its
+    /// binding cookie (which lapses with it). Not consumed.
     Expired,
     /// It was started with another provider than the one whose redirect URI the response
     /// came back on: a mix-up. Not consumed.
@@ -159,7 +159,6 @@ pub(crate) enum UserLookup<'a> {
 /// A consent with its token set as it stands (`None`: its tokens are no longer held).
 pub(crate) type ConsentWithTokens = (ConsentRow, Option<TokenRow>);
 
-/// An app user.
 /// A row of one text column, named `text` in the query: one decoder for every such read
 /// (each row type's decoder weighs about a kilobyte).
 #[derive(Deserialize)]
@@ -167,6 +166,7 @@ struct Text {
     text: String,
 }
 
+/// An app user.
 #[derive(Deserialize)]
 pub(crate) struct UserRow {
     pub id: String,
@@ -298,8 +298,9 @@ impl Store {
             }
         }
         // Not taken: tell why, in one read. A bound row of this provider the UPDATE did not
-        // take was consumed already; one whose binding this request lacks and that lapsed
-        // unconsumed took its binding cookie with it (the cookie lives as long).
+        // take was consumed already. One whose binding this request does not hold (none, or
+        // another) and that lapsed unconsumed is expired: a browser's binding cookie lapses
+        // with its flow, and a stranger's learns only what its state already says.
         let seen = self
             .statement(
                 "SELECT CASE WHEN binding_hash IS NOT ?2 THEN \
