@@ -279,8 +279,8 @@ export class ConsentClient {
 
     // The popup's message says the flow has ended, and it settles on the Worker's record,
     // which only this browser's binding cookie reads: a posted grant is never believed. A
-    // posted error may settle the flow where the Worker has no record to give (a start it
-    // refused stores nothing), or none within CONFIRM_MS: an error can only fail a flow.
+    // posted error may settle the flow where the Worker has no flow (a start it refused
+    // stores nothing) or cannot answer within CONFIRM_MS: an error can only fail a flow.
     const onMessage = (event) => {
       if (event.origin !== this.#origin || event.source !== popup) return;
       const outcome = readOutcome(event.data, state);
@@ -295,11 +295,11 @@ export class ConsentClient {
     };
     const tick = async () => {
       const now = Date.now();
-      if (!closedAt && !posted) {
-        if (!popup.closed) return;
+      if (!closedAt && popup.closed) {
         closedAt = now;
         severed = isolated || closedAt - openedAt < SEVERANCE_WINDOW_MS;
       }
+      if (!closedAt && !posted) return;
       if (asking || now - lastAsked < OUTCOME_POLL_MS) return;
       asking = true;
       lastAsked = now;
@@ -307,12 +307,14 @@ export class ConsentClient {
       asking = false;
       if (done) return;
       if (answer.outcome) return settle(answer.outcome);
-      if (posted) {
+      // While the Worker says the flow is pending, a message is believed neither way.
+      if (posted && !answer.pending) {
         if (answer.gone) return posted.error ? settle(posted) : finish(answer.gone);
         if (Date.now() - postedAt < CONFIRM_MS) return;
         return posted.error ? settle(posted) : finish(new ConsentError('network_error', 'the Worker did not confirm the grant its popup posted'));
       }
       if (answer.gone) return closed();
+      if (!closedAt) return;
       const closeFocused = focusedAt >= closedAt - FOCUS_SLACK_MS;
       const waitingSince = !severed ? closedAt : closeFocused ? Math.max(focusedAt, closedAt) : 0;
       if (waitingSince && Date.now() - waitingSince >= CLOSE_GRACE_MS) closed();
@@ -340,7 +342,8 @@ export class ConsentClient {
   }
 
   // The Worker's record of a flow: { outcome }, { gone: the Worker's error } when it never
-  // reached the Worker from this browser, or {} while pending or unreachable.
+  // reached the Worker from this browser, { pending } while the provider has not answered,
+  // or {} when the Worker could not say.
   async #askOutcome(state) {
     try {
       const body = await this.#call('GET', `/outcome?state=${encodeURIComponent(state)}`);
@@ -348,7 +351,7 @@ export class ConsentClient {
       return outcome ? { outcome } : {};
     } catch (error) {
       if (error.code === 'unknown_transaction' || error.code === 'transaction_not_bound') return { gone: error };
-      return {};
+      return error.code === 'outcome_pending' ? { pending: true } : {};
     }
   }
 

@@ -15,7 +15,7 @@ import { after, before, test } from 'node:test';
 import { BANKS } from '../../bank/moneyhub.mjs';
 import { answerAtProvider } from '../lib/bank-user.mjs';
 import {
-  apiError, describe, expireAccessToken as expireAccessTokenOf, findLeaks, outcomePage, testControl, userHeaders,
+  apiError, describe, expireAccessToken as expireAccessTokenOf, findLeaks, outcomePage, sleep, testControl, userHeaders, waitFor,
 } from '../lib/edge.mjs';
 import { BANK_ACCOUNT, grantConsent, returnToWorker, startFlow } from '../lib/flow.mjs';
 import { CookieJar, parseSetCookie, randomToken, sqlString, startStack } from '../lib/worker-harness.mjs';
@@ -426,18 +426,8 @@ test('connect: userinfo through /api; refresh rotates the refresh token, and a r
   }
 });
 
-/** Waits until `condition()` holds, checking every 50 ms, for at most `ms`. */
-async function waitFor(condition, ms, what) {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => { setTimeout(resolve, 50); });
-  }
-}
-
 test('connect-rs256: a refreshed token that cannot be checked just now (a new key within the JWKS cooldown, then the JWKS down) fails the refresh but keeps the rotated refresh token', { timeout: 3 * TEST_TIMEOUT }, async () => {
   const emulation = stack.connectRs256;
-  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
   // When the Worker last fetched this JWKS successfully, and a wait until a minute after it.
   const lastFetch = () => emulation.issued.jwksFetches.filter((fetch) => fetch.status === 200).at(-1)?.at ?? 0;
   const cooledDown = () => sleep(Math.max(0, lastFetch() + 61_000 - Date.now()));

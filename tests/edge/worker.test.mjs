@@ -13,7 +13,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { answerAtProvider, consentAtBank } from '../lib/bank-user.mjs';
-import { apiError, describe, findLeaks, outcomePage, storedFiles, testControl } from '../lib/edge.mjs';
+import { apiError, describe, findLeaks, outcomePage, sleep, storedFiles, testControl, waitFor } from '../lib/edge.mjs';
 import { BANK_ACCOUNT, returnToWorker, startFlow } from '../lib/flow.mjs';
 import { CookieJar, parseSetCookie, randomToken, ROOT, sqlString, startStack } from '../lib/worker-harness.mjs';
 
@@ -252,16 +252,8 @@ function bankHits(path) {
   return stack.bankRequests.filter((req) => req.method === 'GET' && req.path === path).length;
 }
 
-const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 /** Waits until `condition()` holds, checking every 50 ms, for at most `ms`. */
-async function waitFor(condition, ms, what) {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 /** The session cookie a browser holds, as the store keys it: base64url(SHA-256(value)). */
 function sessionHashOf(jar) {

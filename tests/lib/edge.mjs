@@ -79,6 +79,18 @@ export async function workerdCpuMs(pgid) {
   return ticks / ticksPerMs;
 }
 
+/** Resolves after `ms`. */
+export const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+/** Waits until `condition()` holds, checking every 50 ms, for at most `ms`; else fails naming `what`. */
+export async function waitFor(condition, ms, what) {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
 /** A provider's test control: `POST {base}/__test/{name}` with `body`, which must be taken. */
 export async function testControl(base, name, body = '') {
   const res = await fetch(`${base}/__test/${name}`, { method: 'POST', body });

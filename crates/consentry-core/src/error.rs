@@ -438,6 +438,20 @@ fn sanitize_description(description: &str) -> String {
         .to_owned()
 }
 
+/// What replaces a provider's description that repeated a credential.
+const WITHHELD: &str = "the provider's description was withheld: it repeated a credential";
+
+/// Whether `text` holds what looks like a JWS or JWT in compact form: a base64url JSON
+/// header (`eyJ`, 13 characters at least) followed by a `.`.
+fn holds_jws(text: &str) -> bool {
+    let base64url = |b: &&u8| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'_';
+    text.match_indices("eyJ").any(|(at, _)| {
+        let rest = &text.as_bytes()[at..];
+        let header = rest.iter().take_while(base64url).count();
+        header >= 13 && rest.get(header) == Some(&b'.')
+    })
+}
+
 /// A consentry failure: a stable [`ErrorCode`] and a human description.
 ///
 /// The description explains; it never quotes a response body, a JWT or a credential. The one
@@ -460,7 +474,8 @@ impl Error {
 
     /// An error the authorization server reported, its RFC `error` string kept exactly.
     /// Its `error_description` is shown to people, stored with the outcome and never parsed:
-    /// it is kept sanitized and cut to [`MAX_ERROR_DESCRIPTION_LEN`] characters.
+    /// it is kept sanitized and cut to [`MAX_ERROR_DESCRIPTION_LEN`] characters, and withheld
+    /// when it holds a JWS.
     ///
     /// Every string a provider sends as `error` comes through here, and two kinds are not
     /// passed on: one that is not an RFC error string ([`is_rfc_error_string`]: too long, a
@@ -484,7 +499,13 @@ impl Error {
                 "the provider's error spells one of consentry's own codes; it is not passed on as one",
             );
         }
-        Error::new(code, sanitize_description(description.unwrap_or_default()))
+        let description = sanitize_description(description.unwrap_or_default());
+        // A JWS in it is one the client signed, echoed (a client assertion, a DPoP proof, a
+        // request object): not the provider's to show.
+        match holds_jws(&description) {
+            true => Error::new(code, WITHHELD),
+            false => Error::new(code, description),
+        }
     }
 
     /// This error, its description dropped if it holds any of `sent`: the secrets of the
@@ -492,7 +513,9 @@ impl Error {
     /// provider echoing its input in `error_description` would otherwise show to the user
     /// and store with the outcome. Empty values are ignored. A description cut to its length
     /// limit that ends in the first 8 or more characters of a secret is dropped too: the cut
-    /// would otherwise show most of it.
+    /// would otherwise show most of it. (What the client signed per request, a client
+    /// assertion, a DPoP proof or a request object, is in no such list: [`Error::oauth`]
+    /// withholds any description that holds a JWS.)
     pub fn withholding(self, sent: &[&str]) -> Self {
         let description = &self.description;
         let echoes = sent.iter().any(|secret| {
@@ -505,11 +528,7 @@ impl Error {
                     }))
         });
         match echoes {
-            true => Error {
-                description: "the provider's description was withheld: it repeated a credential"
-                    .to_owned(),
-                code: self.code,
-            },
+            true => Error::new(self.code, WITHHELD),
             false => self,
         }
     }
@@ -634,6 +653,22 @@ mod tests {
         assert!(withheld.description().contains("withheld"));
         let plain = Error::oauth("invalid_grant", Some("the code expired"));
         assert_eq!(plain.clone().withholding(&["SplxlOBe", ""]), plain);
+        // What the Worker signs per request is in no `sent` list: any JWS in a description
+        // is withheld as the description is read.
+        let assertion = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJjIn0.c2ln";
+        let echoed = Error::oauth(
+            "invalid_client",
+            Some(&format!("bad assertion {assertion}")),
+        );
+        assert_eq!(echoed.description(), WITHHELD);
+        let named = Error::oauth(
+            "invalid_client",
+            Some("client_assertion must be a JWT (eyJ...)"),
+        );
+        assert_eq!(
+            named.description(),
+            "client_assertion must be a JWT (eyJ...)"
+        );
     }
 
     #[test]

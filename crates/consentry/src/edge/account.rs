@@ -153,7 +153,7 @@ impl Call<'_> {
             // Read back through the wire schema: a damaged row is an error, not a message.
             Some(outcome) => Outcome::parse(&outcome).map_err(|_| {
                 Error::new(
-                    ErrorCode::StorageFailed,
+                    ErrorCode::RecordUnreadable,
                     "the recorded outcome is unreadable",
                 )
             }),
@@ -173,9 +173,7 @@ impl Call<'_> {
                     false => self.store.recorded_outcome(key.as_str()).await,
                 }
             }
-            None if flow.consumed_at.is_none() && flow.expires_at <= self.now => {
-                Ok(Outcome::from_error(state, &transaction_expired()))
-            }
+            None if lapsed => Ok(Outcome::from_error(state, &transaction_expired())),
             None => Err(Error::new(
                 ErrorCode::OutcomePending,
                 "the flow has not come back from the provider yet",

@@ -114,11 +114,11 @@ async fn call(
 
     let store = open_store(env)?;
     let now = now();
-    let consents = caller
+    let (consents, limit_key) = caller
         .consents_with_tokens(env, config, &store, provider.id(), now)
         .await?;
     // Counted once the caller is known: made-up credentials get no bucket of their own.
-    limits::check(env, limits::API, &caller.limit_key()).await?;
+    limits::check(env, limits::API, &limit_key).await?;
     let (consent, token_set) = choose(consents, request, now)?;
     let tokens = TokenSource {
         env,

@@ -257,16 +257,24 @@ async fn end_flow(env: Env, config: Config, claimed: Claimed) -> Ending {
             match record_grant(&store, &transaction, &state, &key, &grant, replaces, now).await {
                 Ok(recorded) => Ok(recorded),
                 Err(error) => Err(Failure {
-                    unrecorded: store
-                        .consent_stored(&grant.consent_id)
-                        .await
-                        .ok()
-                        .filter(|stored| !stored)
-                        .map(|_| Unrecorded {
+                    // Ended at the provider only when it is certain no consent holds it: if
+                    // even that cannot be read, the write may have landed, and it is left.
+                    unrecorded: match store.consent_stored(&grant.consent_id).await {
+                        Ok(false) => Some(Unrecorded {
                             tokens: grant.tokens,
                             profile: grant.provider_subject,
                             connection: grant.provider_consent_id,
                         }),
+                        Ok(true) => None,
+                        Err(unknown) => {
+                            worker::console_warn!(
+                                "consentry: grant neither stored nor ended provider={} code={}",
+                                log_field(&transaction.provider),
+                                log_field(unknown.code().as_str())
+                            );
+                            None
+                        }
+                    },
                     error,
                 }),
             }
@@ -419,7 +427,9 @@ async fn exchange(
     let verifier = match transaction.sealed_verifier.as_deref() {
         Some(sealed) => sealing_key.open(key.as_str(), sealed).await?.0,
         None => {
-            return Err(Error::new(ErrorCode::StorageFailed, "the flow's verifier is gone").into())
+            return Err(
+                Error::new(ErrorCode::RecordUnreadable, "the flow's verifier is gone").into(),
+            )
         }
     };
     let verifier = String::from_utf8(verifier)
@@ -546,7 +556,7 @@ async fn open_dpop_key(
     let sealed = transaction
         .sealed_dpop_key
         .as_deref()
-        .ok_or_else(|| Error::new(ErrorCode::StorageFailed, "the flow's DPoP key is gone"))?;
+        .ok_or_else(|| Error::new(ErrorCode::RecordUnreadable, "the flow's DPoP key is gone"))?;
     let (private, _) = config::sealing_key(env)?
         .open(&dpop_key_aad(key), sealed)
         .await?;

@@ -57,16 +57,6 @@ impl Caller {
         Ok(())
     }
 
-    /// What `/api`'s rate limit counts a known caller under: a hash of its user reference or
-    /// session cookie, never the value itself.
-    pub(crate) fn limit_key(&self) -> String {
-        self.authorization
-            .as_deref()
-            .or_else(|| cookie_value(&self.cookies, SESSION_COOKIE))
-            .map(stored_hash)
-            .unwrap_or_default()
-    }
-
     /// The user the call acts for: the one `Authorization: Bearer` names, else the
     /// session's.
     pub(crate) async fn user(
@@ -93,7 +83,9 @@ impl Caller {
 
     /// The consents with `provider` of the user the call acts for (found as [`Caller::user`]
     /// finds them), each with its token set: the user and the consents read in one round
-    /// trip (an asserted user is recorded first).
+    /// trip (an asserted user is recorded first). With them, what `/api`'s rate limit counts
+    /// this caller under: its session's hash, or a hash of the user id a `Bearer` reference
+    /// names (so that a fresh assertion for the same user is no fresh bucket).
     pub(crate) async fn consents_with_tokens(
         &self,
         env: &Env,
@@ -101,7 +93,7 @@ impl Caller {
         store: &Store,
         provider: &str,
         now: u64,
-    ) -> Result<Vec<ConsentWithTokens>> {
+    ) -> Result<(Vec<ConsentWithTokens>, String)> {
         let (session, asserted);
         let (lookup, unknown): (UserLookup<'_>, fn() -> Error) = match &self.authorization {
             None => {
@@ -120,10 +112,15 @@ impl Caller {
                 (UserLookup::Id(&asserted), user_not_recorded)
             }
         };
-        store
+        let limit_key = match lookup {
+            UserLookup::Session(session) => session.to_owned(),
+            UserLookup::Id(id) => stored_hash(&format!("user:{id}")),
+        };
+        let consents = store
             .user_with_consents(lookup, provider, now)
             .await?
-            .ok_or_else(unknown)
+            .ok_or_else(unknown)?;
+        Ok((consents, limit_key))
     }
 }
 

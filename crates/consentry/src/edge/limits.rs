@@ -1,7 +1,7 @@
 //! Rate limits, on Cloudflare's rate-limiting bindings (`[[ratelimits]]` in wrangler.toml;
 //! `wrangler dev` runs them locally, in memory): `/auth/start` and `/auth/callback/{provider}`
-//! per client IP, before they read or write anything; `/api` per session (or per user
-//! reference) once the caller is known, so that made-up credentials get no bucket of their
+//! per client IP, before they read or write anything; `/api` per session (or per user,
+//! for a `Bearer` caller) once the caller is known, so that made-up credentials get no bucket of their
 //! own, and before any refresh or call upstream. Over its limit a request is answered 429
 //! `rate_limited` with `Retry-After`.
 //!
@@ -20,7 +20,7 @@ use worker::{Env, Request};
 pub(crate) const START: &str = "CONSENTRY_LIMIT_START";
 /// The binding that limits `/auth/callback/{provider}`, per client IP.
 pub(crate) const CALLBACK: &str = "CONSENTRY_LIMIT_CALLBACK";
-/// The binding that limits `/api`, per session.
+/// The binding that limits `/api`, per session or per user.
 pub(crate) const API: &str = "CONSENTRY_LIMIT_API";
 
 /// `Retry-After` on a 429 (the longest period a rate-limiting binding can have), and on a

@@ -352,7 +352,7 @@ impl Store {
     pub(crate) async fn recorded_outcome(&self, state_key: &str) -> Result<Outcome> {
         let unreadable = || {
             Error::new(
-                ErrorCode::StorageFailed,
+                ErrorCode::RecordUnreadable,
                 "the recorded outcome is unreadable",
             )
         };

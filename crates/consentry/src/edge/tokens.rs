@@ -332,7 +332,7 @@ impl TokenSource<'_> {
         let answer = match tokens.dpop_key() {
             None if self.provider.uses_dpop() => {
                 return Err(Error::new(
-                    ErrorCode::StorageFailed,
+                    ErrorCode::RecordUnreadable,
                     "this DPoP-bound consent has lost its key",
                 ))
             }
@@ -378,7 +378,7 @@ impl TokenSource<'_> {
     ) -> Result<TokenResponse> {
         let profile = consent.provider_subject.as_deref().ok_or_else(|| {
             Error::new(
-                ErrorCode::StorageFailed,
+                ErrorCode::RecordUnreadable,
                 "this consent has lost the profile its data tokens are for",
             )
         })?;
